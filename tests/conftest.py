@@ -1,0 +1,47 @@
+"""Shared test fixtures: tiny network configs and the optional ../shared compat folder."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# The reference-data folder lives beside the checkout (../shared); a user's clone has none.
+SHARED = Path(os.environ.get('SG2KD_SHARED', REPO.parent / 'shared'))
+COMPAT = SHARED / 'compat'
+
+
+def require_compat(name: str) -> Path:
+    """Path of a compat file, or skip the test when ../shared/compat is absent."""
+    path = COMPAT / name
+    if not path.exists():
+        pytest.skip(f'{path} not present (reference data lives in ../shared/compat)')
+    return path
+
+
+TINY_G = dict(
+    z_dim=8,
+    w_dim=8,
+    c_dim=0,
+    img_resolution=16,
+    img_channels=3,
+    mapping_kwargs=dict(num_layers=2),
+    synthesis_kwargs=dict(channel_base=128, channel_max=16),
+)
+TINY_D = dict(
+    c_dim=0,
+    img_resolution=16,
+    img_channels=3,
+    channel_base=128,
+    channel_max=16,
+    epilogue_kwargs=dict(mbstd_group_size=2),
+)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -223,11 +223,19 @@ class Discriminator(torch.nn.Module):
             dict(k or {}) for k in (block_kwargs, mapping_kwargs, epilogue_kwargs)
         )
         self.init_kwargs = dict(
-            c_dim=c_dim, img_resolution=img_resolution, img_channels=img_channels, architecture=architecture,
-            channel_base=channel_base, channel_max=channel_max, num_fp16_res=num_fp16_res, conv_clamp=conv_clamp,
-            cmap_dim=cmap_dim, block_kwargs=block_kwargs, mapping_kwargs=mapping_kwargs,
+            c_dim=c_dim,
+            img_resolution=img_resolution,
+            img_channels=img_channels,
+            architecture=architecture,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            num_fp16_res=num_fp16_res,
+            conv_clamp=conv_clamp,
+            cmap_dim=cmap_dim,
+            block_kwargs=block_kwargs,
+            mapping_kwargs=mapping_kwargs,
             epilogue_kwargs=epilogue_kwargs,
-        )  # fmt: skip
+        )
         self.c_dim = c_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
@@ -241,9 +249,15 @@ class Discriminator(torch.nn.Module):
         layer_idx = 0
         for res in self.block_resolutions:
             block = DiscriminatorBlock(
-                channels[res] if res < img_resolution else 0, channels[res], channels[res // 2], resolution=res,
-                first_layer_idx=layer_idx, use_fp16=(res >= fp16_res), **block_kwargs, **common,
-            )  # fmt: skip
+                channels[res] if res < img_resolution else 0,
+                channels[res],
+                channels[res // 2],
+                resolution=res,
+                first_layer_idx=layer_idx,
+                use_fp16=(res >= fp16_res),
+                **block_kwargs,
+                **common,
+            )
             setattr(self, f'b{res}', block)
             layer_idx += block.num_layers
         if c_dim > 0:
@@ -261,7 +275,7 @@ class Discriminator(torch.nn.Module):
         return self.b4.in_channels
 
     def attach_head(self, name: str, head: torch.nn.Module) -> None:
-        """Register ``head``: a module mapping ``[N, feature_dim]`` to any output, stored in ``self.heads``."""
+        """Register ``head``, a module mapping ``[N, feature_dim]`` to any output, kept in ``self.heads``."""
         if name in self.heads:
             raise ValueError(f'a head named {name!r} is already attached')
         self.heads[name] = head

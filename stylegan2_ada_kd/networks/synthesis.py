@@ -181,9 +181,15 @@ class SynthesisBlock(torch.nn.Module):
             self.const = torch.nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
             self.conv0 = SynthesisLayer(
-                in_channels, out_channels, w_dim, resolution, up=2, resample_filter=resample_filter,
-                **common, **layer_kwargs,
-            )  # fmt: skip
+                in_channels,
+                out_channels,
+                w_dim,
+                resolution,
+                up=2,
+                resample_filter=resample_filter,
+                **common,
+                **layer_kwargs,
+            )
             self.num_conv += 1
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **common, **layer_kwargs)
         self.num_conv += 1
@@ -192,9 +198,14 @@ class SynthesisBlock(torch.nn.Module):
             self.num_torgb += 1
         if in_channels != 0 and architecture == 'resnet':
             self.skip = Conv2dLayer(
-                in_channels, out_channels, kernel_size=1, bias=False, up=2,
-                resample_filter=resample_filter, channels_last=self.channels_last,
-            )  # fmt: skip
+                in_channels,
+                out_channels,
+                kernel_size=1,
+                bias=False,
+                up=2,
+                resample_filter=resample_filter,
+                channels_last=self.channels_last,
+            )
 
     def forward(
         self,
@@ -281,10 +292,15 @@ class SynthesisNetwork(torch.nn.Module):
         self.num_ws = 0
         for res in self.block_resolutions:
             block = SynthesisBlock(
-                channels[res // 2] if res > 4 else 0, channels[res], w_dim=w_dim, resolution=res,
-                img_channels=img_channels, is_last=(res == img_resolution), use_fp16=(res >= fp16_res),
+                channels[res // 2] if res > 4 else 0,
+                channels[res],
+                w_dim=w_dim,
+                resolution=res,
+                img_channels=img_channels,
+                is_last=(res == img_resolution),
+                use_fp16=(res >= fp16_res),
                 **block_kwargs,
-            )  # fmt: skip
+            )
             self.num_ws += block.num_conv
             if res == img_resolution:
                 self.num_ws += block.num_torgb

@@ -8,6 +8,7 @@ import torch
 
 from stylegan2_ada_kd.networks.mapping import MappingNetwork
 from stylegan2_ada_kd.networks.synthesis import SynthesisNetwork
+from torch_utils.misc import assert_shape
 
 
 class Generator(torch.nn.Module):
@@ -68,5 +69,6 @@ class Generator(torch.nn.Module):
         Returns:
             ``[N, img_channels, img_resolution, img_resolution]`` float32 images in about [-1, 1].
         """
+        assert_shape(z, [None, self.z_dim], 'z')
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, **synthesis_kwargs)

@@ -1,0 +1,116 @@
+"""Repository rules from docs/style.md that a machine can check: lint, format, size budgets,
+docstrings with shapes, shape assertions in networks, and the KD plugin staying out of the core."""
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+CORE_DIRS = ['stylegan2_ada_kd', 'torch_utils', 'dnnlib', 'metrics']
+MAX_FILE_LINES = 600
+MAX_DEF_LINES = {'training_loop': 200}
+DEFAULT_MAX_DEF_LINES = 80
+
+
+def _py_files(dirs):
+    files = []
+    for d in dirs:
+        files += sorted((REPO / d).rglob('*.py'))
+    return files
+
+
+def _all_sources():
+    return _py_files(CORE_DIRS + ['tests', 'benchmarks']) + sorted(REPO.glob('*.py'))
+
+
+def _ruff(*args):
+    if shutil.which('ruff') is None:
+        cmd = [sys.executable, '-m', 'ruff']
+    else:
+        cmd = ['ruff']
+    return subprocess.run(cmd + list(args), cwd=REPO, capture_output=True, text=True)
+
+
+def test_ruff_lint():
+    res = _ruff('check', '.')
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_ruff_format():
+    res = _ruff('format', '--check', '.')
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_file_and_function_size_budgets():
+    problems = []
+    for path in _all_sources():
+        text = path.read_text()
+        if text.count('\n') > MAX_FILE_LINES:
+            problems.append(f'{path.relative_to(REPO)}: {text.count(chr(10))} lines > {MAX_FILE_LINES}')
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                limit = MAX_DEF_LINES.get(node.name, DEFAULT_MAX_DEF_LINES)
+                length = node.end_lineno - node.lineno + 1
+                if length > limit:
+                    problems.append(
+                        f'{path.relative_to(REPO)}:{node.lineno} {node.name} has {length} lines > {limit}'
+                    )
+    assert not problems, '\n'.join(problems)
+
+
+def _public_defs(tree):
+    """Module-level functions and classes, and methods of public classes (not nested functions)."""
+    for node in tree.body:
+        if isinstance(
+            node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        ) and not node.name.startswith('_'):
+            yield node
+            if isinstance(node, ast.ClassDef):
+                for sub in node.body:
+                    if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and not sub.name.startswith(
+                        '_'
+                    ):
+                        yield sub
+
+
+def test_public_defs_have_docstrings_and_forward_states_shapes():
+    problems = []
+    for path in _py_files(['stylegan2_ada_kd', 'torch_utils']):
+        for node in _public_defs(ast.parse(path.read_text())):
+            doc = ast.get_docstring(node)
+            where = f'{path.relative_to(REPO)}:{node.lineno} {node.name}'
+            if not doc:
+                problems.append(f'{where}: no docstring')
+            elif node.name == 'forward' and not re.search(r'\[[^\]]*\]', doc):
+                problems.append(f'{where}: forward docstring names no [shape]')
+    assert not problems, '\n'.join(problems)
+
+
+@pytest.mark.parametrize('rel', ['stylegan2_ada_kd/networks', 'stylegan2_ada_kd/kd'])
+def test_forward_methods_assert_shapes(rel):
+    for path in sorted((REPO / rel).glob('*.py')):
+        text = path.read_text()
+        n_forward = len(re.findall(r'def forward\(', text))
+        n_assert = len(re.findall(r'assert_shape\(', text))
+        assert n_assert >= n_forward, (
+            f'{path.name}: {n_assert} assert_shape calls < {n_forward} forward methods'
+        )
+
+
+def test_core_never_imports_the_kd_plugin():
+    pattern = re.compile(
+        r'^\s*(from\s+stylegan2_ada_kd\.kd\b|import\s+stylegan2_ada_kd\.kd\b|'
+        r'from\s+stylegan2_ada_kd\s+import\s+.*\bkd\b|from\s+\.+kd\b)',
+        re.MULTILINE,
+    )
+    kd_dir = REPO / 'stylegan2_ada_kd' / 'kd'
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in _py_files(CORE_DIRS) + sorted(REPO.glob('*.py'))
+        if kd_dir not in path.parents and pattern.search(path.read_text())
+    ]
+    assert not offenders, f'the core imports the KD plugin: {offenders}'

@@ -1,0 +1,91 @@
+"""Named scalar statistics reported from anywhere in the training code.
+
+Any module calls ``report('Loss/G/loss', tensor)``. The training loop owns :class:`Collector`
+objects (one for the per-tick stats, one for the ADA heuristic) and calls ``collect()`` to get
+``{name: {'num', 'mean', 'std'}}`` summed over every report and every process; it writes them to
+stats.jsonl / TensorBoard without knowing the names. Reports are accumulated in float64 on the
+tensor's device, with no host sync per report.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional, Union
+
+import torch
+
+_enabled = True
+
+
+def set_enabled(enabled: bool) -> None:
+    """Turn reporting on or off (e.g. while computing metrics)."""
+    global _enabled
+    _enabled = enabled
+
+
+class Collector:
+    """Accumulates the reports whose name is in ``names`` (None = every name) until :meth:`collect`."""
+
+    def __init__(self, names: Optional[Iterable[str]] = None) -> None:
+        self.names = None if names is None else set(names)
+        self.moments: dict[str, torch.Tensor] = {}  # name -> [count, sum, sum of squares], float64
+        _collectors.append(self)
+
+    def add(self, name: str, moments: torch.Tensor) -> None:
+        """Add ``[count, sum, sum_sq]`` to stat ``name`` if this collector listens to it."""
+        if self.names is not None and name not in self.names:
+            return
+        acc = self.moments.get(name)
+        self.moments[name] = moments if acc is None else acc + moments.to(acc.device)
+
+    def collect(self, device: Union[str, torch.device, None] = None) -> dict[str, dict[str, float]]:
+        """Return ``{name: {'num', 'mean', 'std'}}`` since the last call, summed over processes when
+        torch.distributed is initialised (then every process must call it), and reset.
+
+        ``device``: where to run the all-reduce (the process's CUDA device under NCCL).
+        """
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        names = _union_names(sorted(self.moments)) if distributed else sorted(self.moments)
+        if not names:
+            return {}
+        stacked = torch.zeros([len(names), 3], dtype=torch.float64, device=device)
+        for i, name in enumerate(names):
+            if name in self.moments:
+                stacked[i] = self.moments[name].to(stacked.device)
+        if distributed:
+            torch.distributed.all_reduce(stacked)
+        self.moments.clear()
+        out = {}
+        for name, (num, total, total_sq) in zip(names, stacked.cpu().tolist()):
+            mean = total / num if num else math.nan
+            std = math.sqrt(max(total_sq / num - mean**2, 0.0)) if num else math.nan
+            out[name] = {'num': num, 'mean': mean, 'std': std}
+        return out
+
+    def close(self) -> None:
+        """Stop receiving reports."""
+        if self in _collectors:
+            _collectors.remove(self)
+
+
+_collectors: list[Collector] = []
+
+
+def report(name: str, value: Union[torch.Tensor, float]) -> Union[torch.Tensor, float]:
+    """Add every element of ``value`` (any shape; non-finite elements are ignored) to stat ``name``
+    in every open :class:`Collector`. Returns ``value`` unchanged, so it can wrap an expression."""
+    if not _enabled or not _collectors:
+        return value
+    elems = torch.as_tensor(value).detach().flatten().to(torch.float64)
+    elems = elems[torch.isfinite(elems)]
+    moments = torch.stack([torch.ones_like(elems).sum(), elems.sum(), elems.square().sum()])
+    for collector in _collectors:
+        collector.add(name, moments)
+    return value
+
+
+def _union_names(names: list[str]) -> list[str]:
+    """Sorted union of stat names over all processes (ranks may have reported different names)."""
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, names)
+    return sorted(set().union(*gathered))

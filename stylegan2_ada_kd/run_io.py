@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from typing import Optional, TextIO
+from typing import Optional, TextIO, Union
 
 import numpy as np
 import PIL.Image
@@ -38,7 +38,7 @@ def choose_grid_indices(labels: np.ndarray, gw: int, gh: int, seed: int = 0) -> 
     return np.array(rows).reshape(-1)
 
 
-def save_image_grid(images: np.ndarray | torch.Tensor, path: str, drange: tuple, grid: tuple[int, int]) -> None:
+def save_image_grid(images: Union[np.ndarray, torch.Tensor], path: str, drange: tuple, grid: tuple) -> None:
     """Tile ``[gw * gh, C, H, W]`` images (values in ``drange``) into one PNG, row-major."""
     img = torch.as_tensor(images).detach().cpu().to(torch.float32).numpy()
     lo, hi = drange

@@ -1,0 +1,56 @@
+"""Starting a run: the run directory, training_options.json, log.txt, and one process per GPU
+(``torch.multiprocessing.spawn`` for ``--gpus=N``, or the processes torchrun started)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+from dnnlib import EasyDict
+from stylegan2_ada_kd import distributed, run_io
+from stylegan2_ada_kd.training_loop import training_loop
+
+
+def _prepare_run_dir(c: EasyDict) -> None:
+    """Create the run directory and write training_options.json (rank 0 only)."""
+    os.makedirs(c.run_dir, exist_ok=False)
+    with open(os.path.join(c.run_dir, 'training_options.json'), 'w') as f:
+        json.dump(c, f, indent=2, default=str)
+
+
+def _worker(rank: int, c: EasyDict, init_method: str | None) -> None:
+    """Body of one training process."""
+    device = distributed.init_process_group(rank, c.num_gpus, init_method)
+    if distributed.is_initialized() and init_method is None:  # torchrun: rank 0 picks the run dir
+        holder = [c.run_dir]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        c.run_dir = holder[0]
+    tee = run_io.Tee(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else None
+    try:
+        training_loop(rank=rank, device=device, **c)
+    finally:
+        if tee is not None:
+            tee.close()
+        if distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def launch(c: EasyDict) -> None:
+    """Run training with the resolved kwargs ``c`` (which holds ``run_dir`` and ``num_gpus``)."""
+    if distributed.launched_by_torchrun():
+        rank = int(os.environ['RANK'])
+        c.num_gpus = int(os.environ['WORLD_SIZE'])
+        if rank == 0:
+            _prepare_run_dir(c)
+        _worker(rank, c, None)
+        return
+    _prepare_run_dir(c)
+    if c.num_gpus == 1:
+        _worker(0, c, None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
+        torch.multiprocessing.spawn(_worker, args=(c, f'file://{init_file}'), nprocs=c.num_gpus)

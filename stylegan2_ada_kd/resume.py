@@ -1,0 +1,212 @@
+"""Snapshots with the full training state, exact resume, and warm starts from other pickles.
+
+A snapshot written here is one of ``legacy.save_network_snapshot``'s files plus a ``resume_state``
+entry (counters, optimizer states, loss and ADA state, every rank's RNG state), so
+``--resume=network-snapshot-NNNNNN.pkl`` continues the run exactly. Any other pickle (an official
+StyleGAN2-ADA one, or one of ours without resume state) is a warm start: weights only, said loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from dnnlib.util import open_url
+from stylegan2_ada_kd import distributed, legacy
+
+RESUME_VERSION = 1
+
+
+def _rng_state(device: torch.device) -> dict:
+    """This process's RNG states as plain data (torch CPU/CUDA, numpy, python)."""
+    np_state = np.random.get_state()
+    return {
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None,
+        'numpy': [
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            *[float(v) for v in np_state[2:]],
+        ],
+        'python': list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+    }
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    """Inverse of :func:`_rng_state`."""
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] is not None and device.type == 'cuda':
+        torch.cuda.set_rng_state(state['cuda'], device)
+    name, keys, pos, has_gauss, gauss = state['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+    py = state['python']
+    random.setstate((py[-2], tuple(int(v) for v in py[:-2]), py[-1]))
+
+
+def _optimizers(phases: list) -> dict:
+    """The distinct optimizers of the phases, keyed by network name ('G', 'D')."""
+    out = {}
+    for phase in phases:
+        out.setdefault(phase.name[0], phase.opt)
+    return out
+
+
+def write_snapshot(
+    run_dir: str,
+    nets: dict,
+    phases: list,
+    loss: Any,
+    ada: Any,
+    progress: Any,
+    training_set_kwargs: dict,
+    rank: int,
+    device: torch.device,
+) -> Optional[str]:
+    """Write ``network-snapshot-<kimg>.pkl`` atomically (rank 0); every rank must call (RNG gather)."""
+    rng = distributed.gather_objects(_rng_state(device))
+    if rank != 0:
+        return None
+    state = {
+        'version': RESUME_VERSION,
+        'num_gpus': distributed.world_size(),
+        'progress': {
+            k: getattr(progress, k) for k in ('cur_nimg', 'cur_tick', 'batch_idx', 'tick_start_nimg')
+        },
+        'optimizers': {k: opt.state_dict() for k, opt in _optimizers(phases).items()},
+        'loss': loss.state_dict(),
+        'ada': ada.state_dict() if ada is not None else None,
+        'rng': rng,
+    }
+    path = os.path.join(run_dir, f'network-snapshot-{progress.cur_nimg // 1000:06d}.pkl')
+    legacy.save_network_snapshot(
+        path,
+        G=nets['G'],
+        D=nets['D'],
+        G_ema=nets['G_ema'],
+        augment_pipe=nets['augment_pipe'],
+        training_set_kwargs=training_set_kwargs,
+        extra={'resume_state': state},
+    )
+    return path
+
+
+def _kwargs_diff(ours: dict, theirs: dict, prefix: str = '') -> list[str]:
+    """Human-readable differences between two (nested) kwargs dicts."""
+    lines = []
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key, '<absent>'), theirs.get(key, '<absent>')
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _kwargs_diff(a, b, f'{prefix}{key}.')
+        elif a != b:
+            lines.append(f'  {prefix}{key}: this run {a!r}, snapshot {b!r}')
+    return lines
+
+
+def _read_raw(path: str) -> Optional[dict]:
+    """Our snapshot as plain data, or None when the file is not one of ours (official pickle)."""
+    with open_url(path) as f:
+        head = f.read(4)
+        f.seek(0)
+        if head != b'PK\x03\x04':
+            return None
+        raw = torch.load(f, map_location='cpu', weights_only=True)
+    return raw if isinstance(raw, dict) and raw.get('format') == legacy.SNAPSHOT_FORMAT else None
+
+
+def is_exact_resume(path: str) -> bool:
+    """True when ``path`` is a local snapshot of ours that carries a resume state."""
+    if not os.path.isfile(path):
+        return False
+    raw = _read_raw(path)
+    return raw is not None and 'resume_state' in raw
+
+
+def load_for_training(
+    path: str, nets: dict, phases: list, loss: Any, ada: Any, progress: Any, rank: int
+) -> Optional[dict]:
+    """Resume exactly from one of our snapshots (returns its state for :func:`restore_rng`), or warm-start.
+
+    Raises ``ValueError`` with a readable kwargs diff when the snapshot's networks differ from this run's.
+    """
+    raw = _read_raw(path)
+    if raw is None or 'resume_state' not in raw:
+        _warm_start(path, nets, rank)
+        return None
+    for key in ('G', 'D'):
+        diff = _kwargs_diff(nets[key].init_kwargs, raw['networks'][key]['init_kwargs'])
+        if diff:
+            raise ValueError(
+                f"--resume={path}: the snapshot's {key} was built with other options than this run:\n"
+                + '\n'.join(diff)
+                + '\nResume with the original options (see training_options.json of that run).'
+            )
+    for key in ('G', 'D', 'G_ema', 'augment_pipe'):
+        if nets[key] is not None and key in raw['networks']:
+            _load_state(nets[key], raw['networks'][key]['state_dict'], f'{path}: {key}')
+    state = raw['resume_state']
+    for key, value in state['progress'].items():
+        setattr(progress, key, value)
+    for key, opt in _optimizers(phases).items():
+        opt.load_state_dict(state['optimizers'][key])
+    loss.load_state_dict(state['loss'])
+    if ada is not None and state['ada'] is not None:
+        ada.load_state_dict(state['ada'])
+    if rank == 0:
+        print(f'Resuming exactly from {path} at {progress.cur_nimg / 1000:.1f} kimg.')
+    return state
+
+
+def _load_state(module: torch.nn.Module, state_dict: dict, where: str) -> None:
+    """Strict load that names the offending keys instead of a tensor-size error."""
+    ours = module.state_dict()
+    missing = sorted(set(ours) - set(state_dict))
+    extra = sorted(set(state_dict) - set(ours))
+    shape = sorted(k for k in set(ours) & set(state_dict) if ours[k].shape != state_dict[k].shape)
+    if missing or extra or shape:
+        raise ValueError(
+            f'{where}: state does not fit (missing {missing[:5]}, unexpected {extra[:5]}, shape {shape[:5]})'
+        )
+    module.load_state_dict(state_dict)
+
+
+def _warm_start(path: str, nets: dict, rank: int) -> None:
+    """Copy every tensor whose name and shape match from ``path``'s G, D and G_ema; report the rest."""
+    data = legacy.load_network_pkl(path)
+    report = []
+    for key in ('G', 'D', 'G_ema'):
+        src = data[key].state_dict()
+        dst = nets[key].state_dict()
+        matched = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
+        if not matched:
+            diff = _kwargs_diff(nets[key].init_kwargs, getattr(data[key], 'init_kwargs', {}))
+            raise ValueError(
+                f"--resume={path}: no tensor of {key} fits this run's {key}:\n" + '\n'.join(diff)
+            )
+        nets[key].load_state_dict(matched, strict=False)
+        skipped = sorted(set(dst) - set(matched))
+        if skipped:
+            report.append(f'  {key}: {len(skipped)} tensors kept their fresh init, e.g. {skipped[:3]}')
+    if rank == 0:
+        print(
+            f'Warm start from {path}: network weights only; '
+            'kimg, augment p, optimizer and RNG state start fresh.'
+        )
+        for line in report:
+            print(line)
+
+
+def restore_rng(state: dict, rank: int, device: torch.device) -> None:
+    """Restore this rank's RNG state from a resume state (fresh seeds if the process count changed)."""
+    if state['num_gpus'] != distributed.world_size():
+        if rank == 0:
+            print(
+                f'Note: the snapshot ran on {state["num_gpus"]} processes, this run on '
+                f'{distributed.world_size()}; RNG streams restart from the seed, so the continuation '
+                'is statistically, not bitwise, the same.'
+            )
+        return
+    _set_rng_state(state['rng'][rank], device)

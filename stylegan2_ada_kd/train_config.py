@@ -1,0 +1,286 @@
+"""Turns train.py's options into the training loop's kwargs: the reference presets (``--cfg``), the
+``auto`` formulas, overrides, validation and the run-directory description string."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Optional
+
+import click
+
+from dnnlib import EasyDict
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One ``--cfg`` row (StyleGAN2-ADA, Appendix D.2 / its train.py table); -1 means 'auto formula'."""
+
+    ref_gpus: int
+    kimg: int
+    mb: int
+    mbstd: int
+    fmaps: float
+    lrate: float
+    gamma: float
+    ema: float
+    ramp: Optional[float]
+    map: int
+
+
+PRESETS = {
+    'auto': Preset(-1, 25000, -1, -1, -1, -1, -1, -1, 0.05, 2),
+    'stylegan2': Preset(8, 25000, 32, 4, 1, 0.002, 10, 10, None, 8),
+    'paper256': Preset(8, 25000, 64, 8, 0.5, 0.0025, 1, 20, None, 8),
+    'paper512': Preset(8, 25000, 64, 8, 1, 0.0025, 0.5, 20, None, 8),
+    'paper1024': Preset(8, 25000, 32, 4, 1, 0.002, 2, 10, None, 8),
+    'cifar': Preset(2, 100000, 64, 32, 1, 0.0025, 0.01, 500, 0.05, 2),
+}
+
+RESUME_SPECS = {
+    name: 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/'
+    + tail
+    for name, tail in {
+        'ffhq256': 'ffhq-res256-mirror-paper256-noaug.pkl',
+        'ffhq512': 'ffhq-res512-mirror-stylegan2-noaug.pkl',
+        'ffhq1024': 'ffhq-res1024-mirror-stylegan2-noaug.pkl',
+        'celebahq256': 'celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl',
+        'lsundog256': 'lsundog-res256-paper256-kimg100000-noaug.pkl',
+    }.items()
+}
+
+AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
+
+
+def resolve_preset(cfg: str, gpus: int, res: int) -> Preset:
+    """The preset with the ``auto`` formulas evaluated for ``gpus`` processes and resolution ``res``."""
+    spec = PRESETS[cfg]
+    if cfg != 'auto':
+        return spec
+    mb = max(min(gpus * min(4096 // res, 32), 64), gpus)
+    return dataclasses.replace(
+        spec,
+        ref_gpus=gpus,
+        mb=mb,
+        mbstd=min(mb // gpus, 4),
+        fmaps=1 if res >= 512 else 0.5,
+        lrate=0.002 if res >= 1024 else 0.0025,
+        gamma=0.0002 * res**2 / mb,
+        ema=mb * 10 / 32,
+    )
+
+
+def network_kwargs(spec: Preset, cfg: str, fp32: bool, nhwc: bool, freezed: int) -> tuple[EasyDict, EasyDict]:
+    """G and D kwargs (with class_name) for a resolved preset."""
+    base = dict(
+        channel_base=int(spec.fmaps * 32768),
+        channel_max=512,
+        num_fp16_res=0 if fp32 else 4,
+        conv_clamp=None if fp32 else 256,
+    )
+    G = EasyDict(
+        class_name='stylegan2_ada_kd.networks.Generator',
+        z_dim=512,
+        w_dim=512,
+        mapping_kwargs=EasyDict(num_layers=spec.map),
+        synthesis_kwargs=EasyDict(base, fp16_channels_last=True) if nhwc else EasyDict(base),
+    )
+    D = EasyDict(
+        class_name='stylegan2_ada_kd.networks.Discriminator',
+        block_kwargs=EasyDict(freeze_layers=freezed) if freezed else EasyDict(),
+        mapping_kwargs=EasyDict(),
+        epilogue_kwargs=EasyDict(mbstd_group_size=spec.mbstd),
+        **base,
+    )
+    if nhwc:
+        D.block_kwargs.fp16_channels_last = True
+    if cfg == 'cifar':
+        D.architecture = 'orig'
+    return G, D
+
+
+def check_batch(batch: int, batch_gpu: int, gpus: int, mbstd: int) -> None:
+    """Reject batch sizes that cannot be split into processes, rounds and minibatch-stddev groups."""
+    if batch % gpus:
+        raise click.UsageError(f'--batch={batch} must be a multiple of --gpus={gpus}')
+    if batch_gpu < 1 or batch % (batch_gpu * gpus):
+        raise click.UsageError(
+            f'--batch={batch} must be a multiple of --batch-gpu={batch_gpu} times --gpus={gpus}'
+        )
+    group = min(mbstd, batch_gpu)
+    if batch_gpu % group:
+        raise click.UsageError(
+            f'--batch-gpu={batch_gpu} is not a multiple of the minibatch-stddev group size {mbstd}; '
+            f'choose a --batch-gpu divisible by {mbstd}'
+        )
+
+
+def augment_kwargs(aug: str, p: Optional[float], target: Optional[float], augpipe: Optional[str]) -> dict:
+    """``augment_kwargs``, ``ada_kwargs`` and ``augment_p`` for ``--aug/--p/--target/--augpipe``."""
+    if aug != 'fixed' and p is not None:
+        raise click.UsageError('--p can only be given with --aug=fixed')
+    if aug == 'fixed' and p is None:
+        raise click.UsageError('--aug=fixed needs --p')
+    if aug != 'ada' and target is not None:
+        raise click.UsageError('--target can only be given with --aug=ada')
+    if aug == 'noaug' and augpipe is not None:
+        raise click.UsageError('--augpipe cannot be given with --aug=noaug')
+    out: dict[str, Any] = dict(augment_kwargs=None, ada_kwargs=None, augment_p=0.0)
+    if aug == 'noaug':
+        return out
+    out['augment_kwargs'] = EasyDict(
+        class_name='stylegan2_ada_kd.augment.AugmentPipe', preset=augpipe or 'bgc'
+    )
+    if aug == 'ada':
+        out['ada_kwargs'] = EasyDict(
+            class_name='stylegan2_ada_kd.augment.AdaptiveP', target=0.6 if target is None else target
+        )
+    else:
+        out['augment_p'] = p
+    return out
+
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    """``<outdir>/<NNNNN>-<desc>`` with NNNNN one above the largest numbered entry already there."""
+    ids = []
+    if os.path.isdir(outdir):
+        for name in os.listdir(outdir):
+            m = re.match(r'^(\d+)', name)
+            if m:
+                ids.append(int(m.group(1)))
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+
+def run_desc(opts: dict, dataset_name: str, cfg_desc: str) -> str:
+    """The run-directory description, in the reference's order of suffixes."""
+    parts = [dataset_name]
+    if opts['cond']:
+        parts.append('cond')
+    if opts['subset'] is not None:
+        parts.append(f'subset{opts["subset"]}')
+    if opts['mirror']:
+        parts.append('mirror')
+    parts.append(cfg_desc)
+    for key in ('gamma', 'kimg', 'batch'):
+        if opts[key] is not None:
+            parts.append(f'{key}{opts[key]:g}')
+    if opts['aug_given']:
+        parts.append(opts['aug'])
+    for key in ('p', 'target'):
+        if opts[key] is not None:
+            parts.append(f'{key}{opts[key]:g}')
+    if opts['augpipe'] is not None:
+        parts.append(opts['augpipe'])
+    resume = opts['resume']
+    if resume == 'noresume':
+        parts.append('noresume')
+    elif resume in RESUME_SPECS:
+        parts.append(f'resume{resume}')
+    elif resume is not None:
+        parts.append('resumecustom')
+    if opts['freezed']:
+        parts.append(f'freezed{opts["freezed"]}')
+    for key in ('cbase', 'cmax'):
+        if opts.get(key):
+            parts.append(f'{key}{opts[key]}')
+    if opts.get('desc'):
+        parts.append(opts['desc'])
+    return '-'.join(parts)
+
+
+def _load_dataset(
+    data: str, cond: bool, subset: Optional[int], mirror: bool, seed: int
+) -> tuple[EasyDict, Any]:
+    """Dataset kwargs, and the dataset itself (every file validated now, before training)."""
+    from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset
+
+    if data == 'demo':
+        from stylegan2_ada_kd.demo_data import demo_dataset_path
+
+        data = demo_dataset_path()
+    kwargs = EasyDict(
+        class_name='stylegan2_ada_kd.dataset.ImageFolderDataset',
+        path=data,
+        use_labels=cond,
+        max_size=subset,
+        xflip=mirror,
+        random_seed=seed,
+    )
+    try:
+        dataset = ImageFolderDataset(**{k: v for k, v in kwargs.items() if k != 'class_name'})
+    except (DatasetError, OSError) as err:
+        raise click.UsageError(f'--data={data}: {err}') from err
+    if cond and not dataset.has_labels:
+        raise click.UsageError(f'--cond=1 needs labels, but {data} has no labels in dataset.json')
+    if subset is not None and subset > len(dataset) // (2 if mirror else 1):
+        raise click.UsageError(f'--subset={subset} is larger than the dataset ({len(dataset)} images)')
+    kwargs.resolution = dataset.resolution
+    return kwargs, dataset
+
+
+def build_training_kwargs(opts: dict) -> tuple[EasyDict, str]:
+    """Resolve train.py's options (a dict of click values) into training_loop kwargs and a run description."""
+    gpus = opts['gpus']
+    set_kwargs, dataset = _load_dataset(
+        opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed']
+    )
+    spec = resolve_preset(opts['cfg'], gpus, dataset.resolution)
+    if opts.get('map_depth'):
+        spec = dataclasses.replace(spec, map=opts['map_depth'])
+    G_kwargs, D_kwargs = network_kwargs(spec, opts['cfg'], opts['fp32'], opts['nhwc'], opts['freezed'])
+    batch = opts['batch'] if opts['batch'] is not None else spec.mb
+    batch_gpu = opts['batch_gpu'] or (
+        batch // gpus if opts['batch'] is not None else max(spec.mb // spec.ref_gpus, 1)
+    )
+    check_batch(batch, batch_gpu, gpus, spec.mbstd)
+    for key, name in (('channel_base', 'cbase'), ('channel_max', 'cmax')):
+        if opts.get(name):
+            G_kwargs.synthesis_kwargs[key] = D_kwargs[key] = opts[name]
+    opt = dict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    loss = EasyDict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
+    if opts['gamma'] is not None:
+        loss.r1_gamma = opts['gamma']
+    if opts['cfg'] == 'cifar':
+        loss.update(pl_weight=0, style_mixing_prob=0)
+    workers = opts['workers']
+    c = EasyDict(
+        training_set_kwargs=set_kwargs,
+        data_loader_kwargs=EasyDict(
+            pin_memory=True, num_workers=workers, prefetch_factor=2 if workers else None
+        ),
+        G_kwargs=G_kwargs,
+        D_kwargs=D_kwargs,
+        G_opt_kwargs=EasyDict(opt),
+        D_opt_kwargs=EasyDict(opt),
+        loss_kwargs=loss,
+        total_kimg=opts['kimg'] if opts['kimg'] is not None else spec.kimg,
+        batch_size=batch,
+        batch_gpu=batch_gpu,
+        ema_kimg=spec.ema,
+        ema_rampup=spec.ramp,
+        random_seed=opts['seed'],
+        num_gpus=gpus,
+        image_snapshot_ticks=opts['snap'],
+        network_snapshot_ticks=opts['snap'],
+        metrics=[] if opts['metrics'] in (None, 'none') else opts['metrics'].split(','),
+        cudnn_benchmark=not opts['nobench'],
+        allow_tf32=opts['allow_tf32'],
+    )
+    c.update(augment_kwargs(opts['aug'], opts['p'], opts['target'], opts['augpipe']))
+    _apply_resume(c, opts['resume'])
+    cfg_desc = f'auto{gpus}' if opts['cfg'] == 'auto' else opts['cfg']
+    return c, run_desc(opts, dataset.name, cfg_desc)
+
+
+def _apply_resume(c: EasyDict, resume: Optional[str]) -> None:
+    """Exact resume for our snapshots; a warm start (ADA reacts 5x faster, no EMA rampup) otherwise."""
+    if resume is None or resume == 'noresume':
+        return
+    from stylegan2_ada_kd.resume import is_exact_resume
+
+    c.resume_pkl = RESUME_SPECS.get(resume, resume)
+    if not is_exact_resume(c.resume_pkl):
+        if c.ada_kwargs is not None:
+            c.ada_kwargs.kimg = 100
+        c.ema_rampup = None

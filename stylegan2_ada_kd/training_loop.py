@@ -1,0 +1,388 @@
+"""The StyleGAN2-ADA training loop (Karras et al. 2020, "Training GANs with limited data", Sec. 3-4
+and Appendix B/C): lazy-regularised phases, G EMA, the adaptive augmentation heuristic, ticks,
+snapshots and exact resume.
+
+Everything is built from ``*_kwargs`` dicts that carry a dotted ``class_name``; the loop names no
+loss or augmentation class.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from dnnlib.util import construct_class_by_name
+from stylegan2_ada_kd import distributed, resume, run_io
+from torch_utils import training_stats
+
+TICK_STAT_PREFIXES = ('Progress/', 'Timing/', 'Resources/')
+
+
+@dataclass
+class Phase:
+    """One optimisation phase: which module steps, with which optimizer, how often, at what gain."""
+
+    name: str
+    module: torch.nn.Module
+    opt: torch.optim.Optimizer
+    interval: int
+    start_event: Optional[torch.cuda.Event] = None
+    end_event: Optional[torch.cuda.Event] = None
+
+
+@dataclass
+class Progress:
+    """Counters that exact resume restores."""
+
+    cur_nimg: int = 0
+    cur_tick: int = 0
+    batch_idx: int = 0
+    tick_start_nimg: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def _setup_torch(device: torch.device, seed: int, cudnn_benchmark: bool, allow_tf32: bool) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+def _data_iterator(dataset: torch.utils.data.Dataset, rank: int, seed: int, start: int, batch_gpu: int, **kw):  # noqa: ANN202
+    """Endless ``(images uint8 [B, C, H, W], labels [B, L])`` batches for this rank, from sample ``start``."""
+    sampler = construct_class_by_name(
+        class_name='stylegan2_ada_kd.dataset.InfiniteSampler',
+        dataset=dataset,
+        rank=rank,
+        num_replicas=distributed.world_size(),
+        seed=seed,
+        start_position=start,
+    )
+    # Own generator: creating the loader must not consume the global RNG (exact resume).
+    loader = torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=batch_gpu, generator=torch.Generator(), **kw
+    )
+    return iter(loader)
+
+
+def _build_phases(
+    G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg: int, D_reg: int
+) -> list[Phase]:
+    """Main and regularisation phases sharing one optimizer per network (lazy reg., SG2 Sec. 3.1)."""
+    phases = []
+    for name, module, opt_kwargs, interval in [('G', G, G_opt_kwargs, G_reg), ('D', D, D_opt_kwargs, D_reg)]:
+        params = [p for p in module.parameters() if p.requires_grad]
+        if not interval:
+            opt = construct_class_by_name(params, **opt_kwargs)
+            phases.append(Phase(f'{name}both', module, opt, 1))
+            continue
+        ratio = interval / (interval + 1)
+        kw = dict(opt_kwargs, lr=opt_kwargs['lr'] * ratio)
+        kw['betas'] = [b**ratio for b in opt_kwargs.get('betas', (0.9, 0.999))]
+        opt = construct_class_by_name(params, **kw)
+        phases += [Phase(f'{name}main', module, opt, 1), Phase(f'{name}reg', module, opt, interval)]
+    if torch.cuda.is_available():
+        for phase in phases:
+            phase.start_event = torch.cuda.Event(enable_timing=True)
+            phase.end_event = torch.cuda.Event(enable_timing=True)
+    return phases
+
+
+def _run_phase(phase: Phase, loss, reals, real_cs, gen_zs, gen_cs, cur_nimg: int) -> None:  # noqa: ANN001
+    """Zero grads, accumulate over the batch_gpu chunks, average across ranks, guard NaN, step."""
+    if phase.start_event is not None:
+        phase.start_event.record(torch.cuda.current_stream())
+    phase.opt.zero_grad(set_to_none=True)
+    phase.module.requires_grad_(True)
+    for real, real_c, gen_z, gen_c in zip(reals, real_cs, gen_zs, gen_cs):
+        loss.accumulate_gradients(
+            phase.name, real, real_c, gen_z, gen_c, gain=phase.interval, cur_nimg=cur_nimg
+        )
+    phase.module.requires_grad_(False)
+    params = [p for p in phase.module.parameters() if p.grad is not None]
+    distributed.sync_gradients(params)
+    phase.opt.step()
+    if phase.end_event is not None:
+        phase.end_event.record(torch.cuda.current_stream())
+
+
+@torch.no_grad()
+def _update_ema(G: torch.nn.Module, G_ema: torch.nn.Module, beta: float) -> None:
+    """Parameters: ``ema = lerp(p, ema, beta)``; buffers are copied."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b.detach())
+
+
+def ema_beta(batch_size: int, cur_nimg: int, ema_kimg: float, ema_rampup: Optional[float]) -> float:
+    """EMA decay per step from a half-life of ``ema_kimg`` thousand images, optionally ramped up."""
+    ema_nimg = ema_kimg * 1000
+    if ema_rampup is not None:
+        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
+    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+
+
+@torch.no_grad()
+def _generate_grid(
+    G_ema: torch.nn.Module, grid_z: torch.Tensor, grid_c: torch.Tensor, batch_gpu: int
+) -> torch.Tensor:
+    """Images ``[gw * gh, C, H, W]`` of the fixed snapshot latents (const noise)."""
+    chunks = [
+        G_ema(z, c, noise_mode='const').cpu()
+        for z, c in zip(grid_z.split(batch_gpu), grid_c.split(batch_gpu))
+    ]
+    return torch.cat(chunks)
+
+
+def _tick_line(progress: Progress, stats: dict, augment_p: Optional[float]) -> str:
+    """The console status line of one tick."""
+    fields = [
+        f'tick {progress.cur_tick:<5d}',
+        f'kimg {progress.cur_nimg / 1e3:<8.1f}',
+        f'time {stats["Timing/total_sec"]["mean"]:<8.0f}',
+        f'sec/tick {stats["Timing/sec_per_tick"]["mean"]:<7.1f}',
+        f'sec/kimg {stats["Timing/sec_per_kimg"]["mean"]:<7.2f}',
+        f'maintenance {stats["Timing/maintenance_sec"]["mean"]:<6.1f}',
+        f'cpumem {stats["Resources/cpu_mem_gb"]["mean"]:<6.2f}',
+        f'gpumem {stats["Resources/peak_gpu_mem_gb"]["mean"]:<6.2f}',
+    ]
+    if augment_p is not None:
+        fields.append(f'augment {augment_p:.3f}')
+    return ' '.join(fields)
+
+
+def _tick_stats(progress: Progress, timing: dict, augment_p: Optional[float], device: torch.device) -> dict:
+    """Progress/Timing/Resources entries of one tick as ``{name: {'num', 'mean', 'std'}}``."""
+    values = {
+        'Progress/tick': progress.cur_tick,
+        'Progress/kimg': progress.cur_nimg / 1e3,
+        'Progress/augment': augment_p if augment_p is not None else 0.0,
+        'Timing/total_sec': timing['total'],
+        'Timing/sec_per_tick': timing['tick'],
+        'Timing/sec_per_kimg': timing['tick'] / max(timing['kimg'], 1e-8),
+        'Timing/maintenance_sec': timing['maintenance'],
+        'Timing/total_hours': timing['total'] / 3600,
+        'Timing/total_days': timing['total'] / 86400,
+        'Resources/cpu_mem_gb': _cpu_mem_gb(),
+        'Resources/peak_gpu_mem_gb': (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0.0
+        ),
+    }
+    return {k: {'num': 1, 'mean': float(v), 'std': 0.0} for k, v in values.items()}
+
+
+def _cpu_mem_gb() -> float:
+    """Resident memory of this process in GB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**30
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def training_loop(
+    run_dir: str = '.',  # Output directory (rank 0 writes here).
+    training_set_kwargs: Optional[dict] = None,  # Dataset: class_name + options.
+    data_loader_kwargs: Optional[dict] = None,  # torch DataLoader options (num_workers, pin_memory, ...).
+    G_kwargs: Optional[dict] = None,  # Generator: class_name + options.
+    D_kwargs: Optional[dict] = None,  # Discriminator: class_name + options.
+    G_opt_kwargs: Optional[dict] = None,  # G optimizer: class_name + options.
+    D_opt_kwargs: Optional[dict] = None,  # D optimizer: class_name + options.
+    augment_kwargs: Optional[dict] = None,  # Augmentation module: class_name + options; None = none.
+    ada_kwargs: Optional[dict] = None,  # ADA controller: class_name + options; None = fixed p.
+    loss_kwargs: Optional[dict] = None,  # Loss: class_name + options.
+    random_seed: int = 0,  # Global seed; each rank uses seed * num_gpus + rank.
+    num_gpus: int = 1,  # Number of processes.
+    rank: int = 0,  # This process's rank.
+    device: Optional[torch.device] = None,  # This process's device; None = cuda if available.
+    batch_size: int = 4,  # Total batch over all processes and accumulation rounds.
+    batch_gpu: int = 4,  # Batch per process per round.
+    ema_kimg: float = 10,  # G_ema half-life in kimg.
+    ema_rampup: Optional[float] = None,  # EMA rampup ratio; None = off.
+    G_reg_interval: Optional[int] = 4,  # Path-length regularisation interval in steps; None = not lazy.
+    D_reg_interval: Optional[int] = 16,  # R1 interval in steps; None = not lazy.
+    augment_p: float = 0,  # Initial augmentation probability.
+    total_kimg: float = 25000,  # Training length in kimg.
+    kimg_per_tick: float = 4,  # Progress interval in kimg.
+    image_snapshot_ticks: Optional[int] = 50,  # Image grid interval in ticks; None = never.
+    network_snapshot_ticks: Optional[int] = 50,  # Snapshot interval in ticks; None = only at the end.
+    resume_pkl: Optional[str] = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
+    cudnn_benchmark: bool = True,  # torch.backends.cudnn.benchmark.
+    allow_tf32: bool = False,  # TF32 matmul/convolution on Ampere+.
+    metrics: Optional[list] = None,  # Metric names evaluated at each snapshot (calc by metrics.metric_main).
+    abort_fn: Optional[Callable[[], bool]] = None,  # Called each tick; True stops training after a snapshot.
+) -> None:
+    """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature."""
+    device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    _setup_torch(device, random_seed * num_gpus + rank, cudnn_benchmark, allow_tf32)
+    start_time = time.time()
+    dataset = construct_class_by_name(**training_set_kwargs)
+    common = dict(
+        c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
+    )
+    G = construct_class_by_name(**G_kwargs, **common).train().requires_grad_(False).to(device)
+    D = construct_class_by_name(**D_kwargs, **common).train().requires_grad_(False).to(device)
+    G_ema = copy.deepcopy(G).eval()
+    augment_pipe = None
+    if augment_kwargs is not None:
+        augment_pipe = construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
+        augment_pipe.p.copy_(torch.as_tensor(augment_p))
+    ada = (
+        construct_class_by_name(**ada_kwargs, batch_size=batch_size) if ada_kwargs and augment_pipe else None
+    )
+    loss = construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
+    phases = _build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
+    progress = Progress()
+    nets = dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe)
+    resumed = (
+        resume.load_for_training(resume_pkl, nets, phases, loss, ada, progress, rank) if resume_pkl else None
+    )
+    for module in (G, D, augment_pipe):
+        if module is not None:
+            distributed.broadcast_module(module)
+    distributed.broadcast_module(G_ema)
+    rounds = batch_size // (batch_gpu * num_gpus)
+    data_kw = dict(data_loader_kwargs or {})
+    data_iter = _data_iterator(
+        dataset, rank, random_seed, progress.batch_idx * batch_gpu * rounds, batch_gpu, **data_kw
+    )
+
+    grid = None
+    if rank == 0:
+        grid = _init_grid(run_dir, dataset, G, device, progress.cur_nimg == 0, G_ema, batch_gpu)
+    tick_stats = training_stats.Collector()
+    ada_stats = training_stats.Collector(['Loss/signs/real'])
+    writer = run_io.StatsWriter(run_dir, start_time) if rank == 0 else None
+    if resumed is not None:
+        resume.restore_rng(resumed, rank, device)
+    print(f'Training for {total_kimg} kimg...\n' if rank == 0 else '', end='')
+
+    tick_start_time = time.time()
+    maintenance_time = tick_start_time - start_time
+    while True:
+        reals, real_cs = _next_batch(data_iter, device, rounds)
+        for phase in phases:
+            if progress.batch_idx % phase.interval != 0:
+                continue
+            gen_zs = torch.randn([batch_gpu * rounds, G.z_dim], device=device).split(batch_gpu)
+            gen_cs = _sample_labels(dataset, batch_gpu * rounds, device).split(batch_gpu)
+            _run_phase(phase, loss, reals, real_cs, gen_zs, gen_cs, progress.cur_nimg)
+        _update_ema(G, G_ema, ema_beta(batch_size, progress.cur_nimg, ema_kimg, ema_rampup))
+        progress.cur_nimg += batch_size
+        progress.batch_idx += 1
+        if ada is not None and progress.batch_idx % ada.interval == 0:
+            ada.update(augment_pipe, ada_stats.collect(device))
+
+        done = progress.cur_nimg >= total_kimg * 1000
+        if not done and progress.cur_nimg < progress.tick_start_nimg + kimg_per_tick * 1000:
+            continue
+        tick_end_time = time.time()
+        p_now = float(augment_pipe.p) if augment_pipe is not None else None
+        timing = dict(
+            total=tick_end_time - start_time,
+            tick=tick_end_time - tick_start_time,
+            kimg=(progress.cur_nimg - progress.tick_start_nimg) / 1e3,
+            maintenance=maintenance_time,
+        )
+        stats = _tick_stats(progress, timing, p_now, device)
+        if rank == 0:
+            print(_tick_line(progress, stats, p_now))
+        aborted = bool(abort_fn and abort_fn())
+        done = done or aborted
+        collected = tick_stats.collect(device)
+        _add_phase_timing(phases, collected)
+        progress.cur_tick += 1
+        progress.tick_start_nimg = progress.cur_nimg
+        if rank == 0 and image_snapshot_ticks and (done or progress.cur_tick % image_snapshot_ticks == 0):
+            images = _generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
+            kimg = progress.cur_nimg // 1000
+            run_io.save_image_grid(
+                images, os.path.join(run_dir, f'fakes{kimg:06d}.png'), (-1, 1), grid['size']
+            )
+        if done or (network_snapshot_ticks and progress.cur_tick % network_snapshot_ticks == 0):
+            resume.write_snapshot(
+                run_dir, nets, phases, loss, ada, progress, training_set_kwargs, rank, device
+            )
+        if writer is not None:
+            writer.write(dict(collected, **stats), progress.cur_nimg)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats(device)
+        tick_start_time = time.time()
+        maintenance_time = tick_start_time - tick_end_time
+        if done:
+            break
+    if writer is not None:
+        writer.close()
+    tick_stats.close()
+    ada_stats.close()
+    if rank == 0:
+        print('\nExiting...')
+
+
+def _add_phase_timing(phases: list[Phase], stats: dict) -> None:
+    """Add ``Timing/<phase>`` (seconds of the last step of each phase, CUDA only)."""
+    for phase in phases:
+        if phase.start_event is not None:
+            phase.end_event.synchronize()
+            sec = phase.start_event.elapsed_time(phase.end_event) / 1e3
+            stats[f'Timing/{phase.name}'] = {'num': 1, 'mean': sec, 'std': 0.0}
+
+
+def _next_batch(data_iter, device: torch.device, rounds: int) -> tuple[list, list]:  # noqa: ANN001
+    """Fetch ``rounds`` chunks: images float32 in [-1, 1] ``[B, C, H, W]`` and labels ``[B, L]``."""
+    reals, real_cs = [], []
+    for _ in range(rounds):
+        img, c = next(data_iter)
+        reals.append(img.to(device).to(torch.float32) / 127.5 - 1)
+        real_cs.append(c.to(device))
+    return reals, real_cs
+
+
+def _sample_labels(dataset: torch.utils.data.Dataset, n: int, device: torch.device) -> torch.Tensor:
+    """``[n, label_dim]`` labels drawn from the training set's label distribution."""
+    if dataset.label_dim == 0:
+        return torch.zeros([n, 0], device=device)
+    idx = np.random.randint(len(dataset), size=n)
+    return torch.from_numpy(np.stack([dataset.get_label(int(i)) for i in idx])).to(device)
+
+
+def _init_grid(
+    run_dir: str,
+    dataset: torch.utils.data.Dataset,
+    G: torch.nn.Module,
+    device: torch.device,
+    fresh: bool,
+    G_ema: torch.nn.Module,
+    bg: int,  # noqa: ANN001
+) -> dict:
+    """Write reals.png (and fakes_init.png on a fresh start); return the fixed grid latents."""
+    gw, gh = run_io.grid_size(dataset.resolution)
+    labels = np.stack([dataset.get_label(i) for i in range(len(dataset))])
+    indices = run_io.choose_grid_indices(labels, gw, gh)
+    reals = np.stack([dataset[int(i)][0] for i in indices])
+    run_io.save_image_grid(reals, os.path.join(run_dir, 'reals.png'), (0, 255), (gw, gh))
+    gen = torch.Generator().manual_seed(123)
+    grid = dict(
+        size=(gw, gh),
+        z=torch.randn([gw * gh, G.z_dim], generator=gen).to(device),
+        c=torch.from_numpy(labels[indices]).to(device),
+    )
+    if fresh:
+        images = _generate_grid(G_ema, grid['z'], grid['c'], bg)
+        run_io.save_image_grid(images, os.path.join(run_dir, 'fakes_init.png'), (-1, 1), (gw, gh))
+    return grid
+
+
+def write_training_options(run_dir: str, options: dict) -> None:
+    """Write the resolved options as ``training_options.json`` (indented, sorted)."""
+    with open(os.path.join(run_dir, 'training_options.json'), 'w') as f:
+        json.dump(options, f, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,205 @@
+"""Train a StyleGAN2-ADA generator, optionally with KD-DLGAN knowledge distillation.
+
+Examples:
+
+\b
+    # Short CPU demo on the built-in dataset (a few kimg at 32x32):
+    python train.py --outdir=runs --data=demo --kimg=2 --snap=1 --cbase=2048 --cmax=64 --workers=0
+
+\b
+    # FFHQ-style training with ADA on one GPU:
+    python train.py --outdir=runs --data=ffhq256.zip --cfg=paper256 --mirror=1
+
+\b
+    # Continue a run exactly where its last snapshot stopped:
+    python train.py --outdir=runs --data=ffhq256.zip --cfg=paper256 --mirror=1 \\
+        --resume=runs/00000-ffhq256-mirror-paper256/network-snapshot-000200.pkl
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwargs, next_run_dir
+
+
+class _Bool(click.ParamType):
+    """Boolean written as 1/0, true/false or yes/no (the reference CLI's style)."""
+
+    name = 'BOOL'
+
+    def convert(self, value: object, param: object, ctx: object) -> bool:
+        """Parse the value."""
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ('1', 'true', 'yes', 'on'):
+            return True
+        if text in ('0', 'false', 'no', 'off'):
+            return False
+        self.fail(f'{value!r} is not a boolean (use 1/0, true/false)', param, ctx)
+
+
+BOOL = _Bool()
+
+
+@click.command(help=__doc__)
+@click.option('--outdir', help='Parent directory of the run directory', metavar='DIR', required=True)
+@click.option(
+    '--gpus',
+    help='Number of processes (one per GPU; CPU processes when no GPU)',
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar='INT',
+)
+@click.option(
+    '--snap',
+    help='Snapshot interval in ticks (4 kimg each)',
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar='INT',
+)
+@click.option(
+    '--metrics',
+    help="Comma-separated metrics evaluated at snapshots, or 'none'",
+    default='none',
+    show_default=True,
+    metavar='LIST',
+)
+@click.option('--seed', help='Random seed', type=int, default=0, show_default=True, metavar='INT')
+@click.option('-n', '--dry-run', help='Print the resolved options and exit', is_flag=True)
+@click.option('--data', help='Dataset folder or zip', metavar='PATH', required=True)
+@click.option(
+    '--cond',
+    help='Train a class-conditional model',
+    type=BOOL,
+    default=False,
+    show_default=True,
+    metavar='BOOL',
+)
+@click.option(
+    '--subset', help='Train on this many images chosen with --seed', type=click.IntRange(min=1), metavar='INT'
+)
+@click.option(
+    '--mirror',
+    help='Add x-flipped copies of the images',
+    type=BOOL,
+    default=False,
+    show_default=True,
+    metavar='BOOL',
+)
+@click.option(
+    '--cfg',
+    help='Hyperparameter preset',
+    type=click.Choice(sorted(PRESETS)),
+    default='auto',
+    show_default=True,
+)
+@click.option('--gamma', help='Override the R1 weight', type=click.FloatRange(min=0), metavar='FLOAT')
+@click.option(
+    '--kimg', help='Override the training length in kimg', type=click.IntRange(min=1), metavar='INT'
+)
+@click.option('--batch', help='Override the total batch size', type=click.IntRange(min=1), metavar='INT')
+@click.option(
+    '--batch-gpu',
+    help='Batch per process and accumulation round (default: batch / gpus)',
+    type=click.IntRange(min=1),
+    metavar='INT',
+)
+@click.option('--aug', help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']))
+@click.option(
+    '--p', help='Augmentation probability for --aug=fixed', type=click.FloatRange(0, 1), metavar='FLOAT'
+)
+@click.option(
+    '--target',
+    help='ADA target for the sign of D(real) [default: 0.6]',
+    type=click.FloatRange(0, 1),
+    metavar='FLOAT',
+)
+@click.option('--augpipe', help='Enabled augmentations [default: bgc]', type=click.Choice(AUGPIPES))
+@click.option(
+    '--resume',
+    help='Our snapshot (exact resume), or a pickle path/URL/name to warm-start from',
+    metavar='PKL',
+)
+@click.option(
+    '--cbase',
+    help='Override the channel base (channels at res r: min(cbase / r, cmax))',
+    type=click.IntRange(min=1),
+    metavar='INT',
+)
+@click.option('--cmax', help='Override the maximum channels', type=click.IntRange(min=1), metavar='INT')
+@click.option(
+    '--map-depth', help='Override the number of mapping layers', type=click.IntRange(min=1), metavar='INT'
+)
+@click.option(
+    '--freezed',
+    help='Freeze the first N layers of D',
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar='INT',
+)
+@click.option(
+    '--fp32',
+    help='Disable mixed precision and activation clamping',
+    type=BOOL,
+    default=False,
+    show_default=True,
+    metavar='BOOL',
+)
+@click.option(
+    '--nhwc',
+    help='Use channels_last for the fp16 layers',
+    type=BOOL,
+    default=False,
+    show_default=True,
+    metavar='BOOL',
+)
+@click.option(
+    '--nobench',
+    help='Disable cuDNN benchmarking',
+    type=BOOL,
+    default=False,
+    show_default=True,
+    metavar='BOOL',
+)
+@click.option(
+    '--allow-tf32',
+    help='Allow TF32 matmul and convolutions',
+    type=BOOL,
+    default=False,
+    show_default=True,
+    metavar='BOOL',
+)
+@click.option(
+    '--workers',
+    help='DataLoader worker processes',
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    metavar='INT',
+)
+@click.option('--desc', help='Extra text appended to the run directory name', metavar='STR')
+def main(**opts: object) -> None:
+    """Resolve the options, then train (or print them with --dry-run)."""
+    opts['aug_given'] = opts['aug'] is not None
+    opts['aug'] = opts['aug'] or 'ada'
+    c, desc = build_training_kwargs(opts)
+    c.run_dir = next_run_dir(opts['outdir'], desc)
+    print(json.dumps(c, indent=2, default=str))
+    print(f'\nRun directory: {c.run_dir}')
+    if opts['dry_run']:
+        print('Dry run; exiting.')
+        return
+    from stylegan2_ada_kd.launcher import launch
+
+    launch(c)
+
+
+if __name__ == '__main__':
+    main()

@@ -237,7 +237,7 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str]:
     for key, name in (('channel_base', 'cbase'), ('channel_max', 'cmax')):
         if opts.get(name):
             G_kwargs.synthesis_kwargs[key] = D_kwargs[key] = opts[name]
-    opt = dict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    opt = dict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0.0, 0.99], eps=1e-8)
     loss = EasyDict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
     if opts['gamma'] is not None:
         loss.r1_gamma = opts['gamma']

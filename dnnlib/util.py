@@ -1,0 +1,207 @@
+"""Small general-purpose helpers: an attribute-access dict, building objects from dotted class names, URL/path
+opening with a download cache, and integer range parsing for command-line options.
+
+Pickles written by the official StyleGAN2-ADA code refer to ``dnnlib.util.EasyDict`` by that global name,
+so this module (and that class name) must stay importable at this path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, BinaryIO, List, Optional
+
+__all__ = ['EasyDict', 'construct_class_by_name', 'make_cache_dir_path', 'open_url', 'parse_range']
+
+_CACHE_ENV_VAR = 'DNNLIB_CACHE_DIR'
+_DOWNLOAD_CHUNK = 1 << 20
+
+
+class EasyDict(dict):
+    """A ``dict`` whose items can also be read and written as attributes (``d.key`` == ``d['key']``).
+
+    All state lives in the dict items, so instances pickle and copy exactly like plain dicts.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f'{type(self).__name__} has no key {name!r}') from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(f'{type(self).__name__} has no key {name!r}') from None
+
+
+def _import_dotted(name: str) -> Any:
+    """Return the object at a dotted path such as ``'torch.optim.Adam'``: the longest importable module
+    prefix, followed by attribute lookups."""
+    parts = name.split('.')
+    for split in range(len(parts) - 1, 0, -1):
+        module_name = '.'.join(parts[:split])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and (module_name + '.').startswith(err.name + '.'):
+                continue  # this prefix is not a module; try a shorter one
+            raise
+        for attr in parts[split:]:
+            if not hasattr(obj, attr):
+                raise ImportError(
+                    f'class_name {name!r}: module {module_name!r} has no attribute path {attr!r}.'
+                )
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(
+        f'class_name {name!r}: no importable module found; use a full dotted path like "pkg.mod.Class".'
+    )
+
+
+def construct_class_by_name(*args: Any, class_name: str, **kwargs: Any) -> Any:
+    """Call the class (or function) named by the dotted path ``class_name`` with the remaining arguments.
+
+    This lets configs be plain dicts such as ``{'class_name': 'torch.optim.Adam', 'lr': 0.002}``.
+    """
+    target = _import_dotted(class_name)
+    if not callable(target):
+        raise TypeError(f'class_name {class_name!r} names a {type(target).__name__}, which cannot be called.')
+    return target(*args, **kwargs)
+
+
+def make_cache_dir_path(*parts: str) -> str:
+    """Return a path inside the dnnlib cache directory.
+
+    The root is ``$DNNLIB_CACHE_DIR`` when that variable is set, else ``~/.cache/dnnlib``. The directory is
+    not created here.
+    """
+    root = os.environ.get(_CACHE_ENV_VAR) or os.path.join(os.path.expanduser('~'), '.cache', 'dnnlib')
+    return os.path.join(root, *parts)
+
+
+def parse_range(spec: str) -> List[int]:
+    """Parse a comma-separated list of integers and inclusive ranges, e.g. ``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``.
+
+    Raises ``ValueError`` with a description of the expected syntax for anything else.
+    """
+    values: List[int] = []
+    for item in str(spec).split(','):
+        item = item.strip()
+        match = re.fullmatch(r'(\d+)(?:\s*-\s*(\d+))?', item)
+        if match is None:
+            raise ValueError(f'Cannot parse {item!r} in {spec!r}: expected numbers or ranges like "0-3,7".')
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise ValueError(f'Range {item!r} in {spec!r} is descending; write it as "{last}-{first}".')
+        values.extend(range(first, last + 1))
+    return values
+
+
+def _is_url(text: str) -> bool:
+    """Return True if ``text`` looks like ``scheme://...`` (and not like a Windows drive path)."""
+    return re.match(r'^[A-Za-z][A-Za-z0-9+.-]+://', text) is not None
+
+
+def _file_url_to_path(url: str) -> str:
+    """Convert a ``file://`` URL into a local filesystem path."""
+    parsed = urllib.parse.urlparse(url)
+    path = urllib.request.url2pathname(parsed.path)
+    if parsed.netloc and parsed.netloc != 'localhost':
+        path = '//' + parsed.netloc + path
+    return path
+
+
+def _cache_file_name(url: str) -> str:
+    """Return ``<md5(url)>_<safe basename>`` for a download URL."""
+    digest = hashlib.md5(url.encode('utf-8')).hexdigest()
+    basename = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
+    safe = re.sub(r'[^A-Za-z0-9._-]', '_', basename)[:100]
+    return f'{digest}_{safe}'
+
+
+def _download_to(url: str, dest: str) -> None:
+    """Download ``url`` into ``dest`` atomically (temporary file in the same directory + ``os.replace``)."""
+    import requests
+
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(dest), prefix='.tmp_', suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as out, requests.get(url, stream=True, timeout=60) as response:
+            response.raise_for_status()
+            for chunk in response.iter_content(chunk_size=_DOWNLOAD_CHUNK):
+                out.write(chunk)
+        os.replace(tmp_path, dest)
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def _fetch_cached(url: str, cache_dir: Optional[str], num_attempts: int, verbose: bool) -> str:
+    """Return the path of the cached copy of ``url``, downloading it first if it is not cached yet."""
+    root = cache_dir if cache_dir is not None else make_cache_dir_path()
+    dest = os.path.join(root, 'downloads', _cache_file_name(url))
+    if os.path.isfile(dest):
+        return dest
+    last_error: Optional[BaseException] = None
+    for attempt in range(1, max(1, num_attempts) + 1):
+        if verbose:
+            print(f'Downloading {url} (attempt {attempt}/{num_attempts}) ...', flush=True)
+        try:
+            _download_to(url, dest)
+            if verbose:
+                print(f'Saved to {dest}', flush=True)
+            return dest
+        except OSError as err:  # requests' exceptions derive from OSError
+            last_error = err
+            if attempt < num_attempts:
+                time.sleep(min(2.0 * attempt, 10.0))
+    raise OSError(
+        f'Could not download {url} after {num_attempts} attempt(s): {last_error}. '
+        'Download the file manually and pass its local path instead of the URL.'
+    ) from last_error
+
+
+def open_url(
+    url_or_path: str | os.PathLike,
+    cache_dir: Optional[str] = None,
+    num_attempts: int = 3,
+    verbose: bool = True,
+) -> BinaryIO:
+    """Open a local path, a ``file://`` URL or an ``http(s)://`` URL for binary reading.
+
+    Local files are opened directly. HTTP(S) downloads are stored in ``<cache_dir>/downloads/`` (default:
+    ``make_cache_dir_path()``) and reused by later calls. The caller owns the returned file object.
+    """
+    text = os.fspath(url_or_path)
+    if not _is_url(text):
+        return _open_local(text, text)
+    scheme = urllib.parse.urlparse(text).scheme.lower()
+    if scheme == 'file':
+        return _open_local(_file_url_to_path(text), text)
+    if scheme in ('http', 'https'):
+        return open(_fetch_cached(text, cache_dir, num_attempts, verbose), 'rb')
+    raise ValueError(
+        f'Unsupported URL scheme {scheme!r} in {text!r}: use a local path, file://, http:// or https://.'
+    )
+
+
+def _open_local(path: str, shown: str) -> BinaryIO:
+    """Open a local file for reading, with an error message that names what the user passed."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        resolved = Path(path).resolve()
+        raise FileNotFoundError(f'No such file: {shown!r} (resolved to {resolved}). Check the path.')
+    return open(path, 'rb')

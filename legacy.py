@@ -1,0 +1,56 @@
+"""Convert a network file into the stylegan2-ada-kd snapshot format and/or plain state_dicts.
+
+Example::
+
+    python legacy.py --source=network-snapshot-000200.pkl --dest=converted.pkl --state-dict-dir=weights/
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from stylegan2_ada_kd import legacy
+
+
+@click.command()
+@click.option(
+    '--source',
+    required=True,
+    metavar='PKL|URL',
+    help='Network to read: an official StyleGAN2-ADA pickle or a stylegan2-ada-kd snapshot (path or URL).',
+)
+@click.option(
+    '--dest',
+    type=click.Path(dir_okay=False),
+    metavar='FILE',
+    help='Write the networks here as a stylegan2-ada-kd snapshot (loads with torch.load(weights_only=True)).',
+)
+@click.option(
+    '--state-dict-dir',
+    type=click.Path(file_okay=False),
+    metavar='DIR',
+    help='Also write G.pt, D.pt, G_ema.pt (plain state_dicts) and networks.json (classes and kwargs) here.',
+)
+def cli(source: str, dest: Optional[str], state_dict_dir: Optional[str]) -> None:
+    """Read a network file without running any code stored in it, and write it in our own formats."""
+    if dest is None and state_dict_dir is None:
+        raise click.UsageError('Nothing to write: give --dest=FILE and/or --state-dict-dir=DIR.')
+    try:
+        legacy.convert_network_pkl(source, dest=dest, state_dict_dir=state_dict_dir)
+    except (legacy.NetworkPickleError, OSError, TypeError) as err:
+        raise click.ClickException(str(err)) from err
+    if dest is not None:
+        click.echo(f'Wrote snapshot {dest}')
+    if state_dict_dir is not None:
+        click.echo(f'Wrote state_dicts and networks.json to {state_dict_dir}')
+
+
+def main() -> None:
+    """Entry point for ``python legacy.py``."""
+    cli()
+
+
+if __name__ == '__main__':
+    main()

@@ -39,9 +39,11 @@ def _draw(rnd: np.random.RandomState, res: int) -> np.ndarray:
 
 def demo_dataset_path() -> str:
     """Path of the demo dataset zip, generating it (atomically) when missing."""
-    path = os.path.join(make_cache_dir_path('datasets'), f'{DEMO_NAME}-v{DEMO_VERSION}-{RESOLUTION}.zip')
+    cache_dir = make_cache_dir_path('datasets')
+    path = os.path.join(cache_dir, f'{DEMO_NAME}-v{DEMO_VERSION}-{RESOLUTION}.zip')
     if os.path.isfile(path):
         return path
+    os.makedirs(cache_dir, exist_ok=True)
     rnd = np.random.RandomState(2023)
     tmp = f'{path}.tmp{os.getpid()}'
     with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:

@@ -79,7 +79,7 @@ def _build_phases(
     """Main and regularisation phases sharing one optimizer per network (lazy reg., SG2 Sec. 3.1)."""
     phases = []
     for name, module, opt_kwargs, interval in [('G', G, G_opt_kwargs, G_reg), ('D', D, D_opt_kwargs, D_reg)]:
-        params = [p for p in module.parameters() if p.requires_grad]
+        params = list(module.parameters())
         if not interval:
             opt = construct_class_by_name(params, **opt_kwargs)
             phases.append(Phase(f'{name}both', module, opt, 1))

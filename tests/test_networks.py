@@ -57,13 +57,17 @@ def test_discriminator_shapes(arch, c_dim):
     assert logits.shape == (4, 1) and logits.dtype == torch.float32
 
 
-def test_fp16_blocks_run_and_match_fp32():
+def test_fp16_blocks_run_and_match_fp32(monkeypatch):
+    from stylegan2_ada_kd.networks import layers
+
+    monkeypatch.setattr(layers, 'FP16_ON_CPU', True)
     G = _g(synthesis_kwargs=dict(num_fp16_res=2, conv_clamp=256)).eval()
     D = _d(num_fp16_res=2, conv_clamp=256).eval()
     assert G.synthesis.b16.use_fp16 and G.synthesis.b8.use_fp16 and not G.synthesis.b4.use_fp16
     z = torch.randn(4, G.z_dim)
     with torch.no_grad():
         img16, img32 = G(z, None, noise_mode='const'), G(z, None, noise_mode='const', force_fp32=True)
+        assert G.synthesis.b16.conv1.weight.dtype == torch.float32  # parameters stay fp32
         assert img16.dtype == torch.float32
         assert (img16 - img32).abs().max() <= 5e-3 * max(1.0, img32.abs().max().item())
         l16, l32 = D(img32, None), D(img32, None, force_fp32=True)

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from stylegan2_ada_kd.networks.layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer
+from stylegan2_ada_kd.networks.layers import DEFAULT_FILTER, Conv2dLayer, FullyConnectedLayer, block_dtype
 from stylegan2_ada_kd.networks.mapping import MappingNetwork
 from stylegan2_ada_kd.networks.synthesis import channels_per_resolution, fp16_min_resolution
 from torch_utils.misc import assert_shape
@@ -71,7 +71,7 @@ class DiscriminatorBlock(torch.nn.Module):
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Map ``x [N, in_channels, R, R]`` (None in the first block) and ``img [N, img_channels, R, R]``
         to ``[N, out_channels, R/2, R/2]`` and the downsampled image (skip) or None."""
-        dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
+        dtype = block_dtype(self.use_fp16, force_fp32, (x if x is not None else img).device)
         memory_format = (
             torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         )

@@ -20,6 +20,17 @@ from torch_utils.ops.upfirdn2d import setup_filter
 
 DEFAULT_FILTER = (1, 3, 3, 1)
 
+# Blocks marked use_fp16 run in half precision on accelerators only: CPU half-precision convolutions
+# are several times slower than fp32 and save nothing. Tests set this to True to exercise the fp16 path.
+FP16_ON_CPU = False
+
+
+def block_dtype(use_fp16: bool, force_fp32: bool, device: torch.device) -> torch.dtype:
+    """Compute dtype of a block: fp16 for fp16 blocks unless forced to fp32 or on CPU (see FP16_ON_CPU)."""
+    if use_fp16 and not force_fp32 and (device.type != 'cpu' or FP16_ON_CPU):
+        return torch.float16
+    return torch.float32
+
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Scale ``x`` so that the mean of its squares along ``dim`` is 1 (StyleGAN's pixel norm)."""
@@ -184,12 +195,11 @@ def modulated_conv2d(
     if x.dtype == torch.float16 and demodulate:
         weight, styles = _fp16_safe_scale(weight, styles)
 
+    # Demodulation coefficients 1 / ||w_o * s||_2 per sample and output channel (Eq. 3), computed as
+    # s^2 @ (sum_k w^2)^T so that the non-fused path never materialises per-sample weights.
     dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, k, k]
-        if demodulate:
-            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
-            w = w * dcoefs.reshape(n, out_ch, 1, 1, 1)
+    if demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [N, O]
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, in_ch, 1, 1)
@@ -209,6 +219,9 @@ def modulated_conv2d(
         return x + noise.to(x.dtype) if noise is not None else x
 
     # Fused: fold the batch into the channel axis and run one grouped convolution.
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, in_ch, 1, 1)  # [N, O, I, k, k]
+    if dcoefs is not None:
+        w = w * dcoefs.reshape(n, out_ch, 1, 1, 1)
     x = x.reshape(1, n * in_ch, *x.shape[2:])
     w = w.reshape(n * out_ch, in_ch, kh, kw).to(x.dtype)
     x = conv2d_resample(

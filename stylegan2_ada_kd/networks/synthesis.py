@@ -16,6 +16,7 @@ from stylegan2_ada_kd.networks.layers import (
     DEFAULT_FILTER,
     Conv2dLayer,
     FullyConnectedLayer,
+    block_dtype,
     modulated_conv2d,
 )
 from torch_utils.misc import assert_shape
@@ -230,7 +231,7 @@ class SynthesisBlock(torch.nn.Module):
             features ``[N, out_channels, R, R]`` and the image ``[N, img_channels, R, R]`` (or None).
         """
         assert_shape(ws, [None, self.num_conv + self.num_torgb, None], 'SynthesisBlock ws')
-        dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
+        dtype = block_dtype(self.use_fp16, force_fp32, ws.device)
         memory_format = (
             torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         )

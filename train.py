@@ -101,7 +101,18 @@ BOOL = _Bool()
 )
 @click.option('--gamma', help='Override the R1 weight', type=click.FloatRange(min=0), metavar='FLOAT')
 @click.option(
-    '--kimg', help='Override the training length in kimg', type=click.IntRange(min=1), metavar='INT'
+    '--kimg',
+    help='Override the training length in kimg',
+    type=click.FloatRange(min=0, min_open=True),
+    metavar='KIMG',
+)
+@click.option(
+    '--tick',
+    help='Progress interval in kimg',
+    type=click.FloatRange(min=0, min_open=True),
+    default=4,
+    show_default=True,
+    metavar='KIMG',
 )
 @click.option('--batch', help='Override the total batch size', type=click.IntRange(min=1), metavar='INT')
 @click.option(

@@ -47,7 +47,7 @@ def save_image_grid(images: Union[np.ndarray, torch.Tensor], path: str, drange: 
     _n, c, h, w = img.shape
     img = img.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)
     tmp = f'{path}.tmp.png'
-    PIL.Image.fromarray(img[:, :, 0] if c == 1 else img, 'L' if c == 1 else 'RGB').save(tmp)
+    PIL.Image.fromarray(img[:, :, 0] if c == 1 else img).save(tmp)
     os.replace(tmp, path)
 
 

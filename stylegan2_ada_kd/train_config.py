@@ -261,6 +261,7 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str]:
         ema_rampup=spec.ramp,
         random_seed=opts['seed'],
         num_gpus=gpus,
+        kimg_per_tick=opts['tick'],
         image_snapshot_ticks=opts['snap'],
         network_snapshot_ticks=opts['snap'],
         metrics=[] if opts['metrics'] in (None, 'none') else opts['metrics'].split(','),

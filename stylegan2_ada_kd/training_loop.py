@@ -309,6 +309,8 @@ def training_loop(
                 images, os.path.join(run_dir, f'fakes{kimg:06d}.png'), (-1, 1), grid['size']
             )
         if done or (network_snapshot_ticks and progress.cur_tick % network_snapshot_ticks == 0):
+            if ada is not None:  # pending signs go into the snapshot, so resume is exact
+                ada.absorb(ada_stats.collect(device))
             resume.write_snapshot(
                 run_dir, nets, phases, loss, ada, progress, training_set_kwargs, rank, device
             )

@@ -1,0 +1,557 @@
+"""Turn a folder or zip of images, or the CIFAR-10 python batches, into a training dataset for train.py:
+square power-of-two PNGs of one size in a zip (or folder), plus a dataset.json with labels and metadata.
+
+Examples::
+
+    # Photos of any size and format -> 256x256 centre crops:
+    python dataset_tool.py --source=~/photos --dest=~/datasets/photos-256.zip --resolution=256 \\
+        --transform=center-crop
+    # Class-conditional from sub-folders (cat/, dog/, ...):
+    python dataset_tool.py --source=~/animals --dest=~/datasets/animals-128.zip --resolution=128 \\
+        --transform=center-crop --labels=subfolders
+    # CIFAR-10 (the python version; the archive or its extracted cifar-10-batches-py/ folder):
+    python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32.zip
+
+Conversion rules (one choice each, so datasets come out the same every time):
+
+- Transparent pixels (RGBA, LA, palette or colour-key transparency) are composited over black.
+- Grayscale images stay 1-channel, unless the converted set also holds colour images: then all become RGB.
+- 16-bit images are scaled to 8 bits (value / 257); CMYK, YCbCr etc. are converted to RGB.
+- Images smaller than the target are upscaled (a warning gives the count).
+- Files that cannot be decoded are skipped; a warning lists them and dataset.json ``meta.skipped`` keeps them.
+
+Output: ``NNNNN/imgNNNNNNNN.png`` (uncompressed PNG, 1000 per folder) and ``dataset.json``:
+``{"labels": [[file, class_index], ...] or null, "class_names": [...], "prompts": [...], "meta": {...}}``.
+A zip is written to a temporary file and renamed when complete; a folder destination must be new or empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import io
+import json
+import os
+import pickle
+import sys
+import tarfile
+import zipfile
+from typing import Any, Callable, Optional
+
+import click
+import numpy as np
+import PIL.Image
+
+from stylegan2_ada_kd.dataset import MAX_LISTED, DatasetError, ImageFiles, is_power_of_two
+
+RESIZE_FILTERS = {'box': PIL.Image.Resampling.BOX, 'lanczos': PIL.Image.Resampling.LANCZOS}
+CIFAR_FILES = [f'data_batch_{i}' for i in range(1, 6)] + ['batches.meta']
+_GRAY_MODES = {'1', 'L', 'LA', 'La', 'I', 'F'}  # Plus every 'I;16...' variant.
+_CSV_HEADERS = {'path', 'file', 'filename', 'image', 'relative_path', 'name'}
+
+
+@dataclasses.dataclass
+class Source:
+    """Images to convert, in output order, with the labels the source itself provides.
+
+    ``header(name)`` returns ``((width, height), PIL mode)`` cheaply; ``load(name)`` decodes the image.
+    ``labels`` maps a name to an int class index or a list of floats.
+    """
+
+    description: str
+    names: list[str]
+    header: Callable[[str], tuple[tuple[int, int], str]]
+    load: Callable[[str], PIL.Image.Image]
+    labels: Optional[dict[str, Any]] = None
+    class_names: Optional[list[str]] = None
+    prompts: Optional[list[str]] = None
+    is_cifar: bool = False
+
+
+def _listed(items: list[str], limit: int = MAX_LISTED) -> str:
+    """``'a, b, c'`` for the first ``limit`` items, plus ``'(and N more)'``."""
+    text = ', '.join(items[:limit])
+    return text + (f' (and {len(items) - limit} more)' if len(items) > limit else '')
+
+
+def _file_header(files: ImageFiles, name: str) -> tuple[tuple[int, int], str]:
+    """``((w, h), mode)`` from the image header only."""
+    with files.open(name) as f, PIL.Image.open(f) as img:
+        return img.size, img.mode
+
+
+def _file_load(files: ImageFiles, name: str) -> PIL.Image.Image:
+    """The fully decoded image (independent of any open file)."""
+    img = PIL.Image.open(io.BytesIO(files.read(name)))
+    img.load()
+    return img
+
+
+def _files_source(path: str) -> Source:
+    """A folder or zip of images; its ``dataset.json`` labels, class names and prompts are honoured."""
+    try:
+        files = ImageFiles(path)
+    except DatasetError as err:
+        raise click.BadParameter(str(err), param_hint='--source') from err
+    meta: Any = {}
+    if files.exists('dataset.json'):
+        try:
+            meta = json.loads(files.read('dataset.json'))
+        except ValueError as err:
+            meta = err
+        if not isinstance(meta, dict):
+            raise click.ClickException(
+                f'{files.path}/dataset.json is not a JSON object ({meta}); fix or delete it and run again'
+            )
+    labels = meta.get('labels')
+    return Source(
+        description=files.path,
+        names=files.image_names(),
+        header=functools.partial(_file_header, files),
+        load=functools.partial(_file_load, files),
+        labels={str(n).replace('\\', '/'): v for n, v in labels} if labels else None,
+        class_names=meta.get('class_names'),
+        prompts=meta.get('prompts'),
+    )
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR-10 batches while refusing every global except what numpy arrays need."""
+
+    _ALLOWED = {
+        (mod, name)
+        for mod in ('numpy', 'numpy.core.multiarray', 'numpy._core.multiarray', 'numpy.core.numeric')
+        for name in ('ndarray', 'dtype', '_reconstruct', 'scalar', '_frombuffer')
+    } | {('numpy._core.numeric', '_frombuffer'), ('_codecs', 'encode')}  # Bytes in protocol-2 pickles.
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve ``module.name`` only for the numpy array helpers; anything else is an error."""
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f'{module}.{name} is not expected in a CIFAR-10 batch')
+        return super().find_class(module, name)
+
+
+def _cifar_source(description: str, read: Callable[[str], bytes]) -> Source:
+    """CIFAR-10 python batches ``data_batch_1..5`` (50000 RGB 32x32, labels 0-9) and ``batches.meta``."""
+    images, labels = [], []
+    try:
+        for fname in CIFAR_FILES[:5]:
+            batch = _ArrayUnpickler(io.BytesIO(read(fname)), encoding='bytes').load()
+            data = np.asarray(batch[b'data'], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            images.append(data.transpose(0, 2, 3, 1))
+            labels += [int(v) for v in batch[b'labels']]
+        meta = _ArrayUnpickler(io.BytesIO(read('batches.meta')), encoding='bytes').load()
+        class_names = [v.decode() if isinstance(v, bytes) else str(v) for v in meta[b'label_names']]
+    except (OSError, KeyError, ValueError, TypeError, pickle.UnpicklingError, EOFError) as err:
+        raise click.ClickException(
+            f'{description}: not the CIFAR-10 python version ({type(err).__name__}: {err}); use '
+            'cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder'
+        ) from err
+    pixels = np.concatenate(images)
+    names = [f'cifar10/{i:05d}' for i in range(len(pixels))]
+    return Source(
+        description=description,
+        names=names,
+        header=lambda name: ((32, 32), 'RGB'),
+        load=lambda name: PIL.Image.fromarray(pixels[int(name.split('/')[1])]),
+        labels=dict(zip(names, labels)),
+        class_names=class_names,
+        is_cifar=True,
+    )
+
+
+def _read_path(folder: str, name: str) -> bytes:
+    """Bytes of ``folder/name``."""
+    with open(os.path.join(folder, name), 'rb') as f:
+        return f.read()
+
+
+def _cifar_tar(path: str) -> Source:
+    """CIFAR-10 batches read straight from ``cifar-10-python.tar.gz`` (nothing is extracted to disk)."""
+    try:
+        with tarfile.open(path) as tar:
+            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
+            missing = [n for n in CIFAR_FILES if n not in members]
+            if missing:
+                raise click.ClickException(
+                    f'{path} is not the CIFAR-10 python archive: it lacks {", ".join(missing)}'
+                )
+            blobs = {n: tar.extractfile(members[n]).read() for n in CIFAR_FILES}
+    except tarfile.TarError as err:
+        raise click.ClickException(f'{path}: cannot read the tar archive ({err})') from err
+    return _cifar_source(path, blobs.__getitem__)
+
+
+def open_source(path: str) -> Source:
+    """Pick the reader for ``--source``: CIFAR-10 folder or archive, else a folder or zip of images."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise click.BadParameter(f'{path} does not exist', param_hint='--source')
+    if os.path.isdir(path):
+        for folder in (path, os.path.join(path, 'cifar-10-batches-py')):
+            if os.path.isfile(os.path.join(folder, 'data_batch_1')):
+                return _cifar_source(folder, functools.partial(_read_path, folder))
+    elif path.lower().endswith(('.tar.gz', '.tgz', '.tar')):
+        return _cifar_tar(path)
+    return _files_source(path)
+
+
+def _subfolder_labels(names: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Class = first-level sub-folder; classes are the sorted folder names (index = position)."""
+    loose = [n for n in names if '/' not in n]
+    if loose:
+        raise click.UsageError(
+            f'--labels=subfolders: {len(loose)} image(s) are not in a class sub-folder: {_listed(loose)}. '
+            'Move them into a class folder, delete them, or use --labels=FILE.csv.'
+        )
+    class_names = sorted({n.split('/')[0] for n in names})
+    index = {c: i for i, c in enumerate(class_names)}
+    return {n: index[n.split('/')[0]] for n in names}, class_names
+
+
+def _csv_labels(csv_path: str, names: list[str]) -> tuple[dict[str, int], Optional[list[str]]]:
+    """Rows ``relative_path,class``: all-integer classes are indices, otherwise names (sorted -> indices).
+
+    A first row whose path cell is a header word (path, file, filename, image, name) is skipped.
+    """
+    try:
+        with open(os.path.expanduser(csv_path), newline='', encoding='utf-8-sig') as f:
+            rows = [[c.strip() for c in row] for row in csv.reader(f) if row and any(c.strip() for c in row)]
+    except OSError as err:
+        raise click.BadParameter(f'cannot read {csv_path} ({err})', param_hint='--labels') from err
+    if rows and rows[0][0].lower() in _CSV_HEADERS:
+        rows = rows[1:]
+    bad = [','.join(r) for r in rows if len(r) < 2 or not r[1]]
+    known = set(names)
+    entries = {r[0].replace('\\', '/').removeprefix('./'): r[1] for r in rows if len(r) >= 2 and r[1]}
+    unknown = [n for n in entries if n not in known]
+    if bad or unknown or not entries:
+        raise click.BadParameter(
+            f'{csv_path}: '
+            + (f'{len(bad)} row(s) without "path,class": {_listed(bad)}. ' if bad else '')
+            + (f'{len(unknown)} path(s) not among the source images: {_listed(unknown)}. ' if unknown else '')
+            + ('no label rows. ' if not entries else '')
+            + 'Paths are relative to --source, with "/" separators.',
+            param_hint='--labels',
+        )
+    if all(v.isdigit() for v in entries.values()):
+        return {n: int(v) for n, v in entries.items()}, None
+    class_names = sorted(set(entries.values()))
+    index = {c: i for i, c in enumerate(class_names)}
+    return {n: index[v] for n, v in entries.items()}, class_names
+
+
+def _choose_labels(src: Source, option: Optional[str]) -> tuple[Optional[dict], Optional[list[str]]]:
+    """Labels and class names: from ``--labels`` if given, else from the source (dataset.json / CIFAR)."""
+    if option is None:
+        return src.labels, src.class_names
+    if src.is_cifar:
+        raise click.UsageError('--labels does not apply to CIFAR-10: its labels come from the batches')
+    if option == 'subfolders':
+        return _subfolder_labels(src.names)
+    return _csv_labels(option, src.names)
+
+
+def _read_prompts(path: str) -> list[str]:
+    """Non-empty lines of ``path``, stripped."""
+    try:
+        with open(os.path.expanduser(path), encoding='utf-8') as f:
+            prompts = [line.strip() for line in f if line.strip()]
+    except OSError as err:
+        raise click.BadParameter(f'cannot read {path} ({err})', param_hint='--prompts') from err
+    if not prompts:
+        raise click.BadParameter(f'{path} holds no prompts (one per line)', param_hint='--prompts')
+    return prompts
+
+
+def channel_mode(mode: str) -> str:
+    """Output mode for a PIL input mode: ``'L'`` for grayscale ones (incl. 16-bit, LA), else ``'RGB'``."""
+    return 'L' if mode in _GRAY_MODES or mode.startswith('I;16') else 'RGB'
+
+
+def to_mode(img: PIL.Image.Image, target: str) -> PIL.Image.Image:
+    """8-bit ``target`` (``'L'`` or ``'RGB'``) image; 16-bit scaled down, transparency put on black."""
+    if img.mode == 'I' or img.mode.startswith('I;16') or img.mode == 'F':
+        arr = np.asarray(img).astype(np.float64)
+        arr = arr if img.mode == 'F' else arr / 257
+        img = PIL.Image.fromarray(np.rint(arr).clip(0, 255).astype(np.uint8))
+    if img.mode in ('RGBA', 'LA', 'La', 'RGBa', 'PA') or 'transparency' in img.info:
+        black = PIL.Image.new('RGBA', img.size, (0, 0, 0, 255))
+        img = PIL.Image.alpha_composite(black, img.convert('RGBA'))
+    return img if img.mode == target else img.convert(target)
+
+
+def _crop_size(size: tuple[int, int], transform: Optional[str]) -> tuple[int, int]:
+    """``(w, h)`` of the centre crop: whole image, largest square, or largest 2:1 (w = 2h) region."""
+    w, h = size
+    if transform == 'center-crop':
+        return min(w, h), min(w, h)
+    if transform == 'center-crop-wide':
+        return (w, max(w // 2, 1)) if w <= 2 * h else (2 * h, h)
+    return w, h
+
+
+def transform_image(
+    img: PIL.Image.Image, transform: Optional[str], resolution: int, resample: int
+) -> tuple[PIL.Image.Image, bool]:
+    """Centre-crop per ``transform``, resize, and for ``center-crop-wide`` paste the ``R x R/2`` strip into
+    the middle of a black ``R x R`` canvas. Returns ``(image R x R, whether it was upscaled)``."""
+    w, h = img.size
+    cw, ch = _crop_size(img.size, transform)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    if (cw, ch) != (w, h):
+        img = img.crop((left, top, left + cw, top + ch))
+    out = (resolution, resolution // 2) if transform == 'center-crop-wide' else (resolution, resolution)
+    upscaled = cw < out[0] or ch < out[1]
+    if img.size != out:
+        img = img.resize(out, resample=resample)
+    if transform == 'center-crop-wide':
+        canvas = PIL.Image.new(img.mode, (resolution, resolution), 0)
+        canvas.paste(img, (0, (resolution - out[1]) // 2))
+        img = canvas
+    return img, upscaled
+
+
+def _infer_resolution(sizes: dict[str, tuple[int, int]], transform: Optional[str]) -> int:
+    """The single output width the images give without resizing; an error if they differ or it is not 2^k."""
+    widths: dict[int, list[str]] = {}
+    for name, size in sizes.items():
+        widths.setdefault(_crop_size(size, transform)[0], []).append(name)
+    if len(widths) == 1 and is_power_of_two(next(iter(widths))) and next(iter(widths)) >= 4:
+        return next(iter(widths))
+    found = ', '.join(f'{w} px ({_listed(n, 2)})' for w, n in sorted(widths.items())[:5])
+    raise click.UsageError(
+        f'the images give output widths {found}: pass --resolution=N (a power of two, e.g. 256) to resize '
+        'them all to N x N'
+    )
+
+
+def _scan(src: Source, max_images: Optional[int]) -> tuple[dict[str, tuple[int, int]], dict[str, str], list]:
+    """Read every header: ``({name: size} of the first max_images readable, {name: mode}, [unreadable])``."""
+    sizes, modes, skipped = {}, {}, []
+    for name in src.names:
+        if max_images is not None and len(sizes) >= max_images:
+            break
+        try:
+            sizes[name], modes[name] = src.header(name)
+        except Exception as err:  # PIL raises many exception types for broken files.
+            skipped.append(f'{name} ({type(err).__name__})')
+    return sizes, modes, skipped
+
+
+def _check_plan(sizes: dict, transform: Optional[str], labels: Optional[dict], src: Source) -> None:
+    """Refuse non-square images without a transform, and missing labels when labels are used."""
+    if not sizes:
+        raise click.UsageError(f'--source={src.description}: no readable images found')
+    if transform is None:
+        odd = [f'{n} ({w}x{h})' for n, (w, h) in sizes.items() if w != h]
+        if odd:
+            raise click.UsageError(
+                f'{len(odd)} image(s) are not square: {_listed(odd)}. Pass --transform=center-crop (square '
+                'centre crop) or --transform=center-crop-wide (2:1 crop on a black square canvas).'
+            )
+    if labels is not None:
+        unlabelled = [n for n in sizes if n not in labels]
+        if unlabelled:
+            raise click.UsageError(
+                f'{len(unlabelled)} image(s) have no label: {_listed(unlabelled)}. Label every image '
+                '(--labels=subfolders, --labels=FILE.csv or the source dataset.json).'
+            )
+
+
+def _check_dest(dest: str) -> tuple[str, bool]:
+    """``(absolute path, is a zip)``; a zip must not exist yet, a folder must be new or empty."""
+    dest = os.path.abspath(os.path.expanduser(dest))
+    is_zip = dest.lower().endswith('.zip')
+    if is_zip and os.path.exists(dest):
+        raise click.BadParameter(
+            f'{dest} already exists; delete it or pick another name', param_hint='--dest'
+        )
+    if not is_zip and os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        raise click.BadParameter(
+            f'{dest} exists and is not an empty folder; pick a new folder or a .zip', param_hint='--dest'
+        )
+    return dest, is_zip
+
+
+class _Writer:
+    """Writes named files into a zip (temporary file, renamed by ``commit``) or into an empty folder."""
+
+    def __init__(self, dest: str) -> None:
+        self.dest, is_zip = _check_dest(dest)
+        os.makedirs(os.path.dirname(self.dest) if is_zip else self.dest, exist_ok=True)
+        self.tmp = f'{self.dest}.tmp{os.getpid()}'
+        self.zip = zipfile.ZipFile(self.tmp, 'w', zipfile.ZIP_STORED) if is_zip else None
+
+    def write(self, name: str, data: bytes) -> None:
+        """Store ``data`` as ``name`` (a '/'-separated relative path)."""
+        if self.zip is not None:
+            self.zip.writestr(name, data)
+            return
+        path = os.path.join(self.dest, *name.split('/'))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'wb') as f:
+            f.write(data)
+
+    def commit(self) -> None:
+        """Finish: close the zip and move it into place."""
+        if self.zip is not None:
+            self.zip.close()
+            os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        """Drop a half-written zip (a folder keeps what was written)."""
+        if self.zip is not None:
+            self.zip.close()
+            os.remove(self.tmp)
+
+
+def _write_images(
+    src: Source, names: list[str], writer: _Writer, mode: str, plan: dict, labels: Optional[dict]
+) -> tuple[list, list[str], int]:
+    """Convert and store the images; returns ``(dataset.json labels, skipped files, upscaled count)``."""
+    out_labels, skipped, upscaled = [], [], 0
+    resample = RESIZE_FILTERS[plan['resize_filter']]
+    for name in names:
+        try:
+            img = to_mode(src.load(name), mode)
+        except Exception as err:  # Undecodable despite a readable header (e.g. truncated): skip it.
+            skipped.append(f'{name} ({type(err).__name__})')
+            continue
+        img, up = transform_image(img, plan['transform'], plan['resolution'], resample)
+        upscaled += up
+        idx = len(out_labels)
+        out_name = f'{idx // 1000:05d}/img{idx:08d}.png'
+        buf = io.BytesIO()
+        img.save(buf, format='png', compress_level=0)
+        writer.write(out_name, buf.getvalue())
+        out_labels.append([out_name, labels[name] if labels is not None else None])
+        if (idx + 1) % 5000 == 0:
+            click.echo(f'{idx + 1} / {len(names)} images', err=True)
+    return out_labels, skipped, upscaled
+
+
+def convert_dataset(
+    source: str,
+    dest: str,
+    resolution: Optional[int] = None,
+    transform: Optional[str] = None,
+    max_images: Optional[int] = None,
+    resize_filter: str = 'lanczos',
+    labels: Optional[str] = None,
+    prompts: Optional[str] = None,
+) -> dict:
+    """Convert ``source`` into a dataset at ``dest`` (see the module docstring); returns dataset.json's dict.
+
+    Raises ``click.ClickException`` (incl. ``UsageError``/``BadParameter``) with a message for the user.
+    """
+    if resolution is not None and not (is_power_of_two(resolution) and resolution >= 4):
+        raise click.BadParameter(
+            f'{resolution} is not a power of two >= 4 (e.g. 256)', param_hint='--resolution'
+        )
+    if max_images is not None and max_images < 1:
+        raise click.BadParameter(f'{max_images} must be at least 1', param_hint='--max-images')
+    _check_dest(dest)  # Before the (possibly slow) source scan.
+    src = open_source(source)
+    label_map, class_names = _choose_labels(src, labels)
+    prompt_list = _read_prompts(prompts) if prompts else src.prompts
+    sizes, modes, skipped = _scan(src, max_images)
+    _check_plan(sizes, transform, label_map, src)
+    plan = dict(
+        source=src.description,
+        resolution=resolution or _infer_resolution(sizes, transform),
+        transform=transform,
+        resize_filter=resize_filter,
+    )
+    mode = 'RGB' if any(channel_mode(m) == 'RGB' for m in modes.values()) else 'L'
+    writer = _Writer(dest)
+    try:
+        out_labels, more_skipped, upscaled = _write_images(src, list(sizes), writer, mode, plan, label_map)
+        skipped += more_skipped
+        if not out_labels:
+            raise click.ClickException(f'no image of {src.description} could be decoded: {_listed(skipped)}')
+        info = _dataset_json(out_labels, label_map is not None, class_names, prompt_list, plan, mode, skipped)
+        writer.write('dataset.json', json.dumps(info).encode('utf-8'))
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    _report(info, writer.dest, skipped, upscaled)
+    return info
+
+
+def _dataset_json(
+    out_labels: list,
+    use_labels: bool,
+    class_names: Optional[list[str]],
+    prompts: Optional[list[str]],
+    plan: dict,
+    mode: str,
+    skipped: list[str],
+) -> dict:
+    """The ``dataset.json`` object: labels (or null), class names and prompts when known, and ``meta``."""
+    info: dict[str, Any] = {'labels': out_labels if use_labels else None}
+    if class_names is not None:
+        info['class_names'] = list(class_names)
+    if prompts is not None:
+        info['prompts'] = list(prompts)
+    info['meta'] = dict(
+        plan,
+        transform=plan['transform'] or 'none',
+        channels=1 if mode == 'L' else 3,
+        num_images=len(out_labels),
+        skipped=skipped,
+        created_by='dataset_tool.py',
+    )
+    return info
+
+
+def _report(info: dict, dest: str, skipped: list[str], upscaled: int) -> None:
+    """Summary on stdout, warnings on stderr."""
+    meta = info['meta']
+    if skipped:
+        click.echo(f'Warning: skipped {len(skipped)} unreadable file(s): {_listed(skipped)}', err=True)
+    if upscaled:
+        click.echo(
+            f'Warning: {upscaled} image(s) were smaller than {meta["resolution"]} px and were upscaled',
+            err=True,
+        )
+    kind = 'grayscale' if meta['channels'] == 1 else 'RGB'
+    classes = f', {len(info["class_names"])} classes' if info.get('class_names') else ''
+    labelled = 'labelled' if info['labels'] is not None else 'unlabelled'
+    res = meta['resolution']
+    click.echo(f'Wrote {meta["num_images"]} {labelled} {kind} images ({res}x{res}{classes}) to {dest}')
+
+
+@click.command(context_settings=dict(help_option_names=['-h', '--help'], max_content_width=110))
+@click.option(
+    '--source', required=True, metavar='PATH', help='Folder or zip of images, or CIFAR-10 (python).'
+)
+@click.option('--dest', required=True, metavar='PATH', help='Output .zip (new) or folder (new or empty).')
+@click.option('--resolution', type=int, metavar='N', help='Output size N x N (power of two). [default: keep]')
+@click.option(
+    '--transform',
+    type=click.Choice(['center-crop', 'center-crop-wide']),
+    help='Centred square crop, or 2:1 crop on a black square. [default: none; images must be square]',
+)
+@click.option('--max-images', type=int, metavar='N', help='Convert only the first N readable images.')
+@click.option(
+    '--resize-filter', type=click.Choice(list(RESIZE_FILTERS)), default='lanczos', show_default=True
+)
+@click.option(
+    '--labels', metavar='subfolders|CSV', help='Class labels: first-level folder, or path,class rows.'
+)
+@click.option('--prompts', metavar='FILE', help='Text prompts, one per line, stored in dataset.json.')
+def main(**opts: Any) -> None:
+    """Make a training dataset: square power-of-two PNGs of one size plus dataset.json.
+
+    \b
+    python dataset_tool.py --source=~/photos --dest=~/photos-256.zip --resolution=256 --transform=center-crop
+    python dataset_tool.py --source=cifar-10-python.tar.gz --dest=cifar10-32.zip
+    """
+    convert_dataset(**opts)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""dataset_tool.py: messy folders, labels (sub-folders, CSV), prompts, fake CIFAR-10 batches, dest errors."""
+
+import json
+import pickle
+import tarfile
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+
+import dataset_tool
+from stylegan2_ada_kd.dataset import ImageFolderDataset
+
+
+def run(*args):
+    return CliRunner().invoke(dataset_tool.main, [str(a) for a in args], catch_exceptions=False)
+
+
+def save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.Image.fromarray(array).save(path)
+
+
+def messy_folder(root):
+    """Mixed sizes, RGBA, grayscale, 16-bit, non-square, a palette image and an unreadable file."""
+    rnd = np.random.RandomState(0)
+    u8 = lambda *shape: rnd.randint(0, 256, size=shape, dtype=np.uint8)  # noqa: E731
+    save(root / 'wide.png', u8(30, 50, 3))
+    save(root / 'alpha.png', np.zeros([20, 20, 4], np.uint8))  # Fully transparent -> black.
+    save(root / 'gray.jpg', u8(40, 24))
+    save(root / 'deep' / 'g16.png', np.full([64, 64], 65535, np.uint16))
+    save(root / 'deep' / 'la.png', u8(16, 16, 2))
+    PIL.Image.fromarray(u8(16, 16, 3)).convert('P').save(root / 'pal.gif')
+    (root / 'broken.png').write_bytes(b'\x89PNG garbage')
+    (root / 'readme.txt').write_text('not an image')
+
+
+def test_messy_folder_center_crop_to_zip(tmp_path):
+    messy_folder(tmp_path / 'src')
+    res = run(
+        '--source',
+        tmp_path / 'src',
+        '--dest',
+        tmp_path / 'out.zip',
+        '--resolution=32',
+        '--transform=center-crop',
+    )
+    assert res.exit_code == 0, res.output
+    assert 'broken.png' in res.output and '5 image(s)' in res.output and 'upscaled' in res.output
+    with zipfile.ZipFile(tmp_path / 'out.zip') as zf:
+        assert all(info.compress_type == zipfile.ZIP_STORED for info in zf.infolist())
+        names = sorted(zf.namelist())
+        meta = json.loads(zf.read('dataset.json'))
+    assert names[:2] == ['00000/img00000000.png', '00000/img00000001.png'] and len(names) == 7
+    assert meta['labels'] is None and 'class_names' not in meta
+    assert meta['meta']['resolution'] == 32 and meta['meta']['transform'] == 'center-crop'
+    assert meta['meta']['resize_filter'] == 'lanczos' and meta['meta']['num_images'] == 6
+    assert any('broken.png' in s for s in meta['meta']['skipped'])
+    ds = ImageFolderDataset(str(tmp_path / 'out.zip'))
+    assert len(ds) == 6 and ds.image_shape == [3, 32, 32]  # Grayscale mixed with colour -> all RGB.
+    by_source = ['alpha.png', 'deep/g16.png', 'deep/la.png', 'gray.jpg', 'pal.gif', 'wide.png']  # Sorted.
+    images = {src: ds[i][0] for i, src in enumerate(by_source)}
+    assert images['alpha.png'].max() == 0  # Transparent pixels composited on black.
+    assert images['deep/g16.png'].min() == 255  # 16-bit full scale -> 8-bit 255.
+
+
+def test_grayscale_stays_grayscale_and_dir_dest(tmp_path):
+    rnd = np.random.RandomState(1)
+    for i in range(3):
+        save(tmp_path / 'g' / f'{i}.png', rnd.randint(0, 256, size=[8, 8], dtype=np.uint8))
+    (tmp_path / 'out').mkdir()  # An empty folder is fine.
+    res = run('--source', tmp_path / 'g', '--dest', tmp_path / 'out', '--resize-filter=box', '--max-images=2')
+    assert res.exit_code == 0, res.output
+    ds = ImageFolderDataset(str(tmp_path / 'out'))
+    assert len(ds) == 2 and ds.image_shape == [1, 8, 8]
+    np.testing.assert_array_equal(ds[1][0][0], np.asarray(PIL.Image.open(tmp_path / 'g' / '1.png')))
+
+
+def test_center_crop_wide(tmp_path):
+    save(tmp_path / 'w' / 'a.png', np.full([20, 60, 3], 200, np.uint8))
+    res = run(
+        '--source',
+        tmp_path / 'w',
+        '--dest',
+        tmp_path / 'w.zip',
+        '--resolution=8',
+        '--transform=center-crop-wide',
+    )
+    assert res.exit_code == 0, res.output
+    img = ImageFolderDataset(str(tmp_path / 'w.zip'))[0][0]
+    assert img.shape == (3, 8, 8)
+    assert (img[:, :2] == 0).all() and (img[:, 6:] == 0).all() and (img[:, 2:6] == 200).all()
+
+
+def test_subfolder_labels(tmp_path):
+    rnd = np.random.RandomState(2)
+    for cls, count in [('dog', 2), ('cat', 3)]:
+        for i in range(count):
+            save(tmp_path / 'c' / cls / f'{i}.png', rnd.randint(0, 256, size=[8, 8, 3], dtype=np.uint8))
+    (tmp_path / 'prompts.txt').write_text('a cat\n\na dog\n')
+    res = run(
+        '--source',
+        tmp_path / 'c',
+        '--dest',
+        tmp_path / 'c.zip',
+        '--labels=subfolders',
+        '--prompts',
+        tmp_path / 'prompts.txt',
+    )
+    assert res.exit_code == 0, res.output
+    ds = ImageFolderDataset(str(tmp_path / 'c.zip'), use_labels=True)
+    assert ds.class_names == ['cat', 'dog'] and ds.prompts == ['a cat', 'a dog'] and ds.label_dim == 2
+    assert [int(ds.get_label(i).argmax()) for i in range(5)] == [0, 0, 0, 1, 1]
+
+
+def test_csv_labels(tmp_path):
+    rnd = np.random.RandomState(3)
+    for name in ['a.png', 'sub/b.png', 'c.png']:
+        save(tmp_path / 's' / name, rnd.randint(0, 256, size=[8, 8, 3], dtype=np.uint8))
+    (tmp_path / 'names.csv').write_text('path,label\na.png,zebra\nsub/b.png,ant\nc.png,zebra\n')
+    res = run('--source', tmp_path / 's', '--dest', tmp_path / 'n.zip', '--labels', tmp_path / 'names.csv')
+    assert res.exit_code == 0, res.output
+    ds = ImageFolderDataset(str(tmp_path / 'n.zip'), use_labels=True)
+    assert ds.class_names == ['ant', 'zebra']
+    assert [int(ds.get_label(i).argmax()) for i in range(3)] == [1, 1, 0]  # Sorted: a, c, sub/b.
+    (tmp_path / 'idx.csv').write_text('a.png,4\nsub/b.png,0\nc.png,1\n')
+    res = run('--source', tmp_path / 's', '--dest', tmp_path / 'i.zip', '--labels', tmp_path / 'idx.csv')
+    assert res.exit_code == 0, res.output
+    ds = ImageFolderDataset(str(tmp_path / 'i.zip'), use_labels=True)
+    assert ds.class_names is None and ds.label_dim == 5
+    (tmp_path / 'partial.csv').write_text('a.png,1\nmissing.png,0\n')
+    res = run('--source', tmp_path / 's', '--dest', tmp_path / 'p.zip', '--labels', tmp_path / 'partial.csv')
+    assert res.exit_code != 0 and 'missing.png' in res.output
+
+
+def write_fake_cifar(folder, per_batch=3):
+    rnd = np.random.RandomState(4)
+    folder.mkdir(parents=True)
+    for b in range(1, 6):
+        batch = {
+            b'batch_label': f'training batch {b} of 5'.encode(),
+            b'labels': [int(v) for v in rnd.randint(0, 10, size=per_batch)],
+            b'data': rnd.randint(0, 256, size=[per_batch, 3072], dtype=np.uint8),
+            b'filenames': [f'img{i}.png'.encode() for i in range(per_batch)],
+        }
+        (folder / f'data_batch_{b}').write_bytes(pickle.dumps(batch))
+    names = [
+        n.encode()
+        for n in ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
+    ]
+    meta = {b'label_names': names, b'num_cases_per_batch': per_batch, b'num_vis': 3072}
+    (folder / 'batches.meta').write_bytes(pickle.dumps(meta))
+
+
+@pytest.mark.parametrize('packed', [False, True])
+def test_fake_cifar10(tmp_path, packed):
+    write_fake_cifar(tmp_path / 'cifar-10-batches-py')
+    source = tmp_path
+    if packed:
+        source = tmp_path / 'cifar-10-python.tar.gz'
+        with tarfile.open(source, 'w:gz') as tar:
+            tar.add(tmp_path / 'cifar-10-batches-py', arcname='cifar-10-batches-py')
+    res = run('--source', source, '--dest', tmp_path / 'cifar.zip')
+    assert res.exit_code == 0, res.output
+    ds = ImageFolderDataset(str(tmp_path / 'cifar.zip'), use_labels=True)
+    assert len(ds) == 15 and ds.image_shape == [3, 32, 32] and ds.label_dim == 10
+    assert ds.class_names[0] == 'airplane' and ds.class_names[9] == 'truck'
+    first = pickle.loads((tmp_path / 'cifar-10-batches-py' / 'data_batch_1').read_bytes())
+    np.testing.assert_array_equal(ds[1][0], first[b'data'][1].reshape(3, 32, 32))
+    assert int(ds.get_label(1).argmax()) == first[b'labels'][1]
+
+
+def test_cifar_pickle_with_foreign_objects_is_refused(tmp_path):
+    write_fake_cifar(tmp_path / 'c')
+    (tmp_path / 'c' / 'data_batch_3').write_bytes(pickle.dumps({b'data': tarfile.TarInfo('x')}))
+    res = run('--source', tmp_path / 'c', '--dest', tmp_path / 'c.zip')
+    assert res.exit_code != 0 and 'CIFAR-10' in res.output and not (tmp_path / 'c.zip').exists()
+
+
+def test_errors_name_the_problem(tmp_path):
+    rnd = np.random.RandomState(5)
+    save(tmp_path / 'src' / 'a.png', rnd.randint(0, 256, size=[8, 8, 3], dtype=np.uint8))
+    (tmp_path / 'full').mkdir()
+    (tmp_path / 'full' / 'x.txt').write_text('x')
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'full')
+    assert res.exit_code != 0 and 'not an empty folder' in res.output
+    (tmp_path / 'there.zip').write_bytes(b'')
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'there.zip')
+    assert res.exit_code != 0 and 'already exists' in res.output
+    res = run('--source', tmp_path / 'nope', '--dest', tmp_path / 'o.zip')
+    assert res.exit_code != 0 and 'does not exist' in res.output
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip', '--resolution=24')
+    assert res.exit_code != 0 and 'power of two' in res.output
+    save(tmp_path / 'src' / 'long.png', rnd.randint(0, 256, size=[8, 16, 3], dtype=np.uint8))
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip')
+    assert res.exit_code != 0 and 'long.png' in res.output and '--transform' in res.output
+    (tmp_path / 'empty').mkdir()
+    res = run('--source', tmp_path / 'empty', '--dest', tmp_path / 'o.zip')
+    assert res.exit_code != 0 and 'no readable images' in res.output
+    assert not (tmp_path / 'o.zip').exists()

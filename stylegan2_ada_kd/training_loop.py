@@ -283,7 +283,10 @@ def training_loop(
             ada.update(augment_pipe, ada_stats.collect(device))
 
         done = progress.cur_nimg >= total_kimg * 1000
-        if not done and progress.cur_nimg < progress.tick_start_nimg + kimg_per_tick * 1000:
+        tick_due = (
+            progress.cur_tick == 0 or progress.cur_nimg >= progress.tick_start_nimg + kimg_per_tick * 1000
+        )
+        if not (done or tick_due):  # tick 0 ends after the first step, for early feedback
             continue
         tick_end_time = time.time()
         p_now = float(augment_pipe.p) if augment_pipe is not None else None
@@ -300,15 +303,16 @@ def training_loop(
         done = done or aborted
         collected = tick_stats.collect(device)
         _add_phase_timing(phases, collected)
-        progress.cur_tick += 1
+        tick = progress.cur_tick
+        progress.cur_tick += 1  # the snapshot stores the state in which the next tick starts
         progress.tick_start_nimg = progress.cur_nimg
-        if rank == 0 and image_snapshot_ticks and (done or progress.cur_tick % image_snapshot_ticks == 0):
+        if rank == 0 and image_snapshot_ticks and (done or tick % image_snapshot_ticks == 0):
             images = _generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
             kimg = progress.cur_nimg // 1000
             run_io.save_image_grid(
                 images, os.path.join(run_dir, f'fakes{kimg:06d}.png'), (-1, 1), grid['size']
             )
-        if done or (network_snapshot_ticks and progress.cur_tick % network_snapshot_ticks == 0):
+        if done or (network_snapshot_ticks and tick % network_snapshot_ticks == 0):
             if ada is not None:  # pending signs go into the snapshot, so resume is exact
                 ada.absorb(ada_stats.collect(device))
             resume.write_snapshot(

@@ -1,0 +1,263 @@
+"""train.py end to end: presets, option validation, a short run's files, exact resume and 2-process DDP."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+from conftest import REPO
+
+sys.path.insert(0, str(REPO))
+import train  # noqa: E402
+
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none']
+
+
+@pytest.fixture(scope='module')
+def data16(tmp_path_factory):
+    """16 RGB images of 16x16 with a little structure, as a folder."""
+    root = tmp_path_factory.mktemp('data16')
+    rnd = np.random.RandomState(0)
+    for i in range(16):
+        img = np.zeros([16, 16, 3], np.uint8) + rnd.randint(0, 255, size=3).astype(np.uint8)
+        img[4:12, 4:12] = rnd.randint(0, 255, size=3)
+        PIL.Image.fromarray(img).save(root / f'img{i:03d}.png')
+    return str(root)
+
+
+def _dry(args):
+    res = CliRunner().invoke(train.main, args + ['--dry-run'])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output.split('\n\nRun directory')[0])
+
+
+@pytest.mark.parametrize(
+    'cfg, gpus, expect',
+    [
+        (
+            'auto',
+            1,
+            dict(batch_size=32, batch_gpu=32, gamma=0.0064, ema=10, mbstd=4, cbase=16384, lr=0.0025, map=2),
+        ),
+        (
+            'auto',
+            2,
+            dict(batch_size=64, batch_gpu=32, gamma=0.0032, ema=20, mbstd=4, cbase=16384, lr=0.0025, map=2),
+        ),
+        (
+            'stylegan2',
+            1,
+            dict(batch_size=32, batch_gpu=4, gamma=10, ema=10, mbstd=4, cbase=32768, lr=0.002, map=8),
+        ),
+        (
+            'paper256',
+            1,
+            dict(batch_size=64, batch_gpu=8, gamma=1, ema=20, mbstd=8, cbase=16384, lr=0.0025, map=8),
+        ),
+        (
+            'paper512',
+            1,
+            dict(batch_size=64, batch_gpu=8, gamma=0.5, ema=20, mbstd=8, cbase=32768, lr=0.0025, map=8),
+        ),
+        (
+            'paper1024',
+            1,
+            dict(batch_size=32, batch_gpu=4, gamma=2, ema=10, mbstd=4, cbase=32768, lr=0.002, map=8),
+        ),
+        (
+            'cifar',
+            1,
+            dict(batch_size=64, batch_gpu=32, gamma=0.01, ema=500, mbstd=32, cbase=32768, lr=0.0025, map=2),
+        ),
+    ],
+)
+def test_presets_resolve_to_reference_values(data16, tmp_path, cfg, gpus, expect):
+    c = _dry([f'--outdir={tmp_path}', f'--data={data16}', f'--cfg={cfg}', f'--gpus={gpus}'])
+    assert c['batch_size'] == expect['batch_size'] and c['batch_gpu'] == expect['batch_gpu']
+    assert c['loss_kwargs']['r1_gamma'] == pytest.approx(
+        expect['gamma'] * (16 / 32) ** 2 if cfg == 'auto' else expect['gamma']
+    )
+    assert c['ema_kimg'] == pytest.approx(expect['ema'])
+    assert c['D_kwargs']['epilogue_kwargs']['mbstd_group_size'] == expect['mbstd']
+    assert (
+        c['G_kwargs']['synthesis_kwargs']['channel_base'] == expect['cbase'] == c['D_kwargs']['channel_base']
+    )
+    assert c['G_opt_kwargs']['lr'] == c['D_opt_kwargs']['lr'] == expect['lr']
+    assert c['G_opt_kwargs']['betas'] == [0.0, 0.99]
+    assert c['G_kwargs']['mapping_kwargs']['num_layers'] == expect['map']
+    assert c['G_kwargs']['synthesis_kwargs']['num_fp16_res'] == 4 and c['D_kwargs']['conv_clamp'] == 256
+    if cfg == 'cifar':
+        assert c['total_kimg'] == 100000 and c['ema_rampup'] == 0.05
+        assert c['loss_kwargs']['pl_weight'] == 0 and c['loss_kwargs']['style_mixing_prob'] == 0
+        assert c['D_kwargs']['architecture'] == 'orig'
+    else:
+        assert c['total_kimg'] == 25000
+
+
+def test_auto_formula_at_256():
+    from stylegan2_ada_kd.train_config import resolve_preset
+
+    for gpus, (mb, gamma, ema) in {1: (16, 0.8192, 5), 2: (32, 0.4096, 10), 4: (64, 0.2048, 20)}.items():
+        spec = resolve_preset('auto', gpus, 256)
+        assert (spec.mb, spec.gamma, spec.ema) == (mb, pytest.approx(gamma), pytest.approx(ema))
+
+
+def test_run_dir_name_and_overrides(data16, tmp_path):
+    (tmp_path / '00007-old').mkdir()
+    res = CliRunner().invoke(
+        train.main,
+        [
+            f'--outdir={tmp_path}',
+            f'--data={data16}',
+            '--mirror=1',
+            '--gamma=2',
+            '--kimg=10',
+            '--aug=fixed',
+            '--p=0.3',
+            '--fp32=1',
+            '--freezed=2',
+            '--dry-run',
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert f'00008-{os.path.basename(data16)}-mirror-auto1-gamma2-kimg10-fixed-p0.3-freezed2' in res.output
+    c = json.loads(res.output.split('\n\nRun directory')[0])
+    assert c['augment_p'] == 0.3 and c['ada_kwargs'] is None
+    assert c['G_kwargs']['synthesis_kwargs']['num_fp16_res'] == 0 and c['D_kwargs']['conv_clamp'] is None
+    assert c['D_kwargs']['block_kwargs']['freeze_layers'] == 2
+
+
+@pytest.mark.parametrize(
+    'extra, needle',
+    [
+        (['--p=0.5'], '--p'),
+        (['--aug=fixed'], '--p'),
+        (['--aug=fixed', '--p=0.2', '--target=0.5'], '--target'),
+        (['--aug=noaug', '--augpipe=bgc'], '--augpipe'),
+        (['--gpus=3', '--batch=32'], '--gpus'),
+        (['--batch=24', '--batch-gpu=6'], 'minibatch-stddev'),
+        (['--cfg=paper9000'], '--cfg'),
+        (['--cond=1'], 'label'),
+        (['--subset=100'], '--subset'),
+    ],
+)
+def test_invalid_options_are_rejected_before_training(data16, tmp_path, extra, needle):
+    res = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={data16}', '--dry-run'] + extra)
+    assert res.exit_code != 0
+    assert needle in res.output
+    assert not list(tmp_path.iterdir())  # nothing was created
+
+
+def test_missing_dataset_names_the_path(tmp_path):
+    res = CliRunner().invoke(train.main, [f'--outdir={tmp_path}', f'--data={tmp_path}/nope.zip', '--dry-run'])
+    assert res.exit_code != 0 and 'nope.zip' in res.output
+
+
+def _train(tmp_path, data, *args, outdir='runs'):
+    cmd = [
+        sys.executable,
+        str(REPO / 'train.py'),
+        f'--outdir={tmp_path / outdir}',
+        f'--data={data}',
+        *TINY,
+        *args,
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    runs = sorted((tmp_path / outdir).iterdir())
+    return runs[-1], res.stdout
+
+
+def _stats(run_dir):
+    return [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+
+
+def test_short_run_writes_every_file(data16, tmp_path):
+    run_dir, out = _train(tmp_path, data16, '--batch=4', '--kimg=0.012', '--tick=0.008', '--snap=1')
+    names = set(os.listdir(run_dir))
+    for name in [
+        'training_options.json',
+        'log.txt',
+        'stats.jsonl',
+        'reals.png',
+        'fakes_init.png',
+        'fakes000000.png',
+        'network-snapshot-000000.pkl',
+    ]:
+        assert name in names, (name, names)
+    assert not [n for n in names if n.endswith('.tmp') or '.tmp' in n]
+    stats = _stats(run_dir)
+    assert len(stats) == 2  # tick 0 after the first step (4 images), tick 1 at 12 images (done)
+    for key in [
+        'Loss/G/loss',
+        'Loss/D/loss',
+        'Loss/scores/real',
+        'Loss/signs/fake',
+        'Loss/r1_penalty',
+        'Loss/pl_penalty',
+        'Progress/kimg',
+        'Progress/augment',
+        'Timing/sec_per_kimg',
+        'Resources/cpu_mem_gb',
+    ]:
+        assert any(key in s for s in stats), key
+    assert 'tick 0' in out and 'sec/kimg' in out and 'augment' in out
+    assert 'tick 0' in (run_dir / 'log.txt').read_text()
+    from stylegan2_ada_kd.legacy import load_network_pkl
+
+    data = load_network_pkl(str(run_dir / 'network-snapshot-000000.pkl'))
+    assert data['G_ema'].img_resolution == 16 and data['training_set_kwargs']['path'] == data16
+    assert data['resume_state']['progress']['cur_nimg'] == 12
+
+
+def test_resume_continues_exactly(data16, tmp_path):
+    args = ['--batch=4', '--tick=0.008', '--snap=1', '--seed=3']
+    full, _ = _train(tmp_path, data16, *args, '--kimg=0.028', outdir='full')
+    first, _ = _train(tmp_path, data16, *args, '--kimg=0.012', outdir='first')
+    snap = first / 'network-snapshot-000000.pkl'
+    resumed, out = _train(tmp_path, data16, *args, '--kimg=0.028', f'--resume={snap}', outdir='resumed')
+    assert 'Resuming exactly' in out
+    full_stats, resumed_stats = _stats(full), _stats(resumed)
+    assert resumed_stats[0]['Progress/kimg']['mean'] == pytest.approx(0.020)  # continues after 0.012
+    by_kimg = {round(s['Progress/kimg']['mean'], 3): s for s in full_stats}
+    for s in resumed_stats:
+        ref = by_kimg[round(s['Progress/kimg']['mean'], 3)]
+        for key in ('Loss/G/loss', 'Loss/D/loss', 'Loss/scores/real', 'Progress/augment', 'Progress/tick'):
+            if key in ref:
+                assert s[key]['mean'] == pytest.approx(ref[key]['mean'], rel=1e-5, abs=1e-7), key
+
+
+def test_resume_with_other_architecture_gives_a_readable_diff(data16, tmp_path):
+    first, _ = _train(tmp_path, data16, '--batch=4', '--kimg=0.004', '--snap=1')
+    snap = first / 'network-snapshot-000000.pkl'
+    cmd = [
+        sys.executable,
+        str(REPO / 'train.py'),
+        f'--outdir={tmp_path / "x"}',
+        f'--data={data16}',
+        '--cbase=512',
+        '--cmax=32',
+        '--workers=0',
+        '--batch=4',
+        '--kimg=0.008',
+        f'--resume={snap}',
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0
+    assert 'channel_base' in res.stderr and 'this run 512, snapshot 256' in res.stderr
+
+
+def test_two_process_ddp_on_cpu(data16, tmp_path):
+    run_dir, out = _train(
+        tmp_path, data16, '--gpus=2', '--batch=8', '--kimg=0.016', '--tick=0.008', '--snap=1'
+    )
+    assert len(list((tmp_path / 'runs').iterdir())) == 1
+    assert (run_dir / 'network-snapshot-000000.pkl').exists()
+    stats = _stats(run_dir)
+    assert stats[-1]['Progress/kimg']['mean'] == pytest.approx(0.016)
+    assert stats[-1]['Loss/G/loss']['num'] == 8  # both ranks' reports were summed
+    assert out.count('Training for') == 1  # only rank 0 prints

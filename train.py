@@ -45,7 +45,7 @@ class _Bool(click.ParamType):
 BOOL = _Bool()
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
 @click.option('--outdir', help='Parent directory of the run directory', metavar='DIR', required=True)
 @click.option(
     '--gpus',

@@ -31,6 +31,8 @@ def _worker(rank: int, c: EasyDict, init_method: str | None) -> None:
     tee = run_io.Tee(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else None
     try:
         training_loop(rank=rank, device=device, **c)
+        if rank == 0:
+            print(f'Done. Snapshots, image grids, stats.jsonl and log.txt are in {c.run_dir}')
     finally:
         if tee is not None:
             tee.close()

@@ -261,3 +261,34 @@ def test_two_process_ddp_on_cpu(data16, tmp_path):
     assert stats[-1]['Progress/kimg']['mean'] == pytest.approx(0.016)
     assert stats[-1]['Loss/G/loss']['num'] == 8  # both ranks' reports were summed
     assert out.count('Training for') == 1  # only rank 0 prints
+
+
+def test_help_text_is_committed():
+    """docs/train-help.txt is the committed --help (python train.py --help > docs/train-help.txt)."""
+    res = CliRunner().invoke(train.main, ['--help'], prog_name='train.py')
+    assert res.exit_code == 0
+    assert res.output == (REPO / 'docs' / 'train-help.txt').read_text()
+
+
+def test_torchrun_two_processes(data16, tmp_path):
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        '--nproc_per_node=2',
+        str(REPO / 'train.py'),
+        f'--outdir={tmp_path / "runs"}',
+        f'--data={data16}',
+        *TINY,
+        '--gpus=2',
+        '--batch=8',
+        '--kimg=0.008',
+        '--snap=1',
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    runs = list((tmp_path / 'runs').iterdir())
+    assert len(runs) == 1, runs
+    assert (runs[0] / 'network-snapshot-000000.pkl').exists()
+    assert _stats(runs[0])[-1]['Loss/G/loss']['num'] == 8

@@ -19,6 +19,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -121,7 +122,87 @@ BOOL = _Bool()
     type=click.IntRange(min=1),
     metavar='INT',
 )
-@click.option('--aug', help='Augmentation mode', type=click.Choice(['noaug', 'ada', 'fixed']))
+@click.option(
+    '--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed', 'diffaug'])
+)
+@click.option(
+    '--diffaug',
+    help='DiffAugment policy for --aug=diffaug [default: color,translation,cutout]',
+    metavar='LIST',
+)
+@click.option(
+    '--lecam',
+    help='LeCam regularisation weight (0 = off)',
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar='FLOAT',
+)
+@click.option(
+    '--lecam-decay',
+    help="Decay of LeCam's EMAs of D's outputs",
+    type=click.FloatRange(0, 1),
+    default=0.99,
+    show_default=True,
+    metavar='FLOAT',
+)
+@click.option(
+    '--kd', help="KD-DLGAN terms: 'aggregated', 'correlated', both (comma list) or 'none'", metavar='LIST'
+)
+@click.option(
+    '--kd-teacher',
+    help='Teacher: MODEL:PRETRAINED (open_clip), torchscript:PATH, or random:MODEL (smoke tests only)',
+    default='ViT-B-32:openai',
+    show_default=True,
+    metavar='SPEC',
+)
+@click.option(
+    '--kd-teacher-weights', help='Local teacher weights file (OpenAI or open_clip format)', metavar='PATH'
+)
+@click.option(
+    '--kd-variant',
+    help="'paper' formulas, or 'official' (the released code's choices)",
+    type=click.Choice(['paper', 'official']),
+    default='paper',
+    show_default=True,
+)
+@click.option(
+    '--kd-agkd-weight',
+    help='AGKD weight [default: 1, official: 10]',
+    type=click.FloatRange(min=0),
+    metavar='FLOAT',
+)
+@click.option(
+    '--kd-cgkd-weight',
+    help='CGKD weight [default: 1, official: 10]',
+    type=click.FloatRange(min=0),
+    metavar='FLOAT',
+)
+@click.option(
+    '--kd-p',
+    help="Probability of AGKD's cross terms",
+    type=click.FloatRange(0, 1),
+    default=0.7,
+    show_default=True,
+    metavar='FLOAT',
+)
+@click.option('--kd-prompts', help='CGKD prompts file (one per line)', metavar='FILE')
+@click.option(
+    '--kd-div-weight',
+    help='Weight of the G-side diversity term (extension; 0 = off)',
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar='FLOAT',
+)
+@click.option(
+    '--kd-anchors',
+    help='CGKD anchors for a teacher without text: k-means prototypes of real embeddings',
+    type=click.IntRange(min=2),
+    default=16,
+    show_default=True,
+    metavar='INT',
+)
 @click.option(
     '--p', help='Augmentation probability for --aug=fixed', type=click.FloatRange(0, 1), metavar='FLOAT'
 )
@@ -200,8 +281,15 @@ def main(**opts: object) -> None:
     """Resolve the options, then train (or print them with --dry-run)."""
     opts['aug_given'] = opts['aug'] is not None
     opts['aug'] = opts['aug'] or 'ada'
-    c, desc = build_training_kwargs(opts)
+    c, desc, dataset = build_training_kwargs(opts)
+    if opts['kd'] not in (None, 'none'):
+        from stylegan2_ada_kd.kd.options import apply_kd_options
+
+        apply_kd_options(c, opts, dataset)
+        desc += '-kd'
     c.run_dir = next_run_dir(opts['outdir'], desc)
+    if c.loss_kwargs.get('anchor_dataset') is not None:
+        c.loss_kwargs.anchor_cache = os.path.join(c.run_dir, 'kd_anchors.pt')
     print(json.dumps(c, indent=2, default=str))
     print(f'\nRun directory: {c.run_dir}')
     if opts['dry_run']:

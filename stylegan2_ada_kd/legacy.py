@@ -8,7 +8,6 @@
                     'D': ..., 'G_ema': ..., 'augment_pipe': ... (optional)},
        'training_set_kwargs': {...} or None,
        **extra}
-
   Classes are rebuilt only from an allow-list (see :func:`register_network_class`).
 
 * **Official StyleGAN2-ADA pickles** (``network-snapshot-*.pkl``), which embed their classes' source code and
@@ -50,8 +49,9 @@ _OFFICIAL_CLASS_FOR_KEY = {'G': 'Generator', 'G_ema': 'Generator', 'D': 'Discrim
 _DEFAULT_CLASSES = [
     ('stylegan2_ada_kd.networks', 'Generator'),
     ('stylegan2_ada_kd.networks', 'Discriminator'),
+    ('stylegan2_ada_kd.augment', 'AugmentPipe'),
+    ('stylegan2_ada_kd.diffaugment', 'DiffAugment'),
 ]
-_DEFAULT_CLASSES.append(('stylegan2_ada_kd.augment', 'AugmentPipe'))
 
 PathLike = Union[str, os.PathLike]
 
@@ -193,7 +193,6 @@ def save_network_snapshot(
     extra: Optional[Dict[str, Any]] = None,
 ) -> None:
     """Write a snapshot in our format to ``path`` atomically (see the module docstring for the layout).
-
     ``extra`` adds top-level keys (plain data or tensors) that :func:`load_network_pkl` passes back unchanged.
     """
     modules = {'G': G, 'D': D, 'G_ema': G_ema}
@@ -364,7 +363,10 @@ def _build_from_entry(entry: Any, where: str) -> torch.nn.Module:
     if not isinstance(kwargs, dict) or not isinstance(entry['state_dict'], dict):
         raise NetworkPickleError(f'{where}: init_kwargs and state_dict must be dicts.')
     module = _construct(cls, [], kwargs, where)
-    _load_state_strict(module, entry['state_dict'], where, kwargs)
+    state = entry['state_dict']
+    if not any(key.startswith('heads.') for key in module.state_dict()):  # plugin heads (KD): resume-only
+        state = {key: value for key, value in state.items() if not key.startswith('heads.')}
+    _load_state_strict(module, state, where, kwargs)
     return module
 
 

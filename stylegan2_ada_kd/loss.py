@@ -62,6 +62,16 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
     return grad.square().sum(dim=2).mean(dim=1).sqrt()
 
 
+def lecam_penalty(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, ema_real: torch.Tensor, ema_fake: torch.Tensor
+) -> torch.Tensor:
+    """LeCam regulariser (Tseng et al., CVPR 2021, Eq. 3): ``(D(x) - a_F)^2 + (D(G(z)) - a_R)^2``.
+
+    ``a_R``/``a_F`` are EMAs of D's mean real/fake outputs (0-d); logits ``[N, 1]``; returns ``[N]``.
+    """
+    return (real_logits - ema_fake).square().squeeze(1) + (fake_logits - ema_real).square().squeeze(1)
+
+
 def style_mix(ws: torch.Tensor, ws_other: torch.Tensor, prob: float) -> torch.Tensor:
     """With probability ``prob`` replace the ws after a random cutoff in ``[1, num_ws)`` by ``ws_other``.
 
@@ -101,6 +111,8 @@ class StyleGAN2Loss:
         pl_weight: float = 2,  # Path-length penalty weight; 0 = off.
         pl_batch_shrink: int = 2,  # Path-length batch = batch_gpu // pl_batch_shrink.
         pl_decay: float = 0.01,  # Decay of the running mean path length.
+        lecam_weight: float = 0.0,  # LeCam regularisation weight (Tseng et al. 2021); 0 = off.
+        lecam_decay: float = 0.99,  # Decay of LeCam's EMAs of D's real and fake outputs.
     ) -> None:
         self.device = device
         self.G = G
@@ -112,16 +124,23 @@ class StyleGAN2Loss:
         self.pl_batch_shrink = pl_batch_shrink
         self.pl_decay = pl_decay
         self.pl_mean = torch.zeros([], device=device)
+        self.lecam_weight = lecam_weight
+        self.lecam_decay = lecam_decay
+        self.lecam_ema = torch.zeros([2], device=device)  # [a_R, a_F]
 
     # ------------------------------------------------------------ state for exact resume
 
     def state_dict(self) -> dict:
         """Loss state to checkpoint (running mean path length)."""
-        return {'pl_mean': self.pl_mean.detach().cpu().clone()}
+        return {
+            'pl_mean': self.pl_mean.detach().cpu().clone(),
+            'lecam_ema': self.lecam_ema.detach().cpu().clone(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output."""
         self.pl_mean = state['pl_mean'].to(self.device).clone()
+        self.lecam_ema = state.get('lecam_ema', torch.zeros([2])).to(self.device).clone()
 
     # ------------------------------------------------------------ network calls
 
@@ -162,6 +181,12 @@ class StyleGAN2Loss:
         """D's main loss per sample ``[N, 1]`` (or ``[N]``); plugins add their D-side terms here."""
         loss = d_logistic_loss(real.logits, fake.logits)
         training_stats.report('Loss/D/loss', loss)
+        if self.lecam_weight > 0:
+            means = torch.stack([real.logits.detach().mean(), fake.logits.detach().mean()])
+            self.lecam_ema = means.lerp(self.lecam_ema, self.lecam_decay)
+            penalty = lecam_penalty(real.logits, fake.logits, self.lecam_ema[0], self.lecam_ema[1])
+            training_stats.report('Loss/D/lecam', penalty)
+            loss = loss + self.lecam_weight * penalty.unsqueeze(1)
         return loss
 
     # ------------------------------------------------------------ phases

@@ -116,18 +116,37 @@ def check_batch(batch: int, batch_gpu: int, gpus: int, mbstd: int) -> None:
         )
 
 
-def augment_kwargs(aug: str, p: Optional[float], target: Optional[float], augpipe: Optional[str]) -> dict:
-    """``augment_kwargs``, ``ada_kwargs`` and ``augment_p`` for ``--aug/--p/--target/--augpipe``."""
+def augment_kwargs(
+    aug: str,
+    p: Optional[float],
+    target: Optional[float],
+    augpipe: Optional[str],
+    diffaug: Optional[str] = None,
+) -> dict:
+    """``augment_kwargs``, ``ada_kwargs`` and ``augment_p`` for ``--aug/--p/--target/--augpipe/--diffaug``."""
     if aug != 'fixed' and p is not None:
         raise click.UsageError('--p can only be given with --aug=fixed')
     if aug == 'fixed' and p is None:
         raise click.UsageError('--aug=fixed needs --p')
     if aug != 'ada' and target is not None:
         raise click.UsageError('--target can only be given with --aug=ada')
-    if aug == 'noaug' and augpipe is not None:
-        raise click.UsageError('--augpipe cannot be given with --aug=noaug')
+    if aug in ('noaug', 'diffaug') and augpipe is not None:
+        raise click.UsageError(f'--augpipe cannot be given with --aug={aug}')
+    if aug != 'diffaug' and diffaug is not None:
+        raise click.UsageError('--diffaug can only be given with --aug=diffaug')
     out: dict[str, Any] = dict(augment_kwargs=None, ada_kwargs=None, augment_p=0.0)
     if aug == 'noaug':
+        return out
+    if aug == 'diffaug':
+        from stylegan2_ada_kd.diffaugment import parse_policy
+
+        policy = diffaug or 'color,translation,cutout'
+        try:
+            parse_policy(policy)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from err
+        out['augment_kwargs'] = EasyDict(class_name='stylegan2_ada_kd.diffaugment.DiffAugment', policy=policy)
+        out['augment_p'] = 1.0
         return out
     out['augment_kwargs'] = EasyDict(
         class_name='stylegan2_ada_kd.augment.AugmentPipe', preset=augpipe or 'bgc'
@@ -167,6 +186,8 @@ def run_desc(opts: dict, dataset_name: str, cfg_desc: str) -> str:
             parts.append(f'{key}{opts[key]:g}')
     if opts['aug_given']:
         parts.append(opts['aug'])
+    if opts.get('lecam'):
+        parts.append(f'lecam{opts["lecam"]:g}')
     for key in ('p', 'target'):
         if opts[key] is not None:
             parts.append(f'{key}{opts[key]:g}')
@@ -219,8 +240,9 @@ def _load_dataset(
     return kwargs, dataset
 
 
-def build_training_kwargs(opts: dict) -> tuple[EasyDict, str]:
-    """Resolve train.py's options (a dict of click values) into training_loop kwargs and a run description."""
+def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
+    """Resolve train.py's options (a dict of click values) into training_loop kwargs, a run description
+    and the (validated) dataset."""
     gpus = opts['gpus']
     set_kwargs, dataset = _load_dataset(
         opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed']
@@ -243,6 +265,8 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str]:
         loss.r1_gamma = opts['gamma']
     if opts['cfg'] == 'cifar':
         loss.update(pl_weight=0, style_mixing_prob=0)
+    if opts.get('lecam'):
+        loss.update(lecam_weight=opts['lecam'], lecam_decay=opts['lecam_decay'])
     workers = opts['workers']
     c = EasyDict(
         training_set_kwargs=set_kwargs,
@@ -268,10 +292,10 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str]:
         cudnn_benchmark=not opts['nobench'],
         allow_tf32=opts['allow_tf32'],
     )
-    c.update(augment_kwargs(opts['aug'], opts['p'], opts['target'], opts['augpipe']))
+    c.update(augment_kwargs(opts['aug'], opts['p'], opts['target'], opts['augpipe'], opts.get('diffaug')))
     _apply_resume(c, opts['resume'])
     cfg_desc = f'auto{gpus}' if opts['cfg'] == 'auto' else opts['cfg']
-    return c, run_desc(opts, dataset.name, cfg_desc)
+    return c, run_desc(opts, dataset.name, cfg_desc), dataset
 
 
 def _apply_resume(c: EasyDict, resume: Optional[str]) -> None:

@@ -1,0 +1,539 @@
+"""Frozen image(-text) teachers for KD-DLGAN (docs/kd-dlgan.md, "Teachers").
+
+A :class:`Teacher` wraps an open_clip CLIP model (pretrained tag, local weights file, or random init for
+tests) or a TorchScript image encoder. It maps images in the trainer's ``[-1, 1]`` range to raw
+``[N, E]`` float32 embeddings, with the teacher input built in torch on the images' device, either as the
+paper describes (``variant='paper'``: bicubic resize + CLIP mean/std) or as the official BigGAN code does
+(``variant='official'``: nearest upsample of the ``[-1, 1]`` image, no normalisation).
+
+:func:`load_teacher` builds each teacher once per process and never falls back to random weights: when
+weights cannot be had it raises one :class:`TeacherError` that says what was tried and how to pass a local
+checkpoint with ``--kd-teacher-weights``.
+
+open_clip is imported lazily, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import difflib
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from torch_utils.misc import assert_shape
+
+DEFAULT_TEACHER = 'ViT-B-32:openai'
+VARIANTS = ('paper', 'official')
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPEC_FORMS = (
+    "'MODEL:PRETRAINED' (an open_clip model and pretrained tag, e.g. 'ViT-B-32:openai'; "
+    'add --kd-teacher-weights=PATH to load a local checkpoint instead of downloading), '
+    "'random:MODEL' (random-init open_clip model, tests and smoke runs only), "
+    "'torchscript:PATH' (a scripted image encoder [N, 3, S, S] -> [N, E])"
+)
+WEIGHTS_OPTION = '--kd-teacher-weights'
+
+# A CLIP small enough for CPU tests (about 1.6M parameters, mostly the token embedding).
+TINY_CLIP_CONFIG: dict[str, Any] = {
+    'embed_dim': 16,
+    'vision_cfg': {'image_size': 32, 'layers': 2, 'width': 32, 'head_width': 16, 'patch_size': 8},
+    'text_cfg': {'context_length': 16, 'vocab_size': 49408, 'width': 32, 'heads': 2, 'layers': 2},
+}
+
+_TEACHERS: dict[tuple, Teacher] = {}
+_CONFIG_DIR: Optional[str] = None
+_REGISTERED: dict[str, dict] = {}
+
+
+class TeacherError(ValueError):
+    """A KD teacher that cannot be built; the message says what was tried and how to fix it."""
+
+
+class Teacher(torch.nn.Module):
+    """A frozen teacher: images in ``[-1, 1]`` -> raw embeddings ``[N, E]`` (KD-DLGAN Sec. 3, "Teachers").
+
+    Attributes: ``spec`` (as given to :func:`load_teacher`), ``weights`` (local file or None), ``embed_dim``
+    (E), ``has_text`` (text tower present), ``input_size`` (S, the square input side), ``mean`` / ``std``
+    (float32 buffers ``[3]``), ``is_random`` (random-init weights). Parameters never require grad and the
+    module always stays in eval mode.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        backbone: torch.nn.Module,
+        *,
+        input_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        tokenizer: Optional[Callable] = None,
+        is_random: bool = False,
+        weights: Optional[str] = None,
+        embed_dim: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.weights = weights
+        self.backbone = backbone
+        self.input_size = int(input_size)
+        self.register_buffer('mean', torch.tensor([float(v) for v in mean], dtype=torch.float32))
+        self.register_buffer('std', torch.tensor([float(v) for v in std], dtype=torch.float32))
+        if self.mean.shape != (3,) or self.std.shape != (3,) or bool((self.std <= 0).any()):
+            raise TeacherError(
+                f'KD teacher {spec}: mean/std must be 3 values with std > 0, got {mean} / {std}'
+            )
+        self.tokenizer = tokenizer
+        self.has_text = tokenizer is not None and hasattr(backbone, 'encode_text')
+        self.is_random = bool(is_random)
+        self._text_cache: dict[tuple, torch.Tensor] = {}
+        super().requires_grad_(False)
+        super().train(False)
+        self.embed_dim = int(embed_dim) if embed_dim is not None else self._probe_embed_dim()
+
+    def train(self, mode: bool = True) -> Teacher:
+        """Ignore ``mode``: the teacher stays in eval mode (no dropout, frozen norm statistics)."""
+        return super().train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Teacher:
+        """Ignore ``requires_grad``: the teacher's parameters stay frozen (gradients reach inputs only)."""
+        return super().requires_grad_(False)
+
+    def _probe_embed_dim(self) -> int:
+        """E from one forward pass of a zero image ``[1, 3, S, S]``; raises TeacherError unless 2-D out."""
+        x = torch.zeros([1, 3, self.input_size, self.input_size], device=self.mean.device)
+        try:
+            with torch.no_grad():
+                out = self._image_features(x)
+        except Exception as err:
+            raise TeacherError(
+                f'KD teacher {self.spec}: a dry run on zeros [1, 3, {self.input_size}, {self.input_size}] '
+                f'failed ({_one_line(err)}); the module must map normalised images [N, 3, S, S] to [N, E]'
+            ) from err
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+            got = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TeacherError(
+                f'KD teacher {self.spec}: expected an embedding [1, E] for a [1, 3, S, S] input, got {got}'
+            )
+        return int(out.shape[1])
+
+    def _image_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone image features of a preprocessed batch ``[N, 3, S, S]`` -> ``[N, E]``."""
+        encode = getattr(self.backbone, 'encode_image', None)
+        if encode is not None and not isinstance(self.backbone, torch.jit.ScriptModule):
+            return encode(x)
+        return self.backbone(x)
+
+    def preprocess(self, img: torch.Tensor, variant: str = 'paper') -> torch.Tensor:
+        """Teacher input ``[N, 3, S, S]`` float32 from images ``[N, C, H, W]`` (C = 1 or 3) in ``[-1, 1]``.
+
+        ``'paper'`` (KD-DLGAN Sec. 3 / docs "default formulation"): map to ``[0, 1]``, resize the shorter
+        side to S with antialiased bicubic and center-crop (= a plain resize for square images, as open_clip
+        does), normalise with the teacher's mean/std. ``'official'`` (docs "official-code formulation"):
+        nearest-neighbour resize of the ``[-1, 1]`` image to ``S x S``, no normalisation. Grayscale is
+        repeated to 3 channels. Runs on the input's device, differentiable w.r.t. ``img``; no clamping.
+        """
+        assert_shape(img, [None, None, None, None], 'teacher image')
+        if img.shape[1] not in (1, 3):
+            raise TeacherError(f'KD teacher {self.spec}: images need 1 or 3 channels, got {list(img.shape)}')
+        if variant not in VARIANTS:
+            raise TeacherError(
+                f'KD teacher: unknown variant {variant!r}; use one of {VARIANTS} (--kd-variant)'
+            )
+        if img.device != self.mean.device:
+            raise TeacherError(
+                f'KD teacher {self.spec} is on {self.mean.device} but the images are on {img.device}; '
+                'load it with load_teacher(..., device=<the training device>)'
+            )
+        x = img.to(torch.float32)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        size = self.input_size
+        if variant == 'official':
+            if tuple(x.shape[2:]) != (size, size):
+                x = F.interpolate(x, size=(size, size), mode='nearest')
+            return x
+        x = (x + 1) * 0.5
+        x = _resize_shortest_and_crop(x, size)
+        x = (x - self.mean.view(1, 3, 1, 1)) / self.std.view(1, 3, 1, 1)
+        assert_shape(x, [None, 3, size, size], 'teacher input')
+        return x
+
+    def encode_image(self, img: torch.Tensor, variant: str = 'paper') -> torch.Tensor:
+        """Raw (un-normalised) embeddings ``[N, E]`` float32 of images ``[N, C, H, W]`` in ``[-1, 1]``.
+
+        On CUDA the backbone runs under bf16 autocast (fp16 where bf16 is unsupported); on CPU in fp32.
+        Gradients reach ``img`` when the caller has grad enabled (the G-side diversity term); the teacher's
+        parameters never get any. Wrap in ``torch.no_grad()`` for KD targets.
+        """
+        x = self.preprocess(img, variant)
+        assert_shape(x, [None, 3, self.input_size, self.input_size], 'teacher input')
+        if x.device.type == 'cuda':
+            amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            with torch.autocast('cuda', dtype=amp):
+                out = self._image_features(x)
+        else:
+            out = self._image_features(x)
+        assert_shape(out, [img.shape[0], self.embed_dim], 'teacher embedding')
+        return out.to(torch.float32)
+
+    def forward(self, img: torch.Tensor, variant: str = 'paper') -> torch.Tensor:
+        """Same as :meth:`encode_image`: ``[N, C, H, W]`` in ``[-1, 1]`` -> ``[N, E]`` float32."""
+        assert_shape(img, [None, None, None, None], 'teacher image')
+        return self.encode_image(img, variant)
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Raw text embeddings ``[K, E]`` float32 of K prompts (KD-DLGAN Sec. 3.3, the matrix A).
+
+        Computed once per distinct prompt tuple and device, without grad, and cached: later calls return the
+        same tensor object. Raises TeacherError for image-only teachers (TorchScript).
+        """
+        if not self.has_text:
+            raise TeacherError(
+                f'KD teacher {self.spec} has no text encoder, so it cannot embed prompts; use an open_clip '
+                'teacher (e.g. --kd-teacher=ViT-B-32:openai) or real-image anchors (kd.anchors) for CGKD'
+            )
+        prompts = tuple(prompts)
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise TeacherError(
+                f'KD teacher {self.spec}: prompts must be non-empty strings, got {list(prompts)}'
+            )
+        device = self.mean.device
+        key = (prompts, str(device))
+        if key not in self._text_cache:
+            tokens = self.tokenizer(list(prompts)).to(device)
+            with torch.no_grad():
+                emb = self.backbone.encode_text(tokens).to(torch.float32)
+            assert_shape(emb, [len(prompts), self.embed_dim], 'teacher text embedding')
+            self._text_cache[key] = emb
+        return self._text_cache[key]
+
+    def extra_repr(self) -> str:
+        """One line for ``print(teacher)``: spec, E, S and whether the weights are random."""
+        return (
+            f'spec={self.spec!r}, embed_dim={self.embed_dim}, input_size={self.input_size}, '
+            f'random={self.is_random}'
+        )
+
+
+def _resize_shortest_and_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``[N, 3, H, W]`` so the shorter side is ``size`` (antialiased bicubic), then center-crop.
+
+    Sizes and crop offsets follow torchvision's ``Resize(int)`` + ``CenterCrop`` used by open_clip.
+    """
+    h, w = int(x.shape[2]), int(x.shape[3])
+    if (h, w) == (size, size):
+        return x
+    if h <= w:
+        new_h, new_w = size, int(size * w / h)
+    else:
+        new_h, new_w = int(size * h / w), size
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode='bicubic', antialias=True, align_corners=False)
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return x[:, :, top : top + size, left : left + size]
+
+
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """``'Type: first line of the message'``, at most ``limit`` characters."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = f'{type(err).__name__}: {lines[0] if lines else ""}'
+    return text if len(text) <= limit else text[: limit - 3] + '...'
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model configs for tests and custom architectures.
+
+
+def register_clip_config(name: str, cfg: dict[str, Any]) -> str:
+    """Make ``cfg`` (an open_clip model config dict) known to open_clip as ``name``; returns ``name``.
+
+    ``cfg`` needs ``embed_dim``, ``vision_cfg`` and ``text_cfg`` (the open_clip JSON schema). The config is
+    written to a per-process temp folder and added with ``open_clip.add_model_config``, after which
+    ``load_teacher('random:NAME')`` (or ``'NAME:TAG'`` with weights) builds it. Registering the same name and
+    config again is a no-op; built-in open_clip names cannot be replaced.
+    """
+    import open_clip
+
+    global _CONFIG_DIR
+    missing = [key for key in ('embed_dim', 'vision_cfg', 'text_cfg') if key not in cfg]
+    if missing:
+        raise TeacherError(
+            f'open_clip config {name!r} lacks {missing}; it needs embed_dim, vision_cfg, text_cfg'
+        )
+    if _REGISTERED.get(name) == cfg:
+        return name
+    if name in open_clip.list_models() and name not in _REGISTERED:
+        raise TeacherError(
+            f'open_clip already has a model named {name!r}; register the config under another name'
+        )
+    if _CONFIG_DIR is None:
+        _CONFIG_DIR = tempfile.mkdtemp(prefix='sg2kd-clip-configs-')
+        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
+    path = os.path.join(_CONFIG_DIR, f'{name}.json')
+    with open(path, 'w', encoding='utf-8') as f:
+        json.dump(cfg, f)
+    open_clip.add_model_config(path)
+    _REGISTERED[name] = json.loads(json.dumps(cfg))
+    return name
+
+
+def register_tiny_clip_config(name: str = 'tiny-test-clip') -> str:
+    """Register :data:`TINY_CLIP_CONFIG` (E = 16, 32x32 input, 2+2 layers of width 32) and return its name.
+
+    For fast CPU tests: ``load_teacher(f'random:{register_tiny_clip_config()}')``.
+    """
+    return register_clip_config(name, TINY_CLIP_CONFIG)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading.
+
+
+def clear_teacher_cache() -> None:
+    """Forget every teacher built by :func:`load_teacher` in this process (tests use it)."""
+    _TEACHERS.clear()
+
+
+def load_teacher(
+    spec: str = DEFAULT_TEACHER, weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu'
+) -> Teacher:
+    """The frozen teacher for ``--kd-teacher=spec`` (and ``--kd-teacher-weights=weights``), on ``device``.
+
+    Spec forms: ``'MODEL:PRETRAINED'`` (open_clip name and pretrained tag, downloaded through open_clip's
+    cache, or read from the local file ``weights``), ``'random:MODEL'`` (random init, prints a warning;
+    tests and smoke runs only) and ``'torchscript:PATH'`` (an image-only scripted encoder). Built once per
+    process and ``(spec, weights, device)``; a teacher already built on another device is copied rather
+    than read again (e.g. options validated on CPU, training on CUDA). Any failure raises one
+    :class:`TeacherError`; random weights are never used unless asked for with ``random:``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise TeacherError(f'--kd-teacher: empty teacher spec {spec!r}; accepted forms: {SPEC_FORMS}')
+    spec = spec.strip()
+    try:
+        dev = torch.empty(0, device=device).device  # 'cuda' -> 'cuda:N' (current device), 'cpu:0' -> 'cpu'
+    except (RuntimeError, TypeError) as err:
+        raise TeacherError(f'KD teacher {spec}: cannot use device {device!r} ({_one_line(err)})') from err
+    key = (spec, os.path.abspath(os.path.expanduser(weights)) if weights else None, str(dev))
+    if key not in _TEACHERS:
+        other = next((t for k, t in _TEACHERS.items() if k[:2] == key[:2]), None)
+        if other is not None:
+            _TEACHERS[key] = copy.deepcopy(other).to(dev)
+        else:
+            _TEACHERS[key] = _build_teacher(spec, key[1], dev)
+            if _TEACHERS[key].is_random:
+                print(_random_warning(spec), flush=True)
+    return _TEACHERS[key]
+
+
+def _build_teacher(spec: str, weights: Optional[str], device: torch.device) -> Teacher:
+    """Dispatch on the spec form; see :func:`load_teacher`."""
+    if spec.startswith('torchscript:'):
+        if weights:
+            raise TeacherError(
+                f'--kd-teacher={spec}: {WEIGHTS_OPTION} does not apply to TorchScript teachers '
+                '(the file holds its weights); drop it'
+            )
+        return _load_torchscript(spec, spec[len('torchscript:') :], device)
+    if spec.startswith('random:'):
+        if weights:
+            raise TeacherError(
+                f'--kd-teacher={spec}: a random-init teacher takes no {WEIGHTS_OPTION}; to use the file, '
+                f'pass --kd-teacher=MODEL:TAG (e.g. {DEFAULT_TEACHER}) with {WEIGHTS_OPTION}={weights}'
+            )
+        return _load_open_clip(spec, spec[len('random:') :], None, None, device)
+    if ':' not in spec:
+        raise TeacherError(f'--kd-teacher={spec}: not a teacher spec; accepted forms: {SPEC_FORMS}')
+    model_name, tag = spec.rsplit(':', 1)
+    if not model_name or not tag:
+        raise TeacherError(f'--kd-teacher={spec}: model or tag missing; accepted forms: {SPEC_FORMS}')
+    return _load_open_clip(spec, model_name, tag, weights, device)
+
+
+def _random_warning(spec: str) -> str:
+    """The loud multi-line banner printed when a random-init teacher is built."""
+    bar = '!' * 100
+    return (
+        f'{bar}\nWARNING: random-init KD teacher ({spec}) -- for tests and smoke runs only; KD with it '
+        f'teaches nothing.\nWARNING: for real training use a pretrained teacher, e.g. --kd-teacher='
+        f'{DEFAULT_TEACHER} (add {WEIGHTS_OPTION}=PATH on offline machines).\n{bar}'
+    )
+
+
+def _check_model_name(spec: str, model_name: str) -> str:
+    """open_clip's name for ``model_name`` ('/' -> '-'), or TeacherError listing close and valid names."""
+    import open_clip
+
+    name = model_name.replace('/', '-')
+    models = open_clip.list_models()
+    if name in models:
+        return name
+    close = difflib.get_close_matches(name, models, n=5, cutoff=0.5)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    raise TeacherError(
+        f'--kd-teacher={spec}: open_clip {open_clip.__version__} has no model named {name!r}.{hint} '
+        f'Valid names are listed by open_clip.list_models() ({len(models)} models, e.g. ViT-B-32, '
+        'ViT-B-16, ViT-L-14); valid MODEL:TAG pairs by open_clip.list_pretrained(). On an offline machine '
+        f'use a valid name with {WEIGHTS_OPTION}=PATH.'
+    )
+
+
+def _download_hint(model_name: str, tag: Optional[str], cfg: dict) -> str:
+    """Where to fetch the weights of a pretrained tag by hand, from open_clip's pretrained config ``cfg``."""
+    sources = []
+    if cfg.get('url'):
+        fname = os.path.basename(cfg['url'])
+        kind = "OpenAI's TorchScript file" if 'openaipublic' in cfg['url'] else 'the file'
+        sources.append(f'{kind} {fname} from {cfg["url"]}')
+    if cfg.get('hf_hub'):
+        repo, fname = os.path.split(cfg['hf_hub'])  # 'org/name/' means the default file name
+        sources.append(f'{fname or "open_clip_pytorch_model.bin"} from the Hugging Face repo {repo}')
+    where = ' or '.join(sources) if sources else f'a CLIP checkpoint for {model_name}'
+    return (
+        f'On a machine with internet, download {where}, copy it here and pass {WEIGHTS_OPTION}=PATH '
+        f'(keep --kd-teacher={model_name}:{tag or "TAG"} so the activation and normalisation of that tag are '
+        'used), or run once online so open_clip caches it.'
+    )
+
+
+def _load_open_clip(
+    spec: str, model_name: str, tag: Optional[str], weights: Optional[str], device: torch.device
+) -> Teacher:
+    """Build an open_clip teacher: random init (``tag`` None, no weights), a pretrained tag, or a file."""
+    import open_clip
+
+    name = _check_model_name(spec, model_name)
+    tag_cfg = open_clip.get_pretrained_cfg(name, tag) if tag else {}
+    if weights and not os.path.isfile(weights):
+        raise TeacherError(
+            f'--kd-teacher={spec}: {WEIGHTS_OPTION}={weights} does not exist or is not a file; pass the path '
+            f'of a local CLIP checkpoint for {name}. {_download_hint(name, tag, tag_cfg)}'
+        )
+    if tag and not weights and not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise TeacherError(
+            f'--kd-teacher={spec}: open_clip knows no pretrained tag {tag!r} for {name}; valid tags: '
+            f'{tags or "none (this model has no released weights)"} '
+            f'(open_clip.list_pretrained_tags_by_model). Or pass a local checkpoint with '
+            f'{WEIGHTS_OPTION}=PATH.'
+        )
+    kwargs: dict[str, Any] = dict(device=device, pretrained_image=False, pretrained_text=False)
+    is_script = bool(weights) and _is_torchscript_archive(weights)
+    if tag_cfg.get('quick_gelu') or is_script:
+        # open_clip only warns when the tag's QuickGELU differs from the config; OpenAI weights need it.
+        kwargs['force_quick_gelu'] = True
+    if weights:
+        # torch.load refuses TorchScript archives (OpenAI's files) under weights_only=True.
+        kwargs['weights_only'] = not is_script
+        for key in ('mean', 'std'):
+            if tag_cfg.get(key) is not None:
+                kwargs[f'image_{key}'] = tuple(tag_cfg[key])
+    pretrained = (weights or tag) if tag else None
+    try:
+        model, _train_tf, _val_tf = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, **kwargs
+        )
+        tokenizer = open_clip.get_tokenizer(name)
+    except Exception as err:
+        raise TeacherError(_open_clip_failure(spec, name, tag, weights, tag_cfg, err)) from err
+    return _wrap_open_clip(spec, model, tokenizer, weights, is_random=pretrained is None)
+
+
+def _open_clip_failure(
+    spec: str, name: str, tag: Optional[str], weights: Optional[str], tag_cfg: dict, err: BaseException
+) -> str:
+    """The one TeacherError message for a failed open_clip build (what was tried, the cause, the fix)."""
+    if weights:
+        return (
+            f'--kd-teacher={spec}: cannot load {WEIGHTS_OPTION}={weights} into open_clip model {name} '
+            f'({_one_line(err)}). Check that the file is a complete CLIP checkpoint for {name}: open_clip '
+            f"format (open_clip_pytorch_model.bin / .safetensors / a state_dict .pt) or OpenAI's TorchScript "
+            f'{name}.pt; a file for another architecture fails with missing keys or size mismatches.'
+        )
+    if tag:
+        return (
+            f'--kd-teacher={spec}: could not get the pretrained weights of open_clip model {name}, '
+            f'tag {tag!r} ({_one_line(err)}); the machine may be offline. '
+            f'{_download_hint(name, tag, tag_cfg)} '
+            "A teacher never falls back to random weights ('random:MODEL' is for smoke tests only)."
+        )
+    return f'--kd-teacher={spec}: could not build a random-init open_clip model {name} ({_one_line(err)})'
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    """True for a TorchScript zip (e.g. OpenAI's ``ViT-B-32.pt``): it holds ``constants.pkl`` and code."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith('/constants.pkl') or n == 'constants.pkl' for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _wrap_open_clip(
+    spec: str, model: torch.nn.Module, tokenizer: Callable, weights: Optional[str], is_random: bool
+) -> Teacher:
+    """A Teacher around an open_clip model, with S / mean / std from its preprocess config."""
+    import open_clip
+
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    size = cfg.get('size', getattr(model.visual, 'image_size', 224))
+    size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
+    if size[0] != size[1]:
+        raise TeacherError(
+            f'KD teacher {spec}: non-square input {size} is not supported; pick a square model'
+        )
+    out_dim = getattr(model.visual, 'output_dim', None)
+    return Teacher(
+        spec,
+        model,
+        input_size=size[0],
+        mean=cfg.get('mean') or OPENAI_CLIP_MEAN,
+        std=cfg.get('std') or OPENAI_CLIP_STD,
+        tokenizer=tokenizer,
+        is_random=is_random,
+        weights=weights,
+        embed_dim=out_dim if isinstance(out_dim, int) else None,
+    )
+
+
+def _load_torchscript(spec: str, path: str, device: torch.device) -> Teacher:
+    """A Teacher around a scripted image encoder ``[N, 3, S, S]`` (normalised) -> ``[N, E]``."""
+    path = os.path.expanduser(path)
+    if not path or not os.path.isfile(path):
+        raise TeacherError(
+            f'--kd-teacher={spec}: TorchScript file {path!r} does not exist; pass torchscript:PATH with a '
+            'file written by torch.jit.save(torch.jit.script(encoder), PATH)'
+        )
+    try:
+        module = torch.jit.load(path, map_location=device)
+    except Exception as err:
+        raise TeacherError(
+            f'--kd-teacher={spec}: torch.jit.load({path!r}) failed ({_one_line(err)}); the file must be a '
+            'TorchScript module saved with torch.jit.save'
+        ) from err
+
+    def attr(name: str, default: Any) -> Any:
+        value = getattr(module, name, None)
+        if isinstance(value, torch.Tensor):
+            value = value.detach().flatten().tolist()
+            value = value[0] if name == 'input_size' and len(value) == 1 else value
+        return default if value is None else value
+
+    return Teacher(
+        spec,
+        module,
+        input_size=int(attr('input_size', 224)),
+        mean=attr('mean', IMAGENET_MEAN),
+        std=attr('std', IMAGENET_STD),
+    )

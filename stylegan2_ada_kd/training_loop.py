@@ -252,6 +252,7 @@ def training_loop(
     distributed.broadcast_module(G_ema)
     rounds = batch_size // (batch_gpu * num_gpus)
     data_kw = dict(data_loader_kwargs or {})
+    data_kw['pin_memory'] = data_kw.get('pin_memory', False) and device.type == 'cuda'
     data_iter = _data_iterator(
         dataset, rank, random_seed, progress.batch_idx * batch_gpu * rounds, batch_gpu, **data_kw
     )

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
-from stylegan2_ada_kd.kd.teacher import load_teacher
+from stylegan2_ada_kd.kd.teacher import load_teacher, random_warning
 from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss
 from torch_utils import training_stats
 
@@ -134,6 +134,8 @@ class KDLoss(StyleGAN2Loss):
         self.cross_p = 1.0 if variant == 'official' else cross_p
         self.div_weight = div_weight
         self.teacher = load_teacher(teacher, teacher_weights, device=device)
+        if self.teacher.is_random:  # repeated here so that the run's log.txt carries it
+            print(random_warning(teacher))
         if teacher_embed_dim is not None and teacher_embed_dim != self.teacher.embed_dim:
             raise ValueError(
                 f'teacher {teacher} embeds to {self.teacher.embed_dim}, expected {teacher_embed_dim}'

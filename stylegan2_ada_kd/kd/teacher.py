@@ -333,7 +333,7 @@ def load_teacher(
         else:
             _TEACHERS[key] = _build_teacher(spec, key[1], dev)
             if _TEACHERS[key].is_random:
-                print(_random_warning(spec), flush=True)
+                print(random_warning(spec), flush=True)
     return _TEACHERS[key]
 
 
@@ -361,7 +361,7 @@ def _build_teacher(spec: str, weights: Optional[str], device: torch.device) -> T
     return _load_open_clip(spec, model_name, tag, weights, device)
 
 
-def _random_warning(spec: str) -> str:
+def random_warning(spec: str) -> str:
     """The loud multi-line banner printed when a random-init teacher is built."""
     bar = '!' * 100
     return (

@@ -1,0 +1,235 @@
+"""KD-DLGAN end to end: gradient routing, the loss contract, 2-tick trainings with each augmentation
+mode, exact resume of the head and LeCam state, and errors raised before training starts."""
+
+import copy
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import TINY_D, TINY_G
+
+import train
+from stylegan2_ada_kd.kd.loss import KDLoss
+from stylegan2_ada_kd.kd.teacher import register_tiny_clip_config
+from stylegan2_ada_kd.loss import StyleGAN2Loss
+from stylegan2_ada_kd.networks import Discriminator, Generator
+
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--batch=4', '--tick=0.008', '--snap=1']
+
+
+@pytest.fixture(scope='module')
+def teacher_spec():
+    return f'random:{register_tiny_clip_config()}'
+
+
+@pytest.fixture(scope='module')
+def data16(tmp_path_factory):
+    root = tmp_path_factory.mktemp('kd16')
+    rnd = np.random.RandomState(1)
+    for i in range(16):
+        img = np.zeros([16, 16, 3], np.uint8) + rnd.randint(0, 255, size=3).astype(np.uint8)
+        img[3:10, 5:13] = rnd.randint(0, 255, size=3)
+        PIL.Image.fromarray(img).save(root / f'img{i:03d}.png')
+    return str(root)
+
+
+def _nets():
+    return Generator(**copy.deepcopy(TINY_G)).train(), Discriminator(**copy.deepcopy(TINY_D)).train()
+
+
+def _kd_loss(teacher_spec, G, D, **kw):
+    return KDLoss(torch.device('cpu'), G, D, teacher=teacher_spec, prompts=['a cat', 'a dog', 'a car'], **kw)
+
+
+def test_kd_gradients_reach_trunk_and_head_never_the_teacher(teacher_spec):
+    G, D = _nets()
+    loss = _kd_loss(teacher_spec, G, D, r1_gamma=0)
+    D.requires_grad_(True)
+    real, z, c = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, G.z_dim), torch.zeros(4, 0)
+    loss.accumulate_gradients('Dmain', real, c, z, c, gain=1, cur_nimg=0)
+    assert D.heads['kd'].fc0.weight.grad.abs().sum() > 0
+    assert D.b16.conv0.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.teacher.parameters())
+    assert all(not p.requires_grad for p in loss.teacher.parameters())
+
+
+def test_kd_terms_change_the_trunk_gradient(teacher_spec):
+    grads = []
+    for kd_weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        G, D = _nets()
+        loss = _kd_loss(teacher_spec, G, D, r1_gamma=0, agkd_weight=kd_weight, cgkd_weight=kd_weight)
+        D.requires_grad_(True)
+        torch.manual_seed(1)
+        real, z, c = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, G.z_dim), torch.zeros(4, 0)
+        loss.accumulate_gradients('Dmain', real, c, z, c, gain=1, cur_nimg=0)
+        grads.append(D.b16.conv0.weight.grad.clone())
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_diversity_term_reaches_G(teacher_spec):
+    grads = []
+    for div in (0.0, 5.0):
+        torch.manual_seed(0)
+        G, D = _nets()
+        loss = _kd_loss(teacher_spec, G, D, div_weight=div, style_mixing_prob=0)
+        G.requires_grad_(True)
+        torch.manual_seed(1)
+        z, c = torch.randn(4, G.z_dim), torch.zeros(4, 0)
+        loss.accumulate_gradients('Gmain', torch.zeros(4, 3, 16, 16), c, z, c, gain=1, cur_nimg=0)
+        grads.append(G.synthesis.b16.conv1.weight.grad.clone())
+        assert all(p.grad is None for p in loss.teacher.parameters())
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_every_loss_takes_the_same_contract_and_rejects_typos(teacher_spec):
+    for cls, extra in [(StyleGAN2Loss, {}), (KDLoss, dict(teacher=teacher_spec, prompts=['a', 'b']))]:
+        G, D = _nets()
+        cls(device=torch.device('cpu'), G=G, D=D, augment_pipe=None, r1_gamma=1, **extra)
+        with pytest.raises(TypeError):
+            cls(device=torch.device('cpu'), G=G, D=D, augment_pipe=None, r1_gama=1, **extra)
+
+
+def test_cgkd_needs_two_prompts(teacher_spec):
+    G, D = _nets()
+    with pytest.raises(ValueError, match='K >= 2'):
+        _kd_loss(teacher_spec, G, D).__class__(
+            torch.device('cpu'), G, D, teacher=teacher_spec, prompts=['one']
+        )
+
+
+def _train(args):
+    res = CliRunner().invoke(train.main, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return res.output
+
+
+def _run_dir(outdir):
+    runs = sorted(outdir.iterdir())
+    return runs[-1]
+
+
+def _stats(run_dir):
+    return [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+
+
+@pytest.mark.parametrize('aug, lecam', [('noaug', 0), ('ada', 0.1), ('diffaug', 0), ('diffaug', 0.1)])
+def test_kd_training_writes_kd_stats(tmp_path, data16, teacher_spec, aug, lecam):
+    out = _train(
+        [
+            f'--outdir={tmp_path}',
+            f'--data={data16}',
+            *TINY,
+            '--kimg=0.012',
+            f'--aug={aug}',
+            f'--lecam={lecam}',
+            '--kd=aggregated,correlated',
+            f'--kd-teacher={teacher_spec}',
+        ]
+    )
+    assert 'random-init' in out  # the random teacher is announced loudly
+    run_dir = _run_dir(tmp_path)
+    stats = _stats(run_dir)
+    for key in ('Loss/kd/agkd', 'Loss/kd/cgkd', 'Timing/kd_teacher_sec'):
+        assert key in stats[-1], key
+    assert ('Loss/D/lecam' in stats[-1]) == (lecam > 0)
+    opts = json.loads((run_dir / 'training_options.json').read_text())
+    assert opts['loss_kwargs']['teacher'] == teacher_spec and opts['loss_kwargs']['teacher_embed_dim'] == 16
+    assert len(opts['loss_kwargs']['prompts']) >= 2
+    raw = torch.load(run_dir / 'network-snapshot-000000.pkl', weights_only=True)
+    assert 'heads.kd.fc0.weight' in raw['networks']['D']['state_dict']
+    from stylegan2_ada_kd.legacy import load_network_pkl
+
+    assert load_network_pkl(str(run_dir / 'network-snapshot-000000.pkl'))['G_ema'].img_resolution == 16
+
+
+def test_kd_resume_restores_head_and_lecam_exactly(tmp_path, data16, teacher_spec):
+    args = [
+        f'--data={data16}',
+        *TINY,
+        '--aug=diffaug',
+        '--lecam=0.1',
+        '--seed=2',
+        '--kd=aggregated,correlated',
+        f'--kd-teacher={teacher_spec}',
+    ]
+    _train([f'--outdir={tmp_path / "full"}', *args, '--kimg=0.028'])
+    _train([f'--outdir={tmp_path / "first"}', *args, '--kimg=0.012'])
+    snap = _run_dir(tmp_path / 'first') / 'network-snapshot-000000.pkl'
+    state = torch.load(snap, weights_only=True)['resume_state']['loss']
+    assert state['lecam_ema'].abs().sum() > 0
+    out = _train([f'--outdir={tmp_path / "resumed"}', *args, '--kimg=0.028', f'--resume={snap}'])
+    assert 'Resuming exactly' in out
+    full = {round(s['Progress/kimg']['mean'], 3): s for s in _stats(_run_dir(tmp_path / 'full'))}
+    for s in _stats(_run_dir(tmp_path / 'resumed')):
+        ref = full[round(s['Progress/kimg']['mean'], 3)]
+        for key in ('Loss/kd/agkd', 'Loss/kd/cgkd', 'Loss/D/lecam', 'Loss/G/loss'):
+            assert s[key]['mean'] == pytest.approx(ref[key]['mean'], rel=1e-5, abs=1e-7), key
+
+
+def test_torchscript_teacher_with_kmeans_anchors(tmp_path, data16):
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
+            self.fc = torch.nn.Linear(8, 12)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean(dim=[2, 3]))
+
+    path = tmp_path / 'encoder.pt'
+    torch.jit.script(Tiny()).save(str(path))
+    _train(
+        [
+            f'--outdir={tmp_path / "runs"}',
+            f'--data={data16}',
+            *TINY,
+            '--kimg=0.008',
+            '--aug=noaug',
+            '--kd=aggregated,correlated',
+            f'--kd-teacher=torchscript:{path}',
+            '--kd-anchors=4',
+        ]
+    )
+    run_dir = _run_dir(tmp_path / 'runs')
+    assert (run_dir / 'kd_anchors.pt').exists()
+    assert 'Loss/kd/cgkd' in _stats(run_dir)[-1]
+
+
+def test_offline_teacher_fails_before_anything_is_created(tmp_path, data16, monkeypatch):
+    import open_clip.factory
+
+    def offline(*args, **kwargs):
+        raise OSError('network is unreachable')
+
+    monkeypatch.setattr(open_clip.factory, 'download_pretrained', offline)
+    from stylegan2_ada_kd.kd import teacher as teacher_mod
+
+    teacher_mod.clear_teacher_cache()
+    res = CliRunner().invoke(
+        train.main,
+        [
+            f'--outdir={tmp_path / "runs"}',
+            f'--data={data16}',
+            *TINY,
+            '--kd=aggregated',
+            '--kd-teacher=ViT-B-32:openai',
+        ],
+    )
+    assert res.exit_code != 0
+    assert '--kd-teacher-weights' in res.output and 'ViT-B-32' in res.output
+    assert not (tmp_path / 'runs').exists()
+    res = CliRunner().invoke(
+        train.main,
+        [
+            f'--outdir={tmp_path / "runs"}',
+            f'--data={data16}',
+            *TINY,
+            '--kd=aggregated',
+            f'--kd-teacher-weights={tmp_path}/missing.bin',
+        ],
+    )
+    assert res.exit_code != 0 and 'missing.bin' in res.output

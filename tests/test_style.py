@@ -24,7 +24,7 @@ def _py_files(dirs):
 
 
 def _all_sources():
-    return _py_files(CORE_DIRS + ['tests', 'benchmarks']) + sorted(REPO.glob('*.py'))
+    return _py_files(CORE_DIRS + ['tests', 'benchmarks', 'experiments']) + sorted(REPO.glob('*.py'))
 
 
 def _ruff(*args):

@@ -42,6 +42,19 @@ TINY_D = dict(
 )
 
 
+def make_image_folder(root: Path, n: int = 16, res: int = 16, seed: int = 0) -> str:
+    """``n`` RGB ``res``x``res`` PNGs, each a flat colour with a coloured square, in ``root``."""
+    import numpy as np
+    import PIL.Image
+
+    rnd = np.random.RandomState(seed)
+    for i in range(n):
+        img = np.zeros([res, res, 3], np.uint8) + rnd.randint(0, 255, size=3).astype(np.uint8)
+        img[res // 4 : res * 3 // 4, res // 4 : res * 3 // 4] = rnd.randint(0, 255, size=3)
+        PIL.Image.fromarray(img).save(root / f'img{i:03d}.png')
+    return str(root)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -4,12 +4,10 @@ mode, exact resume of the head and LeCam state, and errors raised before trainin
 import copy
 import json
 
-import numpy as np
-import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_D, TINY_G
+from conftest import TINY_D, TINY_G, make_image_folder
 
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
@@ -27,13 +25,7 @@ def teacher_spec():
 
 @pytest.fixture(scope='module')
 def data16(tmp_path_factory):
-    root = tmp_path_factory.mktemp('kd16')
-    rnd = np.random.RandomState(1)
-    for i in range(16):
-        img = np.zeros([16, 16, 3], np.uint8) + rnd.randint(0, 255, size=3).astype(np.uint8)
-        img[3:10, 5:13] = rnd.randint(0, 255, size=3)
-        PIL.Image.fromarray(img).save(root / f'img{i:03d}.png')
-    return str(root)
+    return make_image_folder(tmp_path_factory.mktemp('kd16'), seed=1)
 
 
 def _nets():

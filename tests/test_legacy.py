@@ -12,29 +12,15 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_D, TINY_G
 
 import torch_utils
 from dnnlib.util import EasyDict
 from stylegan2_ada_kd import legacy
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
-G_KWARGS = dict(
-    z_dim=8,
-    w_dim=8,
-    c_dim=0,
-    img_resolution=16,
-    img_channels=3,
-    mapping_kwargs=dict(num_layers=2),
-    synthesis_kwargs=dict(channel_base=128, channel_max=16),
-)
-D_KWARGS = dict(
-    c_dim=0,
-    img_resolution=16,
-    img_channels=3,
-    channel_base=128,
-    channel_max=16,
-    epilogue_kwargs=dict(mbstd_group_size=2),
-)
+G_KWARGS = TINY_G
+D_KWARGS = TINY_D
 
 
 def randomize(module, seed):

@@ -5,11 +5,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-import PIL.Image
 import pytest
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, make_image_folder
 
 sys.path.insert(0, str(REPO))
 import train  # noqa: E402
@@ -19,14 +17,7 @@ TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none']
 
 @pytest.fixture(scope='module')
 def data16(tmp_path_factory):
-    """16 RGB images of 16x16 with a little structure, as a folder."""
-    root = tmp_path_factory.mktemp('data16')
-    rnd = np.random.RandomState(0)
-    for i in range(16):
-        img = np.zeros([16, 16, 3], np.uint8) + rnd.randint(0, 255, size=3).astype(np.uint8)
-        img[4:12, 4:12] = rnd.randint(0, 255, size=3)
-        PIL.Image.fromarray(img).save(root / f'img{i:03d}.png')
-    return str(root)
+    return make_image_folder(tmp_path_factory.mktemp('data16'), seed=0)
 
 
 def _dry(args):

@@ -288,7 +288,7 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
         kimg_per_tick=opts['tick'],
         image_snapshot_ticks=opts['snap'],
         network_snapshot_ticks=opts['snap'],
-        metrics=[] if opts['metrics'] in (None, 'none') else opts['metrics'].split(','),
+        metrics=_parse_metrics(opts['metrics']),
         cudnn_benchmark=not opts['nobench'],
         allow_tf32=opts['allow_tf32'],
     )
@@ -296,6 +296,20 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
     _apply_resume(c, opts['resume'])
     cfg_desc = f'auto{gpus}' if opts['cfg'] == 'auto' else opts['cfg']
     return c, run_desc(opts, dataset.name, cfg_desc), dataset
+
+
+def _parse_metrics(text: Optional[str]) -> list:
+    """``--metrics`` as a list of registered metric names ('none' = empty)."""
+    if text is None or text == 'none':
+        return []
+    from metrics import metric_main
+
+    names = [m.strip() for m in text.split(',') if m.strip()]
+    bad = [m for m in names if not metric_main.is_valid_metric(m)]
+    if bad:
+        valid = ', '.join(metric_main.list_valid_metrics())
+        raise click.UsageError(f'--metrics: unknown {bad}; choose from: {valid}, or none')
+    return names
 
 
 def _apply_resume(c: EasyDict, resume: Optional[str]) -> None:

@@ -224,6 +224,7 @@ def training_loop(
     """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature."""
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     _setup_torch(device, random_seed * num_gpus + rank, cudnn_benchmark, allow_tf32)
+    _report_ops(run_dir, rank, device)
     start_time = time.time()
     dataset = construct_class_by_name(**training_set_kwargs)
     common = dict(
@@ -316,8 +317,11 @@ def training_loop(
         if done or (network_snapshot_ticks and tick % network_snapshot_ticks == 0):
             if ada is not None:  # pending signs go into the snapshot, so resume is exact
                 ada.absorb(ada_stats.collect(device))
-            resume.write_snapshot(
+            snapshot_pkl = resume.write_snapshot(
                 run_dir, nets, phases, loss, ada, progress, training_set_kwargs, rank, device
+            )
+            stats.update(
+                _evaluate_metrics(metrics, G_ema, training_set_kwargs, run_dir, snapshot_pkl, rank, device)
             )
         if writer is not None:
             writer.write(dict(collected, **stats), progress.cur_nimg)
@@ -333,6 +337,58 @@ def training_loop(
     ada_stats.close()
     if rank == 0:
         print('\nExiting...')
+
+
+def _evaluate_metrics(
+    metrics: Optional[list],
+    G_ema: torch.nn.Module,
+    dataset_kwargs: dict,
+    run_dir: str,
+    snapshot_pkl: Optional[str],
+    rank: int,
+    device: torch.device,
+) -> dict:
+    """Evaluate ``metrics`` on G_ema (all ranks take part), write metric-<name>.jsonl and the best pointer
+    for the first metric (rank 0), and return ``Metrics/<name>`` stats."""
+    if not metrics:
+        return {}
+    from metrics import metric_main
+
+    out = {}
+    for idx, metric in enumerate(metrics):
+        result = metric_main.calc_metric(
+            metric,
+            G=G_ema,
+            dataset_kwargs=dataset_kwargs,
+            num_gpus=distributed.world_size(),
+            rank=rank,
+            device=device,
+        )
+        if rank == 0:
+            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+            if idx == 0:
+                metric_main.update_best(run_dir, metric, result, snapshot_pkl)
+        for name, value in result['results'].items():
+            out[f'Metrics/{name}'] = {'num': 1, 'mean': float(value), 'std': 0.0}
+    return out
+
+
+def _report_ops(run_dir: str, rank: int, device: torch.device) -> None:
+    """Decide the op implementations once (rank 0 builds/loads the CUDA plugins first), log them and
+    record them in ``custom_ops.json`` beside training_options.json."""
+    from torch_utils import custom_ops
+
+    if rank != 0:
+        distributed.barrier()
+    info = custom_ops.active_impl(device)
+    if rank == 0:
+        distributed.barrier()
+        ops = info['ops']
+        print(
+            f'Custom ops: upfirdn2d={ops["upfirdn2d"]}, bias_act={ops["bias_act"]} (SG2KD_OPS={info["mode"]})'
+        )
+        with open(os.path.join(run_dir, 'custom_ops.json'), 'w') as f:
+            json.dump(info, f, indent=2)
 
 
 def _add_phase_timing(phases: list[Phase], stats: dict) -> None:

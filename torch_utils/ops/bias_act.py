@@ -1,7 +1,7 @@
 """Fused bias, activation, gain and clamp: ``y = clamp(act(x + b) * gain, -clamp, clamp)``.
 
-Reference implementation in plain PyTorch (differentiable to any order). A compiled kernel may
-replace :func:`bias_act` without changing its callers.
+Reference implementation in plain PyTorch (differentiable to any order). The CUDA plugin
+(``bias_act_cuda``) replaces it for CUDA tensors when built (``impl`` argument).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def bias_act(
     alpha: Optional[float] = None,
     gain: Optional[float] = None,
     clamp: Optional[float] = None,
+    impl: str = 'auto',
 ) -> torch.Tensor:
     """Add a bias, apply an activation, scale and clamp.
 
@@ -64,6 +65,8 @@ def bias_act(
         alpha: slope parameter (lrelu's negative slope); ``None`` takes the activation's default.
         gain: output scale; ``None`` takes the activation's default (sqrt(2) for relu, lrelu, swish).
         clamp: clamp the output to ``[-clamp, clamp]``; ``None`` or negative disables it.
+        impl: ``'auto'`` (follow ``SG2KD_OPS``: the CUDA plugin for CUDA tensors when it builds),
+            ``'ref'`` (this reference code) or ``'cuda'`` (require the plugin); see ``custom_ops``.
 
     Returns:
         tensor with the shape and dtype of ``x``.
@@ -71,9 +74,15 @@ def bias_act(
     spec = get_activation(act)
     alpha = spec.def_alpha if alpha is None else float(alpha)
     gain = spec.def_gain if gain is None else float(gain)
+    if b is not None and (b.ndim != 1 or b.shape[0] != x.shape[dim]):
+        raise ValueError(f'bias of shape {list(b.shape)} does not match dim {dim} of {list(x.shape)}')
+    if impl != 'ref':
+        from torch_utils.ops import bias_act_cuda  # lazy: avoids an import cycle; compiles nothing
+
+        y = bias_act_cuda.dispatch(x, b, dim, act, alpha, gain, clamp, impl)
+        if y is not None:
+            return y
     if b is not None:
-        if b.ndim != 1 or b.shape[0] != x.shape[dim]:
-            raise ValueError(f'bias of shape {list(b.shape)} does not match dim {dim} of {list(x.shape)}')
         x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
     x = spec.fn(x, alpha)
     if gain != 1:

@@ -4,7 +4,7 @@ Signal-processing view: each image channel is upsampled by inserting ``up - 1`` 
 sample, padded (or cropped, for negative padding), convolved with a finite impulse response filter
 ``f`` and then decimated by keeping every ``down``-th sample starting from the first. All steps are
 plain PyTorch ops, so autograd differentiates it to any order. This is the reference implementation;
-a compiled kernel may replace :func:`upfirdn2d` without changing its callers.
+the CUDA plugin (``upfirdn2d_cuda``) replaces it for CUDA tensors when built (``impl`` argument).
 
 Conventions:
     * ``up``/``down`` are an int or ``[x, y]``; ``padding`` is an int, ``[x, y]`` or
@@ -115,6 +115,7 @@ def upfirdn2d(
     padding: IntPair = 0,
     flip_filter: bool = False,
     gain: float = 1,
+    impl: str = 'auto',
 ) -> torch.Tensor:
     """Upsample, pad, FIR-filter and downsample a batch of images.
 
@@ -126,12 +127,20 @@ def upfirdn2d(
         padding: pad (negative: crop) after upsampling; int, ``[x, y]`` or ``[x0, x1, y0, y1]``.
         flip_filter: ``False`` convolves, ``True`` correlates.
         gain: signal gain (see module docstring).
+        impl: ``'auto'`` (follow ``SG2KD_OPS``: the CUDA plugin for CUDA tensors when it builds),
+            ``'ref'`` (this reference code) or ``'cuda'`` (require the plugin); see ``custom_ops``.
 
     Returns:
         ``[N, C, H_out, W_out]`` tensor of ``x``'s dtype.
     """
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
         raise ValueError(f'upfirdn2d expects [N, C, H, W] input; got {getattr(x, "shape", type(x))}')
+    if impl != 'ref':
+        from torch_utils.ops import upfirdn2d_cuda  # lazy: avoids an import cycle; compiles nothing
+
+        y = upfirdn2d_cuda.dispatch(x, f, up, down, padding, flip_filter, gain, impl)
+        if y is not None:
+            return y
     if f is None:
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     upx, upy = _pair(up)

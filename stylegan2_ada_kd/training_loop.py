@@ -12,7 +12,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -21,8 +21,6 @@ import torch
 from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd import distributed, resume, run_io
 from torch_utils import training_stats
-
-TICK_STAT_PREFIXES = ('Progress/', 'Timing/', 'Resources/')
 
 
 @dataclass
@@ -45,7 +43,6 @@ class Progress:
     cur_tick: int = 0
     batch_idx: int = 0
     tick_start_nimg: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _setup_torch(device: torch.device, seed: int, cudnn_benchmark: bool, allow_tf32: bool) -> None:
@@ -443,9 +440,3 @@ def _init_grid(
         images = _generate_grid(G_ema, grid['z'], grid['c'], bg)
         run_io.save_image_grid(images, os.path.join(run_dir, 'fakes_init.png'), (-1, 1), (gw, gh))
     return grid
-
-
-def write_training_options(run_dir: str, options: dict) -> None:
-    """Write the resolved options as ``training_options.json`` (indented, sorted)."""
-    with open(os.path.join(run_dir, 'training_options.json'), 'w') as f:
-        json.dump(options, f, indent=2, sort_keys=True, default=str)

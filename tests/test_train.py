@@ -283,3 +283,37 @@ def test_torchrun_two_processes(data16, tmp_path):
     assert len(runs) == 1, runs
     assert (runs[0] / 'network-snapshot-000000.pkl').exists()
     assert _stats(runs[0])[-1]['Loss/G/loss']['num'] == 8
+
+
+def test_metrics_are_evaluated_at_snapshots(data16, tmp_path, monkeypatch):
+    """The training loop's metric hook: all ranks call calc_metric, rank 0 writes jsonl + best pointer."""
+    from metrics import metric_main
+
+    calls = []
+
+    def fake_calc_metric(metric, **kwargs):
+        calls.append((metric, kwargs['G'].img_resolution, kwargs['dataset_kwargs']['path']))
+        value = 10.0 - len(calls)  # improves every time
+        return dict(results={metric: value}, metric=metric, total_time=0.1, total_time_str='0s', num_gpus=1)
+
+    monkeypatch.setattr(metric_main, 'calc_metric', fake_calc_metric)
+    res = CliRunner().invoke(
+        train.main,
+        [
+            f'--outdir={tmp_path}',
+            f'--data={data16}',
+            *TINY[:-1],
+            '--metrics=fid5k_train',
+            '--batch=4',
+            '--kimg=0.012',
+            '--tick=0.008',
+            '--snap=1',
+        ],
+    )
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    run_dir = sorted(tmp_path.iterdir())[-1]
+    assert calls == [('fid5k_train', 16, data16)] * 2
+    lines = (run_dir / 'metric-fid5k_train.jsonl').read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[-1])['results']['fid5k_train'] == 8.0
+    assert (run_dir / 'network-snapshot-best.pkl').exists()
+    assert _stats(run_dir)[-1]['Metrics/fid5k_train']['mean'] == 8.0

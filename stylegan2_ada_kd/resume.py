@@ -113,7 +113,10 @@ def _read_raw(path: str) -> Optional[dict]:
         f.seek(0)
         if head != b'PK\x03\x04':
             return None
-        raw = torch.load(f, map_location='cpu', weights_only=True)
+        if os.path.isfile(path):  # memory-mapped: the parse-time check and the loop do not read it twice
+            raw = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        else:
+            raw = torch.load(f, map_location='cpu', weights_only=True)
     return raw if isinstance(raw, dict) and raw.get('format') == legacy.SNAPSHOT_FORMAT else None
 
 

@@ -81,6 +81,7 @@ def _worker(rank: int, args: dict, init_method: Optional[str]) -> None:
     try:
         G = args.get('G') or legacy.load_network_pkl(args['network'])['G_ema']
         G = G.to(device)
+        shared = metric_main.feature_share(args['metrics'])
         for metric in args['metrics']:
             result = metric_main.calc_metric(
                 metric,
@@ -97,6 +98,7 @@ def _worker(rank: int, args: dict, init_method: Optional[str]) -> None:
                 seed=args['seed'],
                 progress=args['verbose'] and rank == 0,
                 batch_size=args['batch'],
+                shared=shared,
             )
             if rank == 0:
                 metric_main.report_metric(
@@ -115,7 +117,9 @@ def _worker(rank: int, args: dict, init_method: Optional[str]) -> None:
     default='fid50k_full',
     show_default=True,
     callback=parse_metrics,
-    help='Comma-separated metrics: ' + ', '.join(metric_main.list_valid_metrics()),
+    help='Comma-separated metrics: '
+    + ', '.join(metric_main.list_valid_metrics())
+    + ', or {fid,kid}<N>k_{full,train} for any N (e.g. fid1k_train)',
 )
 @click.option('--data', metavar='PATH', help="Dataset folder or zip  [default: the snapshot's training set]")
 @click.option('--mirror', metavar='BOOL', type=BOOL, help='Mirror the reals of *_train/legacy metrics')

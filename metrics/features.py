@@ -178,6 +178,13 @@ def extract(
     return {'features': _finish_features(result)}
 
 
+def moments(feats: np.ndarray) -> Dict[str, np.ndarray]:
+    """``mu``/``sigma``/``num`` of a ``[N, F]`` feature matrix by the same float64 formula as
+    ``extract(kind='mean_cov')`` (used when FID reuses features already extracted for KID)."""
+    x = np.asarray(feats, dtype=np.float64)
+    return _finish_moments([(len(x), x.sum(axis=0), x.T @ x)])
+
+
 def _shard(num_items: int, batch_size: int) -> list:
     """Global batch indices of this process: ``rank, rank + world, ...``."""
     rank = torch.distributed.get_rank() if distributed.is_initialized() else 0

@@ -11,6 +11,9 @@ Protocol (names as in StyleGAN2-ADA):
   labels with a fixed seed, no truncation, quantised to uint8 before the detector (grayscale repeated to
   RGB). Re-evaluating the same network gives the same numbers.
 
+Besides the registered names, ``fid<N>k_full``, ``fid<N>k_train``, ``kid<N>k_full`` and ``kid<N>k_train`` work
+for any N (thousands of generated images), e.g. ``fid1k_train`` for quick checks on a CPU.
+
 Real statistics are cached on disk (see :mod:`metrics.features`); ``ref_stats`` (an ``.npz`` with ``mu``
 and ``sigma``, e.g. a cache file) replaces the real images for FID.
 """
@@ -18,6 +21,7 @@ and ``sigma``, e.g. a cache file) replaces the real images for FID.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -66,12 +70,27 @@ _METRICS: Dict[str, MetricSpec] = {
         'kid', 5000, 'train', 1000000, 'KID, 5k generated vs the training set as trained'
     ),
 }
+_FAMILY = re.compile(r'^(fid|kid)([1-9][0-9]*)k_(full|train)$')
+_REALS_DOC = {'full': 'all reals (no mirror)', 'train': 'the training set as trained'}
 IMAGE_FOLDER_DATASET = 'stylegan2_ada_kd.dataset.ImageFolderDataset'
 
 
+def metric_spec(name: str) -> Optional[MetricSpec]:
+    """The spec of a registered name or of a ``{fid,kid}<N>k_{full,train}`` name; None if neither."""
+    if name in _METRICS:
+        return _METRICS[name]
+    match = _FAMILY.match(name)
+    if match is None:
+        return None
+    kind, num_gen, reals = match.group(1), int(match.group(2)) * 1000, match.group(3)
+    max_reals = 1000000 if kind == 'kid' else None
+    doc = f'{kind.upper()}, {num_gen} generated vs {_REALS_DOC[reals]}'
+    return MetricSpec(kind, num_gen, reals, max_reals, doc)
+
+
 def is_valid_metric(name: str) -> bool:
-    """Whether ``name`` is a registered metric."""
-    return name in _METRICS
+    """Whether ``name`` is a registered metric or a ``{fid,kid}<N>k_{full,train}`` name."""
+    return metric_spec(name) is not None
 
 
 def list_valid_metrics() -> List[str]:
@@ -81,7 +100,17 @@ def list_valid_metrics() -> List[str]:
 
 def describe_metrics() -> str:
     """One line per metric: name and summary (for help texts and error messages)."""
-    return '\n'.join(f'  {name:<12} {spec.doc}' for name, spec in _METRICS.items())
+    lines = [f'  {name:<12} {spec.doc}' for name, spec in _METRICS.items()]
+    lines.append('  {fid,kid}<N>k_{full,train}  the same with N thousand generated images, e.g. fid1k_train')
+    return '\n'.join(lines)
+
+
+def feature_share(metrics: List[str]) -> Optional[dict]:
+    """A fresh dict for :func:`calc_metric`'s ``shared`` when two or more of ``metrics`` are FID/KID with the
+    same generated count (their generated-image features are then extracted once), else None."""
+    specs = [metric_spec(name) for name in metrics]
+    counts = [spec.num_gen for spec in specs if spec is not None and spec.kind in ('fid', 'kid')]
+    return {} if len(counts) > len(set(counts)) else None
 
 
 @dataclasses.dataclass
@@ -101,6 +130,7 @@ class _Context:
     seed: int
     progress: bool
     batch_size: int
+    shared: Optional[dict] = None
 
     @property
     def num_workers(self) -> int:
@@ -145,11 +175,30 @@ def _label_pool(ctx: _Context, dataset: Optional[torch.utils.data.Dataset]) -> O
 
 
 def _gen_features(
-    ctx: _Context, detect: Callable[[torch.Tensor], torch.Tensor], kind: str, labels: Optional[np.ndarray]
+    ctx: _Context,
+    detect: Callable[[torch.Tensor], torch.Tensor],
+    kind: str,
+    labels: Optional[np.ndarray],
+    share_as: Optional[str] = None,
 ) -> Dict[str, np.ndarray]:
-    """Detector statistics of ``ctx.num_gen`` generated images (see :func:`features.extract`)."""
-    batches = features.generated_batches(ctx.G, labels, ctx.num_gen, ctx.batch_size, ctx.seed, ctx.device)
-    return features.extract(batches, detect, kind, ctx.num_gen, f'{ctx.name} generated', ctx.progress)
+    """Detector statistics of ``ctx.num_gen`` generated images (see :func:`features.extract`).
+
+    With ``ctx.shared`` and a detector name ``share_as``, the ``[N, F]`` features are kept there under the
+    generation settings, so the next FID/KID of the same network reuses them instead of regenerating.
+    """
+
+    def run(kind: str) -> Dict[str, np.ndarray]:
+        batches = features.generated_batches(ctx.G, labels, ctx.num_gen, ctx.batch_size, ctx.seed, ctx.device)
+        return features.extract(batches, detect, kind, ctx.num_gen, f'{ctx.name} generated', ctx.progress)
+
+    if ctx.shared is None or share_as is None:
+        return run(kind)
+    digest = None if labels is None else hashlib.sha1(np.ascontiguousarray(labels).tobytes()).hexdigest()
+    key = (share_as, ctx.num_gen, ctx.batch_size, ctx.seed, digest)
+    if key not in ctx.shared:
+        ctx.shared[key] = run('features')['features']
+    feats = ctx.shared[key]
+    return features.moments(feats) if kind == 'mean_cov' else {'features': feats}
 
 
 def _real_features(ctx: _Context, det: detectors.Detector, kind: str) -> tuple:
@@ -193,18 +242,18 @@ def _load_ref_stats(path: str, feature_dim: int, detector_name: str) -> Dict[str
 def _fid(ctx: _Context) -> Dict[str, float]:
     det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
     if ctx.ref_stats:
-        fake = _gen_features(ctx, det, 'mean_cov', _label_pool(ctx, None))
+        fake = _gen_features(ctx, det, 'mean_cov', _label_pool(ctx, None), det.name)
         real = _load_ref_stats(ctx.ref_stats, fake['mu'].shape[0], det.name)
     else:
         real, labels = _real_features(ctx, det, 'mean_cov')
-        fake = _gen_features(ctx, det, 'mean_cov', labels)
+        fake = _gen_features(ctx, det, 'mean_cov', labels, det.name)
     return {ctx.name: scores.fid_from_stats(real['mu'], real['sigma'], fake['mu'], fake['sigma'])}
 
 
 def _kid(ctx: _Context) -> Dict[str, float]:
     det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
     real, labels = _real_features(ctx, det, 'features')
-    fake = _gen_features(ctx, det, 'features', labels)
+    fake = _gen_features(ctx, det, 'features', labels, det.name)
     return {ctx.name: scores.kid_from_features(real['features'], fake['features'], seed=ctx.seed)}
 
 
@@ -264,6 +313,7 @@ def calc_metric(
     seed: int = 0,
     progress: bool = True,
     batch_size: int = 64,
+    shared: Optional[dict] = None,
 ) -> dict:
     """Compute one registered metric of generator ``G``; every process of a group must call it together.
 
@@ -281,6 +331,8 @@ def calc_metric(
         num_gen: generated images / PPL samples instead of the metric's count (tests, quick looks).
         seed: seed of the generated latents, labels and noise, and of KID's subsets.
         progress: print progress about every 10% (rank 0); batch_size: images per detector batch.
+        shared: a dict kept across the calls for one network (see :func:`feature_share`): FID and KID of the
+            same count then extract the generated images' features once. Use a fresh dict per network.
 
     Returns:
         ``{'results': {name: value}, 'metric', 'total_time' (s), 'total_time_str', 'num_gpus'}``.
@@ -301,19 +353,21 @@ def calc_metric(
         seed=int(seed),
         progress=progress,
         batch_size=int(batch_size),
+        shared=shared,
     )
     return _result(metric, _KINDS[spec.kind](ctx), time.time() - start, num_gpus)
 
 
 def _check_call(metric: str, num_gpus: int, rank: int) -> MetricSpec:
     """The spec of ``metric``, after checking the name and the process setup."""
-    if not is_valid_metric(metric):
+    spec = metric_spec(metric)
+    if spec is None:
         raise ValueError(f'Unknown metric {metric!r}; valid metrics:\n{describe_metrics()}')
     if distributed.world_size() != num_gpus:
         raise ValueError(f'num_gpus={num_gpus} but {distributed.world_size()} process(es) are running')
     if distributed.is_initialized() and torch.distributed.get_rank() != rank:
         raise ValueError(f'rank={rank} but this process has rank {torch.distributed.get_rank()}')
-    return _METRICS[metric]
+    return spec
 
 
 def _result(metric: str, results: Dict[str, float], seconds: float, num_gpus: int) -> dict:
@@ -398,7 +452,8 @@ def update_best(
     results = result['results']
     key = key or (metric if metric in results else next(iter(results)))
     if lower_is_better is None:
-        lower_is_better = metric not in _METRICS or _METRICS[metric].kind not in ('is', 'pr')
+        spec = metric_spec(metric)
+        lower_is_better = spec is None or spec.kind not in ('is', 'pr')
     value = float(results[key])
     if not math.isfinite(value):
         return False

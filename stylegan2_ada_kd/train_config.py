@@ -308,7 +308,10 @@ def _parse_metrics(text: Optional[str]) -> list:
     bad = [m for m in names if not metric_main.is_valid_metric(m)]
     if bad:
         valid = ', '.join(metric_main.list_valid_metrics())
-        raise click.UsageError(f'--metrics: unknown {bad}; choose from: {valid}, or none')
+        raise click.UsageError(
+            f'--metrics: unknown {bad}; choose from: {valid}, '
+            '{fid,kid}<N>k_{full,train} (e.g. fid1k_train), or none'
+        )
     return names
 
 

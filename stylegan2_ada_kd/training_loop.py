@@ -351,7 +351,7 @@ def _evaluate_metrics(
         return {}
     from metrics import metric_main
 
-    out = {}
+    out, shared = {}, metric_main.feature_share(metrics)
     for idx, metric in enumerate(metrics):
         result = metric_main.calc_metric(
             metric,
@@ -360,6 +360,7 @@ def _evaluate_metrics(
             num_gpus=distributed.world_size(),
             rank=rank,
             device=device,
+            shared=shared,
         )
         if rank == 0:
             metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)

@@ -263,6 +263,32 @@ def test_registry_has_the_reference_names():
     assert metric_main.is_valid_metric('fid50k_full') and not metric_main.is_valid_metric('fid')
 
 
+def test_fid_kid_families_take_any_count():
+    spec = metric_main.metric_spec('fid1k_train')
+    assert (spec.kind, spec.num_gen, spec.reals, spec.max_reals) == ('fid', 1000, 'train', None)
+    spec = metric_main.metric_spec('kid20k_full')
+    assert (spec.kind, spec.num_gen, spec.reals, spec.max_reals) == ('kid', 20000, 'full', 1000000)
+    assert metric_main.metric_spec('fid50k_full') == metric_main.metric_spec('fid50k_full')
+    for bad in ('fid0k_train', 'fid1k', 'pr1k_full', 'fid01k_train', 'is1k_train'):
+        assert not metric_main.is_valid_metric(bad), bad
+    assert 'fid1k_train' in metric_main.describe_metrics()
+
+
+def test_feature_share_only_when_counts_repeat():
+    assert metric_main.feature_share(['fid5k_train', 'kid5k_train']) == {}
+    assert metric_main.feature_share(['fid50k_full', 'kid50k_full', 'pr50k3_full']) == {}
+    assert metric_main.feature_share(['fid5k_train', 'kid1k_train']) is None
+    assert metric_main.feature_share(['fid50k_full', 'pr50k3_full']) is None
+
+
+def test_moments_of_features_match_the_streaming_formula():
+    x = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    m = features.moments(x)
+    assert np.allclose(m['mu'], x.mean(0), atol=1e-6)
+    assert np.allclose(m['sigma'], np.cov(x.astype(np.float64), rowvar=False), atol=1e-6)
+    assert int(m['num']) == 50
+
+
 def _result(value, metric='fid5k_full'):
     return dict(results={metric: value}, metric=metric, total_time=62.0, total_time_str='1m 02s', num_gpus=1)
 

@@ -135,6 +135,21 @@ def test_ref_stats_replace_the_reals(setup, tmp_path):
         _calc(setup, 'fid5k_full', ref_stats=str(bad))
 
 
+def test_fid_and_kid_share_one_generation(setup, monkeypatch):
+    alone = {m: _calc(setup, m)['results'][m] for m in ('fid5k_train', 'kid5k_train')}
+    calls = []
+    real_generated = features.generated_batches
+    counted = lambda *a, **k: calls.append(1) or real_generated(*a, **k)
+    monkeypatch.setattr(features, 'generated_batches', counted)
+    shared = metric_main.feature_share(['fid5k_train', 'kid5k_train'])
+    together = {m: _calc(setup, m, shared=shared)['results'][m] for m in ('fid5k_train', 'kid5k_train')}
+    assert len(calls) == 1  # KID reused FID's generated features
+    assert together['fid5k_train'] == pytest.approx(alone['fid5k_train'], rel=1e-6)
+    assert together['kid5k_train'] == pytest.approx(alone['kid5k_train'], rel=1e-6)
+    _calc(setup, 'fid1k_train', shared=shared, num_gen=40)  # another count: generated anew
+    assert len(calls) == 2
+
+
 def test_missing_dataset_and_unknown_metric_are_explained(setup):
     with pytest.raises(ValueError, match='--data=PATH'):
         _calc(setup, 'fid5k_full', dataset_kwargs={})

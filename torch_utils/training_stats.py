@@ -4,13 +4,15 @@ Any module calls ``report('Loss/G/loss', tensor)``. The training loop owns :clas
 objects (one for the per-tick stats, one for the ADA heuristic) and calls ``collect()`` to get
 ``{name: {'num', 'mean', 'std'}}`` summed over every report and every process; it writes them to
 stats.jsonl / TensorBoard without knowing the names. Reports are accumulated in float64 on the
-tensor's device, with no host sync per report.
+tensor's device, with no host sync per report. :class:`Timer` reports how long a block took.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Iterable, Optional, Union
+import time
+from typing import Iterable, Iterator, Optional, Union
 
 import torch
 
@@ -89,3 +91,34 @@ def _union_names(names: list[str]) -> list[str]:
     gathered: list = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, names)
     return sorted(set().union(*gathered))
+
+
+class Timer:
+    """Reports the duration of a block, in seconds, as stat ``name`` (``with timer.time(device): ...``).
+
+    On CUDA the time is the GPU's, between two events recorded around the block, reported once they have
+    completed (checked at the next use), so timing adds no host sync; elsewhere it is wall-clock time.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pending: list = []  # (start, end) CUDA events not reported yet, oldest first
+
+    @contextlib.contextmanager
+    def time(self, device: torch.device) -> Iterator[None]:
+        self._report_completed()
+        if device.type != 'cuda':
+            start = time.perf_counter()
+            yield
+            report(self.name, time.perf_counter() - start)
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self._pending.append((start, end))
+
+    def _report_completed(self) -> None:
+        while self._pending and self._pending[0][1].query():
+            start, end = self._pending.pop(0)
+            report(self.name, start.elapsed_time(end) / 1000)

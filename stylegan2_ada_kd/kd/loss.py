@@ -11,7 +11,6 @@ embeddings, cross terms always, squared correlation error, weights 10, nearest u
 
 from __future__ import annotations
 
-import time
 from typing import Optional, Sequence
 
 import torch
@@ -141,6 +140,7 @@ class KDLoss(StyleGAN2Loss):
                 f'teacher {teacher} embeds to {self.teacher.embed_dim}, expected {teacher_embed_dim}'
             )
         self.head = attach_kd_head(D, self.teacher.embed_dim)
+        self._teacher_timer = training_stats.Timer('Timing/kd_teacher_sec')
         self.anchors = None
         if 'correlated' in self.kd_terms or div_weight > 0:
             self.anchors = self._anchors(prompts, num_anchors, anchor_dataset, anchor_cache)
@@ -165,12 +165,10 @@ class KDLoss(StyleGAN2Loss):
         return F.normalize(anchors, dim=1) if self.variant == 'paper' else anchors
 
     def _teacher(self, img: torch.Tensor) -> torch.Tensor:
-        """Teacher embedding ``[N, E]`` float32 of the images D saw (no gradient)."""
-        start = time.perf_counter()
-        with torch.no_grad():
-            t = self.teacher.encode_image(img.detach(), variant=self.variant)
-        training_stats.report('Timing/kd_teacher_sec', time.perf_counter() - start)
-        return t
+        """Teacher embedding ``[N, E]`` float32 of the images D saw (no gradient); its time is reported as
+        ``Timing/kd_teacher_sec`` (GPU time on CUDA)."""
+        with self._teacher_timer.time(img.device), torch.no_grad():
+            return self.teacher.encode_image(img.detach(), variant=self.variant)
 
     def d_main_terms(
         self, real: DOutput, fake: DOutput, real_c: torch.Tensor, gen_c: torch.Tensor

@@ -128,6 +128,16 @@ class StyleGAN2Loss:
         self.lecam_decay = lecam_decay
         self.lecam_ema = torch.zeros([2], device=device)  # [a_R, a_F]
 
+    def describe(self) -> str:
+        """One line for log.txt: the loss class and its weights (subclasses append their terms)."""
+        text = (
+            f'{type(self).__name__}: r1_gamma={self.r1_gamma:g}, pl_weight={self.pl_weight:g}, '
+            f'style_mixing={self.style_mixing_prob:g}'
+        )
+        if self.lecam_weight > 0:
+            text += f', lecam={self.lecam_weight:g} (decay {self.lecam_decay:g})'
+        return text
+
     # ------------------------------------------------------------ state for exact resume
 
     def state_dict(self) -> dict:

@@ -257,6 +257,7 @@ def training_loop(
 
     grid = None
     if rank == 0:
+        _print_setup(dataset, G, D, augment_pipe, loss)
         grid = _init_grid(run_dir, dataset, G, device, progress.cur_nimg == 0, G_ema, batch_gpu)
     tick_stats = training_stats.Collector()
     ada_stats = training_stats.Collector(['Loss/signs/real'])
@@ -414,6 +415,30 @@ def _sample_labels(dataset: torch.utils.data.Dataset, n: int, device: torch.devi
         return torch.zeros([n, 0], device=device)
     idx = np.random.randint(len(dataset), size=n)
     return torch.from_numpy(np.stack([dataset.get_label(int(i)) for i in idx])).to(device)
+
+
+def _print_setup(
+    dataset: torch.utils.data.Dataset,
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    augment_pipe: Optional[torch.nn.Module],
+    loss: object,
+) -> None:
+    """What is being trained, for log.txt: the data, the network sizes, the augmentation and the loss."""
+    count = lambda module: sum(p.numel() for p in module.parameters())
+    shape = 'x'.join(str(v) for v in dataset.image_shape)
+    print(
+        f'Dataset: {dataset.name}: {len(dataset.files)} images, {len(dataset)} with mirroring, {shape}, '
+        f'label dim {dataset.label_dim}'
+    )
+    heads = list(getattr(D, 'heads', {}) or {})
+    print(
+        f'Networks: G {count(G):,} parameters, D {count(D):,}'
+        + (f' (heads: {", ".join(heads)})' if heads else '')
+    )
+    print(f'Augmentation: {augment_pipe if augment_pipe is not None else "none"}'.replace('\n', ' '))
+    describe = getattr(loss, 'describe', None)
+    print(f'Loss: {describe() if describe is not None else type(loss).__name__}')
 
 
 def _init_grid(

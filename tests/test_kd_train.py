@@ -11,6 +11,7 @@ from conftest import TINY_D, TINY_G, make_image_folder
 
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
+from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
 from stylegan2_ada_kd.kd.teacher import register_tiny_clip_config
 from stylegan2_ada_kd.loss import StyleGAN2Loss
 from stylegan2_ada_kd.networks import Discriminator, Generator
@@ -152,6 +153,10 @@ def test_kd_training_writes_kd_stats(tmp_path, data16, teacher_spec, aug, lecam)
     )
     assert 'random-init' in out  # the random teacher is announced loudly
     run_dir = _run_dir(tmp_path)
+    log = (run_dir / 'log.txt').read_text()
+    assert 'KD-DLGAN (paper variant): 1 * AGKD + 1 * CGKD, cross-term p=0.7' in log
+    k = len(GENERIC_PROMPTS)
+    assert f'teacher {teacher_spec} (16-d, random weights); CGKD anchors: {k} prompt text embeddings' in log
     stats = _stats(run_dir)
     for key in ('Loss/kd/agkd', 'Loss/kd/cgkd', 'Timing/kd_teacher_sec'):
         assert key in stats[-1], key

@@ -145,6 +145,28 @@ class KDLoss(StyleGAN2Loss):
         if 'correlated' in self.kd_terms or div_weight > 0:
             self.anchors = self._anchors(prompts, num_anchors, anchor_dataset, anchor_cache)
 
+    def describe(self) -> str:
+        """The base loss line plus the KD terms, weights, teacher and CGKD anchors."""
+        terms = ' + '.join(
+            f'{w:g} * {name}'
+            for name, w, on in (
+                ('AGKD', self.agkd_weight, 'aggregated' in self.kd_terms),
+                ('CGKD', self.cgkd_weight, 'correlated' in self.kd_terms),
+            )
+            if on
+        )
+        text = f'{super().describe()}; KD-DLGAN ({self.variant} variant): {terms}'
+        if 'aggregated' in self.kd_terms and self.variant == 'paper':
+            text += f', cross-term p={self.cross_p:g}'
+        if self.div_weight > 0:
+            text += f', G diversity {self.div_weight:g}'
+        text += f'; teacher {self.teacher.spec} ({self.teacher.embed_dim}-d'
+        text += ', random weights)' if self.teacher.is_random else ')'
+        if self.anchors is not None:
+            kind = 'prompt text embeddings' if self.teacher.has_text else 'k-means prototypes of real images'
+            text += f'; CGKD anchors: {self.anchors.shape[0]} {kind}'
+        return text
+
     def _anchors(
         self, prompts: Optional[Sequence[str]], k: int, dataset_kwargs: Optional[dict], cache: Optional[str]
     ) -> torch.Tensor:

@@ -106,6 +106,7 @@ class Timer:
 
     @contextlib.contextmanager
     def time(self, device: torch.device) -> Iterator[None]:
+        """Context manager timing its block on ``device`` (CUDA events on CUDA, wall clock elsewhere)."""
         self._report_completed()
         if device.type != 'cuda':
             start = time.perf_counter()

@@ -70,8 +70,9 @@ def plot(curves, path, title, size=(640, 420)):
     draw.rectangle([left, top, right, bottom], outline='black')
     for t in np.linspace(y0, y1, 5):
         draw.text((5, sy(t) - 6), f'{t:.1f}', fill='black')
-    for t in np.linspace(x0, x1, 5):
-        draw.text((sx(t) - 10, bottom + 8), f'{t:.0f}', fill='black')
+    xs = sorted({p[0] for p in pts})
+    for t in xs if len(xs) <= 10 else np.linspace(x0, x1, 6):
+        draw.text((sx(t) - 10, bottom + 8), f'{t:g}', fill='black')
     draw.text((left, 8), title + '   (x: kimg, y: FID)', fill='black')
     for (label, curve), color in zip(curves.items(), ['#1f77b4', '#d62728', '#2ca02c']):
         xy = [(sx(x), sy(y)) for x, y in curve]

@@ -159,7 +159,8 @@ def main(cfg, res, cbase, cmax, batch, batch_gpu, steps, kd, teacher, augment_p,
         out['kd_ratio'] = out['kd_on']['sec_per_kimg'] / out['kd_off']['sec_per_kimg']
     print(json.dumps(out))
     if results:
-        mem = lambda r: f', peak GPU memory {r["peak_gpu_mem_gb"]:.2f} GB' if torch.cuda.is_available() else ''
+        gpu = torch.cuda.is_available()
+        mem = lambda r: f', peak GPU memory {r["peak_gpu_mem_gb"]:.2f} GB' if gpu else ''
         parts = [
             f'KD {m}: {out[f"kd_{m}"]["sec_per_kimg"]:.2f} s/kimg{mem(out[f"kd_{m}"])}'
             for m in ('off', 'on')

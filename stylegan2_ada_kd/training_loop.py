@@ -427,10 +427,9 @@ def _print_setup(
     """What is being trained, for log.txt: the data, the network sizes, the augmentation and the loss."""
     count = lambda module: sum(p.numel() for p in module.parameters())
     shape = 'x'.join(str(v) for v in dataset.image_shape)
-    print(
-        f'Dataset: {dataset.name}: {len(dataset.files)} images, {len(dataset)} with mirroring, {shape}, '
-        f'label dim {dataset.label_dim}'
-    )
+    num = len(dataset.files)
+    mirrored = f' ({len(dataset)} with x-flips)' if len(dataset) != num else ''
+    print(f'Dataset: {dataset.name}: {num} images{mirrored}, {shape}, label dim {dataset.label_dim}')
     heads = list(getattr(D, 'heads', {}) or {})
     print(
         f'Networks: G {count(G):,} parameters, D {count(D):,}'

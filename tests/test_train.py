@@ -199,7 +199,7 @@ def test_short_run_writes_every_file(data16, tmp_path):
     assert 'tick 0' in out and 'sec/kimg' in out and 'augment' in out
     log = (run_dir / 'log.txt').read_text()
     assert 'tick 0' in log
-    assert 'Dataset: ' in log and '16 images, 16 with mirroring, 3x16x16, label dim 0' in log
+    assert 'Dataset: ' in log and '16 images, 3x16x16, label dim 0' in log
     assert 'Networks: G ' in log and 'Loss: StyleGAN2Loss: r1_gamma=' in log and 'Augmentation: ' in log
     from stylegan2_ada_kd.legacy import load_network_pkl
 

@@ -117,9 +117,8 @@ def _worker(rank: int, args: dict, init_method: Optional[str]) -> None:
     default='fid50k_full',
     show_default=True,
     callback=parse_metrics,
-    help='Comma-separated metrics: '
-    + ', '.join(metric_main.list_valid_metrics())
-    + ', or {fid,kid}<N>k_{full,train} for any N (e.g. fid1k_train)',
+    help=f'Comma-separated metrics: {", ".join(metric_main.list_valid_metrics())}, '
+    f'or {metric_main.FAMILY_HELP}',
 )
 @click.option('--data', metavar='PATH', help="Dataset folder or zip  [default: the snapshot's training set]")
 @click.option('--mirror', metavar='BOOL', type=BOOL, help='Mirror the reals of *_train/legacy metrics')

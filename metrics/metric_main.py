@@ -71,6 +71,7 @@ _METRICS: Dict[str, MetricSpec] = {
     ),
 }
 _FAMILY = re.compile(r'^(fid|kid)([1-9][0-9]*)k_(full|train)$')
+FAMILY_HELP = '{fid,kid}<N>k_{full,train} for any N thousand generated images (e.g. fid1k_train)'
 _REALS_DOC = {'full': 'all reals (no mirror)', 'train': 'the training set as trained'}
 IMAGE_FOLDER_DATASET = 'stylegan2_ada_kd.dataset.ImageFolderDataset'
 
@@ -101,7 +102,7 @@ def list_valid_metrics() -> List[str]:
 def describe_metrics() -> str:
     """One line per metric: name and summary (for help texts and error messages)."""
     lines = [f'  {name:<12} {spec.doc}' for name, spec in _METRICS.items()]
-    lines.append('  {fid,kid}<N>k_{full,train}  the same with N thousand generated images, e.g. fid1k_train')
+    lines.append(f'  {FAMILY_HELP}')
     return '\n'.join(lines)
 
 

@@ -309,8 +309,7 @@ def _parse_metrics(text: Optional[str]) -> list:
     if bad:
         valid = ', '.join(metric_main.list_valid_metrics())
         raise click.UsageError(
-            f'--metrics: unknown {bad}; choose from: {valid}, '
-            '{fid,kid}<N>k_{full,train} (e.g. fid1k_train), or none'
+            f'--metrics: unknown {bad}; choose from: {valid}, {metric_main.FAMILY_HELP}, or none'
         )
     return names
 

@@ -430,7 +430,7 @@ def _print_setup(
     num = len(dataset.files)
     mirrored = f' ({len(dataset)} with x-flips)' if len(dataset) != num else ''
     print(f'Dataset: {dataset.name}: {num} images{mirrored}, {shape}, label dim {dataset.label_dim}')
-    heads = list(getattr(D, 'heads', {}) or {})
+    heads = list(getattr(D, 'heads', {}))
     print(
         f'Networks: G {count(G):,} parameters, D {count(D):,}'
         + (f' (heads: {", ".join(heads)})' if heads else '')

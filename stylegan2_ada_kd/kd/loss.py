@@ -147,15 +147,12 @@ class KDLoss(StyleGAN2Loss):
 
     def describe(self) -> str:
         """The base loss line plus the KD terms, weights, teacher and CGKD anchors."""
-        terms = ' + '.join(
-            f'{w:g} * {name}'
-            for name, w, on in (
-                ('AGKD', self.agkd_weight, 'aggregated' in self.kd_terms),
-                ('CGKD', self.cgkd_weight, 'correlated' in self.kd_terms),
-            )
-            if on
-        )
-        text = f'{super().describe()}; KD-DLGAN ({self.variant} variant): {terms}'
+        terms = []
+        if 'aggregated' in self.kd_terms:
+            terms.append(f'{self.agkd_weight:g} * AGKD')
+        if 'correlated' in self.kd_terms:
+            terms.append(f'{self.cgkd_weight:g} * CGKD')
+        text = f'{super().describe()}; KD-DLGAN ({self.variant} variant): {" + ".join(terms)}'
         if 'aggregated' in self.kd_terms and self.variant == 'paper':
             text += f', cross-term p={self.cross_p:g}'
         if self.div_weight > 0:

@@ -57,8 +57,8 @@ DEFAULT_CUDA_CFLAGS = ('-O3',)
 
 # Source and header files (in torch_utils/ops) of each plugin.
 PLUGINS: dict[str, tuple[str, ...]] = {
-    'upfirdn2d': ('upfirdn2d.cpp', 'upfirdn2d.cu', 'upfirdn2d.h'),
-    'bias_act': ('bias_act.cpp', 'bias_act.cu', 'bias_act.h'),
+    'upfirdn2d': ('upfirdn2d.cpp', 'upfirdn2d.cu', 'upfirdn2d.h', 'sg2kd_common.h'),
+    'bias_act': ('bias_act.cpp', 'bias_act.cu', 'bias_act.h', 'sg2kd_common.h'),
 }
 
 

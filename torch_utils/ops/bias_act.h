@@ -15,13 +15,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#include <cuda_runtime.h>
-#define SG2KD_HD __host__ __device__ __forceinline__
-#else
-#include <cmath>
-#define SG2KD_HD inline
-#endif
+#include "sg2kd_common.h"
 
 namespace sg2kd {
 

@@ -17,11 +17,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define SG2KD_HD __host__ __device__ __forceinline__
-#else
-#define SG2KD_HD inline
-#endif
+#include "sg2kd_common.h"
 
 namespace sg2kd {
 

@@ -31,10 +31,8 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
 @click.option('--outdir', help='Parent directory of the run directory', metavar='DIR', required=True)
 @click.option(
     '--gpus',
-    help='Number of processes (one per GPU; CPU processes when no GPU)',
+    help='Number of processes (one per GPU; CPU processes when no GPU) [default: 1, or WORLD_SIZE under torchrun]',
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
     metavar='INT',
 )
 @click.option(

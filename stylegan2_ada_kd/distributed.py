@@ -26,6 +26,11 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'))
 
 
+def torchrun_world_size() -> Optional[int]:
+    """torchrun's WORLD_SIZE (all processes over all nodes), or None when torchrun did not start us."""
+    return int(os.environ['WORLD_SIZE']) if launched_by_torchrun() else None
+
+
 def init_process_group(
     rank: int, num_gpus: int, init_method: Optional[str] = None, timeout_min: float = 30
 ) -> torch.device:

@@ -44,7 +44,10 @@ def launch(c: EasyDict) -> None:
     """Run training with the resolved kwargs ``c`` (which holds ``run_dir`` and ``num_gpus``)."""
     if distributed.launched_by_torchrun():
         rank = int(os.environ['RANK'])
-        c.num_gpus = int(os.environ['WORLD_SIZE'])
+        if c.num_gpus != distributed.torchrun_world_size():
+            raise ValueError(
+                f'num_gpus={c.num_gpus} but torchrun started {os.environ["WORLD_SIZE"]} processes'
+            )
         if rank == 0:
             _prepare_run_dir(c)
         _worker(rank, c, None)

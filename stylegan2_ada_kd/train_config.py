@@ -243,7 +243,7 @@ def _load_dataset(
 def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
     """Resolve train.py's options (a dict of click values) into training_loop kwargs, a run description
     and the (validated) dataset."""
-    gpus = opts['gpus']
+    gpus = process_count(opts['gpus'])
     set_kwargs, dataset = _load_dataset(
         opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed']
     )
@@ -296,6 +296,26 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
     _apply_resume(c, opts['resume'])
     cfg_desc = f'auto{gpus}' if opts['cfg'] == 'auto' else opts['cfg']
     return c, run_desc(opts, dataset.name, cfg_desc), dataset
+
+
+def process_count(gpus: Optional[int]) -> int:
+    """The number of training processes: ``--gpus``, or torchrun's WORLD_SIZE when torchrun started us.
+
+    Under torchrun every process parses the options, so the presets (batch per process, run-directory
+    name ``autoN``) must be resolved for the processes that actually run; a ``--gpus`` that disagrees
+    with torchrun's ``--nproc_per_node`` x ``--nnodes`` is an error rather than a run that trains nothing.
+    """
+    from stylegan2_ada_kd.distributed import torchrun_world_size
+
+    world = torchrun_world_size()
+    if world is None:
+        return gpus or 1
+    if gpus is not None and gpus != world:
+        raise click.UsageError(
+            f'--gpus={gpus}, but torchrun started {world} processes (WORLD_SIZE={world}); '
+            f'drop --gpus under torchrun, or pass --gpus={world}'
+        )
+    return world
 
 
 def _parse_metrics(text: Optional[str]) -> list:

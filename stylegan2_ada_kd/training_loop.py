@@ -45,6 +45,22 @@ class Progress:
     tick_start_nimg: int = 0
 
 
+def accumulation_rounds(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
+    """Gradient-accumulation rounds per step: ``batch_size / (batch_gpu * num_gpus)``, at least 1.
+
+    Raises ``ValueError`` when the batch does not split exactly, or when ``num_gpus`` is not the number
+    of processes actually running (a step must never run zero rounds and train nothing).
+    """
+    if num_gpus != distributed.world_size():
+        raise ValueError(f'num_gpus={num_gpus}, but {distributed.world_size()} processes are running')
+    rounds, rest = divmod(batch_size, batch_gpu * num_gpus)
+    if rounds < 1 or rest:
+        raise ValueError(
+            f'batch_size={batch_size} is not a positive multiple of batch_gpu={batch_gpu} x num_gpus={num_gpus}'
+        )
+    return rounds
+
+
 def _setup_torch(device: torch.device, seed: int, cudnn_benchmark: bool, allow_tf32: bool) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -220,6 +236,7 @@ def training_loop(
 ) -> None:
     """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature."""
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    rounds = accumulation_rounds(batch_size, batch_gpu, num_gpus)
     _setup_torch(device, random_seed * num_gpus + rank, cudnn_benchmark, allow_tf32)
     _report_ops(run_dir, rank, device)
     start_time = time.time()
@@ -248,7 +265,6 @@ def training_loop(
         if module is not None:
             distributed.broadcast_module(module)
     distributed.broadcast_module(G_ema)
-    rounds = batch_size // (batch_gpu * num_gpus)
     data_kw = dict(data_loader_kwargs or {})
     data_kw['pin_memory'] = data_kw.get('pin_memory', False) and device.type == 'cuda'
     data_iter = _data_iterator(

@@ -264,7 +264,8 @@ def test_help_text_is_committed():
     assert res.output == (REPO / 'docs' / 'train-help.txt').read_text()
 
 
-def test_torchrun_two_processes(data16, tmp_path):
+def test_torchrun_two_processes_as_the_readme_writes_it(data16, tmp_path):
+    """``torchrun --nproc_per_node=2 train.py ...`` without --gpus: both processes train, one run dir."""
     cmd = [
         sys.executable,
         '-m',
@@ -275,7 +276,6 @@ def test_torchrun_two_processes(data16, tmp_path):
         f'--outdir={tmp_path / "runs"}',
         f'--data={data16}',
         *TINY,
-        '--gpus=2',
         '--batch=8',
         '--kimg=0.008',
         '--snap=1',
@@ -284,8 +284,37 @@ def test_torchrun_two_processes(data16, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     runs = list((tmp_path / 'runs').iterdir())
     assert len(runs) == 1, runs
+    assert '-auto2-' in runs[0].name
+    options = json.loads((runs[0] / 'training_options.json').read_text())
+    assert options['num_gpus'] == 2 and options['batch_gpu'] == 4
     assert (runs[0] / 'network-snapshot-000000.pkl').exists()
-    assert _stats(runs[0])[-1]['Loss/G/loss']['num'] == 8
+    assert _stats(runs[0])[-1]['Loss/G/loss']['num'] == 8  # 2 processes x 4 images
+
+
+TORCHRUN_ENV = dict(RANK='0', WORLD_SIZE='2', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT='29500')
+
+
+def test_options_are_resolved_for_the_processes_torchrun_started(data16, tmp_path, monkeypatch):
+    for key, value in TORCHRUN_ENV.items():
+        monkeypatch.setenv(key, value)
+    c = _dry([f'--outdir={tmp_path}', f'--data={data16}'])
+    assert c['num_gpus'] == 2 and c['batch_size'] == 64 and c['batch_gpu'] == 32
+    assert c['run_dir'].endswith('-auto2')
+    res = CliRunner().invoke(
+        train.main, [f'--outdir={tmp_path}', f'--data={data16}', '--gpus=3', '--dry-run']
+    )
+    assert res.exit_code != 0
+    assert '--gpus=3' in res.output and 'WORLD_SIZE=2' in res.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('batch, batch_gpu, num_gpus', [(8, 8, 2), (8, 3, 1), (4, 8, 1)])
+def test_a_step_never_runs_zero_accumulation_rounds(batch, batch_gpu, num_gpus):
+    from stylegan2_ada_kd.training_loop import accumulation_rounds
+
+    with pytest.raises(ValueError):
+        accumulation_rounds(batch, batch_gpu, num_gpus)
+    assert accumulation_rounds(16, 4, 1) == 4
 
 
 def test_metrics_are_evaluated_at_snapshots(data16, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
 @click.option('--outdir', help='Parent directory of the run directory', metavar='DIR', required=True)
 @click.option(
     '--gpus',
-    help='Number of processes (one per GPU; CPU processes when no GPU) [default: 1, or WORLD_SIZE under torchrun]',
+    help='Number of processes (one per GPU; CPU processes when no GPU) [default: 1; torchrun: WORLD_SIZE]',
     type=click.IntRange(min=1),
     metavar='INT',
 )

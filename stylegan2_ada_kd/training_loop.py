@@ -56,7 +56,8 @@ def accumulation_rounds(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
     rounds, rest = divmod(batch_size, batch_gpu * num_gpus)
     if rounds < 1 or rest:
         raise ValueError(
-            f'batch_size={batch_size} is not a positive multiple of batch_gpu={batch_gpu} x num_gpus={num_gpus}'
+            f'batch_size={batch_size} is not a positive multiple of '
+            f'batch_gpu={batch_gpu} x num_gpus={num_gpus}'
         )
     return rounds
 

@@ -16,7 +16,7 @@ from conftest import TINY_D, TINY_G
 
 import torch_utils
 from dnnlib.util import EasyDict
-from stylegan2_ada_kd import legacy
+from stylegan2_ada_kd import legacy, official_pickle
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
 G_KWARGS = TINY_G
@@ -400,7 +400,7 @@ def test_malicious_object_inside_persistent_state_is_refused(tmp_path, fake_pers
 
 
 def unpickle(data):
-    return legacy._RestrictedUnpickler(io.BytesIO(data), 'test.pkl').load()
+    return official_pickle.RestrictedUnpickler(io.BytesIO(data), 'test.pkl').load()
 
 
 def test_numpy_scalars_from_numpy1_and_numpy2_pickles():
@@ -415,7 +415,7 @@ def test_numpy_scalars_from_numpy1_and_numpy2_pickles():
 
 
 def test_tensor_past_its_storage_is_refused():
-    unpickler = legacy._RestrictedUnpickler(io.BytesIO(b''), 'test.pkl')
+    unpickler = official_pickle.RestrictedUnpickler(io.BytesIO(b''), 'test.pkl')
     storage = torch.zeros(4).storage()
     with pytest.raises(legacy.NetworkPickleError, match='past its storage'):
         unpickler._rebuild_tensor(storage, 0, (100,), (1,), False, collections.OrderedDict())

@@ -8,14 +8,16 @@ StyleGAN2-ADA one, or one of ours without resume state) is a warm start: weights
 
 from __future__ import annotations
 
+import glob
 import os
+import pickle
 import random
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from dnnlib.util import open_url
+from dnnlib.util import construct_class_by_name, open_url
 from stylegan2_ada_kd import distributed, legacy
 
 RESUME_VERSION = 1
@@ -107,25 +109,87 @@ def _kwargs_diff(ours: dict, theirs: dict, prefix: str = '') -> list[str]:
 
 
 def _read_raw(path: str) -> Optional[dict]:
-    """Our snapshot as plain data, or None when the file is not one of ours (official pickle)."""
+    """Our snapshot as plain data, or None when the file is not one of ours (official pickle).
+
+    Raises :class:`legacy.NetworkPickleError` naming ``path`` for a zip that torch cannot read safely.
+    """
     with open_url(path) as f:
         head = f.read(4)
         f.seek(0)
         if head != b'PK\x03\x04':
             return None
-        if os.path.isfile(path):  # memory-mapped: the parse-time check and the loop do not read it twice
-            raw = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-        else:
-            raw = torch.load(f, map_location='cpu', weights_only=True)
+        try:
+            if os.path.isfile(path):  # memory-mapped: the parse-time check and the loop share the pages
+                raw = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+            else:
+                raw = torch.load(f, map_location='cpu', weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+            raise legacy.torch_load_error(path, err) from err
     return raw if isinstance(raw, dict) and raw.get('format') == legacy.SNAPSHOT_FORMAT else None
 
 
-def is_exact_resume(path: str) -> bool:
-    """True when ``path`` is a local snapshot of ours that carries a resume state."""
-    if not os.path.isfile(path):
+def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> bool:
+    """Check ``--resume=path`` before anything is created: True for an exact resume, False for a warm start.
+
+    ``G_kwargs``/``D_kwargs`` (with ``class_name``) and ``common`` (``c_dim``, ``img_resolution``,
+    ``img_channels``) describe this run's networks. A local file is read now: a missing file, a directory,
+    a file that is neither a snapshot nor an official pickle, a refused global, a truncated file or networks
+    built with other options raise ``ValueError`` naming the file and what to do. URLs are fetched (and
+    checked the same way) when training starts.
+    """
+    if '://' in path:
         return False
-    raw = _read_raw(path)
-    return raw is not None and 'resume_state' in raw
+    if not os.path.exists(path):
+        raise ValueError(
+            f'--resume={path}: no such file. Pass a network-snapshot-NNNNNN.pkl of an earlier run or an '
+            'official StyleGAN2-ADA pickle (path, URL or a name such as ffhq256).'
+        )
+    if os.path.isdir(path):
+        snaps = sorted(glob.glob(os.path.join(glob.escape(path), 'network-snapshot-[0-9]*.pkl')))
+        hint = (
+            f'pass its newest snapshot: --resume={snaps[-1]}'
+            if snaps
+            else 'it holds no network-snapshot-*.pkl'
+        )
+        raise ValueError(f'--resume={path} is a directory; {hint}')
+    try:
+        raw = _read_raw(path)
+        data = raw if raw is not None and 'resume_state' in raw else legacy.load_network_pkl(path)
+    except legacy.NetworkPickleError as err:
+        raise ValueError(f'--resume: {err}') from err
+    nets = {
+        key: construct_class_by_name(**kwargs, **common) for key, kwargs in (('G', G_kwargs), ('D', D_kwargs))
+    }
+    if data is not raw:
+        _fitting_tensors(path, nets, data, ('G', 'D'))
+        return False
+    for key in ('G', 'D'):
+        diff = _kwargs_diff(nets[key].init_kwargs, raw['networks'][key]['init_kwargs'])
+        if diff:
+            raise ValueError(
+                f"--resume={path}: the snapshot's {key} was built with other options than this run:\n"
+                + '\n'.join(diff)
+                + '\nResume with the original options (see training_options.json of that run).'
+            )
+    return True
+
+
+def _fitting_tensors(path: str, nets: dict, data: dict, keys: tuple) -> dict:
+    """Per network key, the tensors of the loaded ``data[key]`` whose name and shape fit ``nets[key]``.
+
+    Raises ``ValueError`` with a kwargs diff when no tensor of a network fits (a warm start would be a
+    fresh start in disguise).
+    """
+    out = {}
+    for key in keys:
+        dst = nets[key].state_dict()
+        out[key] = {k: v for k, v in data[key].state_dict().items() if k in dst and dst[k].shape == v.shape}
+        if not out[key]:
+            diff = _kwargs_diff(nets[key].init_kwargs, getattr(data[key], 'init_kwargs', {}))
+            raise ValueError(
+                f"--resume={path}: no tensor of {key} fits this run's {key}:\n" + '\n'.join(diff)
+            )
+    return out
 
 
 def load_for_training(
@@ -180,17 +244,9 @@ def _warm_start(path: str, nets: dict, rank: int) -> None:
     """Copy every tensor whose name and shape match from ``path``'s G, D and G_ema; report the rest."""
     data = legacy.load_network_pkl(path)
     report = []
-    for key in ('G', 'D', 'G_ema'):
-        src = data[key].state_dict()
-        dst = nets[key].state_dict()
-        matched = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
-        if not matched:
-            diff = _kwargs_diff(nets[key].init_kwargs, getattr(data[key], 'init_kwargs', {}))
-            raise ValueError(
-                f"--resume={path}: no tensor of {key} fits this run's {key}:\n" + '\n'.join(diff)
-            )
+    for key, matched in _fitting_tensors(path, nets, data, ('G', 'D', 'G_ema')).items():
         nets[key].load_state_dict(matched, strict=False)
-        skipped = sorted(set(dst) - set(matched))
+        skipped = sorted(set(nets[key].state_dict()) - set(matched))
         if skipped:
             report.append(f'  {key}: {len(skipped)} tensors kept their fresh init, e.g. {skipped[:3]}')
     if rank == 0:

@@ -293,7 +293,7 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
         allow_tf32=opts['allow_tf32'],
     )
     c.update(augment_kwargs(opts['aug'], opts['p'], opts['target'], opts['augpipe'], opts.get('diffaug')))
-    _apply_resume(c, opts['resume'])
+    _apply_resume(c, opts['resume'], dataset)
     cfg_desc = f'auto{gpus}' if opts['cfg'] == 'auto' else opts['cfg']
     return c, run_desc(opts, dataset.name, cfg_desc), dataset
 
@@ -334,14 +334,24 @@ def _parse_metrics(text: Optional[str]) -> list:
     return names
 
 
-def _apply_resume(c: EasyDict, resume: Optional[str]) -> None:
-    """Exact resume for our snapshots; a warm start (ADA reacts 5x faster, no EMA rampup) otherwise."""
+def _apply_resume(c: EasyDict, resume: Optional[str], dataset: Any) -> None:
+    """Exact resume for our snapshots; a warm start (ADA reacts 5x faster, no EMA rampup) otherwise.
+
+    The file is checked now, before the run directory exists (see :func:`resume.check_resume`).
+    """
     if resume is None or resume == 'noresume':
         return
-    from stylegan2_ada_kd.resume import is_exact_resume
+    from stylegan2_ada_kd.resume import check_resume
 
     c.resume_pkl = RESUME_SPECS.get(resume, resume)
-    if not is_exact_resume(c.resume_pkl):
+    common = dict(
+        c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
+    )
+    try:
+        exact = check_resume(c.resume_pkl, c.G_kwargs, c.D_kwargs, common)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    if not exact:
         if c.ada_kwargs is not None:
             c.ada_kwargs.kimg = 100
         c.ema_rampup = None

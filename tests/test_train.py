@@ -225,26 +225,6 @@ def test_resume_continues_exactly(data16, tmp_path):
                 assert s[key]['mean'] == pytest.approx(ref[key]['mean'], rel=1e-5, abs=1e-7), key
 
 
-def test_resume_with_other_architecture_gives_a_readable_diff(data16, tmp_path):
-    first, _ = _train(tmp_path, data16, '--batch=4', '--kimg=0.004', '--snap=1')
-    snap = first / 'network-snapshot-000000.pkl'
-    cmd = [
-        sys.executable,
-        str(REPO / 'train.py'),
-        f'--outdir={tmp_path / "x"}',
-        f'--data={data16}',
-        '--cbase=512',
-        '--cmax=32',
-        '--workers=0',
-        '--batch=4',
-        '--kimg=0.008',
-        f'--resume={snap}',
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert res.returncode != 0
-    assert 'channel_base' in res.stderr and 'this run 512, snapshot 256' in res.stderr
-
-
 def test_two_process_ddp_on_cpu(data16, tmp_path):
     run_dir, out = _train(
         tmp_path, data16, '--gpus=2', '--batch=8', '--kimg=0.016', '--tick=0.008', '--snap=1'

@@ -1,0 +1,118 @@
+"""--resume is checked before anything is created: one message naming the file and what to do."""
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import REPO, make_image_folder
+
+import train
+
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4']
+
+
+class _RunsCode:
+    """Pickles to a call of os.system: what a malicious 'network pickle' does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    """A dataset and a finished tiny run with one snapshot."""
+    root = tmp_path_factory.mktemp('resume')
+    (root / 'data').mkdir()
+    data = make_image_folder(root / 'data')
+    cmd = [sys.executable, str(REPO / 'train.py'), f'--outdir={root / "runs"}', f'--data={data}', *TINY]
+    res = subprocess.run(cmd + ['--kimg=0.004', '--snap=1'], capture_output=True, text=True, cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_dir = next((root / 'runs').iterdir())
+    return data, run_dir, run_dir / 'network-snapshot-000000.pkl'
+
+
+def _check(data, tmp_path, resume, *extra):
+    """train.py --dry-run with --resume; returns its output after asserting it failed and created nothing."""
+    outdir = tmp_path / 'out'
+    res = CliRunner().invoke(
+        train.main, [f'--outdir={outdir}', f'--data={data}', *TINY, f'--resume={resume}', '--dry-run', *extra]
+    )
+    assert res.exit_code == 2, res.output + repr(res.exception)  # a UsageError, not a traceback
+    assert not outdir.exists()
+    assert 'weights_only' not in res.output  # never advise disabling the safe loader
+    print(res.output)
+    return res.output
+
+
+def test_missing_file(setup, tmp_path):
+    data, _, _ = setup
+    out = _check(data, tmp_path, tmp_path / 'nope.pkl')
+    assert 'nope.pkl' in out and 'no such file' in out
+
+
+def test_directory_suggests_its_newest_snapshot(setup, tmp_path):
+    data, run_dir, snap = setup
+    out = _check(data, tmp_path, run_dir)
+    assert 'is a directory' in out and f'--resume={snap}' in out
+
+
+def test_text_file(setup, tmp_path):
+    data, _, _ = setup
+    path = tmp_path / 'notes.pkl'
+    path.write_text('not a network\n')
+    out = _check(data, tmp_path, path)
+    assert 'notes.pkl' in out and 'not a readable network pickle' in out
+
+
+def test_plain_pickle_that_runs_code_is_refused_unexecuted(setup, tmp_path):
+    data, _, _ = setup
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.pkl'
+    path.write_bytes(pickle.dumps({'G': _RunsCode(marker)}))
+    out = _check(data, tmp_path, path)
+    assert 'evil.pkl' in out and 'refusing to load global' in out and 'system' in out
+    assert not marker.exists()
+
+
+def test_torch_save_zip_with_a_forbidden_global(setup, tmp_path):
+    data, _, _ = setup
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil-snapshot.pkl'
+    torch.save({'format': 'stylegan2-ada-kd/snapshot-v1', 'x': _RunsCode(marker)}, path)
+    out = _check(data, tmp_path, path)
+    assert 'evil-snapshot.pkl' in out and 'refusing to load global' in out and 'system' in out
+    assert not marker.exists()
+
+
+def test_truncated_snapshot(setup, tmp_path):
+    data, _, snap = setup
+    path = tmp_path / 'cut.pkl'
+    raw = snap.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    out = _check(data, tmp_path, path)
+    assert 'cut.pkl' in out and 'truncated' in out
+
+
+def test_snapshot_with_other_network_options_gives_a_readable_diff(setup, tmp_path):
+    data, _, snap = setup
+    out = _check(data, tmp_path, snap, '--cbase=512', '--cmax=32')
+    assert 'channel_base' in out and 'this run 512, snapshot 256' in out
+
+
+def test_good_snapshot_and_copy_pass_the_check(setup, tmp_path):
+    data, _, snap = setup
+    copy = tmp_path / 'copy.pkl'
+    shutil.copy(snap, copy)
+    res = CliRunner().invoke(
+        train.main, [f'--outdir={tmp_path / "o"}', f'--data={data}', *TINY, f'--resume={copy}', '--dry-run']
+    )
+    assert res.exit_code == 0, res.output
+    assert '"resume_pkl"' in res.output

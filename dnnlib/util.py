@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import os
 import re
+import socket
 import tempfile
 import time
 import urllib.parse
@@ -20,7 +21,15 @@ from typing import Any, BinaryIO, List, Optional
 
 import click
 
-__all__ = ['EasyDict', 'construct_class_by_name', 'make_cache_dir_path', 'open_url', 'parse_range']
+__all__ = [
+    'EasyDict',
+    'construct_class_by_name',
+    'make_cache_dir_path',
+    'open_url',
+    'parse_range',
+    'remove_stale_temp_files',
+    'temp_file_prefix',
+]
 
 _CACHE_ENV_VAR = 'DNNLIB_CACHE_DIR'
 _DOWNLOAD_CHUNK = 1 << 20
@@ -110,6 +119,53 @@ def parse_range(spec: str) -> List[int]:
             raise ValueError(f'Range {item!r} in {spec!r} is descending; write it as "{last}-{first}".')
         values.extend(range(first, last + 1))
     return values
+
+
+def _host_tag() -> str:
+    """This machine's short host name, without dots (part of temporary-file names)."""
+    return re.sub(r'[^A-Za-z0-9_]', '_', socket.gethostname().split('.')[0]) or 'host'
+
+
+_TEMP_NAME = re.compile(r'^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.(?:[^.]*\.)?tmp(?:\.png)?$')
+
+
+def temp_file_prefix(path: str | os.PathLike) -> str:
+    """Name prefix of the temporary file an atomic write of ``path`` goes through: ``.<name>.<host>-<pid>.``.
+
+    Continue it with ``tmp`` (optionally ``tmp.png``), or pass it to ``tempfile.mkstemp(prefix=...,
+    suffix='.tmp')``. The host and process id let :func:`remove_stale_temp_files` tell a file left by a killed
+    process from one being written right now.
+    """
+    return f'.{os.path.basename(os.fspath(path))}.{_host_tag()}-{os.getpid()}.'
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
+    """Delete the temporary files (named by :func:`temp_file_prefix`) in ``directory`` whose writing process
+    on this host no longer runs, e.g. after a ``kill -9`` during a snapshot. Returns the removed names.
+
+    Only this directory is looked at, not its sub-directories; files from other hosts are kept.
+    """
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        m = _TEMP_NAME.match(name)
+        if m is None or m['host'] != _host_tag() or _process_alive(int(m['pid'])):
+            continue
+        try:
+            os.remove(os.path.join(directory, name))
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed
 
 
 def _is_url(text: str) -> bool:

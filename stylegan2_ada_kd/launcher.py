@@ -10,6 +10,7 @@ import tempfile
 import torch
 
 from dnnlib import EasyDict
+from dnnlib.util import remove_stale_temp_files
 from stylegan2_ada_kd import distributed, run_io
 from stylegan2_ada_kd.training_loop import training_loop
 
@@ -21,6 +22,20 @@ def _prepare_run_dir(c: EasyDict) -> None:
         json.dump(c, f, indent=2, default=str)
 
 
+def _clean_resumed_run_dir(resume_pkl: str | None) -> None:
+    """Remove temporary files that a killed run left beside the snapshot we resume from (run dirs only)."""
+    if not resume_pkl or not os.path.isfile(resume_pkl):
+        return
+    run_dir = os.path.dirname(os.path.abspath(resume_pkl))
+    if not os.path.isfile(os.path.join(run_dir, 'training_options.json')):
+        return
+    removed = remove_stale_temp_files(run_dir)
+    if removed:
+        print(
+            f'Removed {len(removed)} temporary file(s) left by an interrupted write in {run_dir}: {removed}'
+        )
+
+
 def _worker(rank: int, c: EasyDict, init_method: str | None) -> None:
     """Body of one training process."""
     device = distributed.init_process_group(rank, c.num_gpus, init_method)
@@ -30,6 +45,8 @@ def _worker(rank: int, c: EasyDict, init_method: str | None) -> None:
         c.run_dir = holder[0]
     tee = run_io.Tee(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else None
     try:
+        if rank == 0:
+            _clean_resumed_run_dir(c.get('resume_pkl'))
         training_loop(rank=rank, device=device, **c)
         if rank == 0:
             print(f'Done. Snapshots, image grids, stats.jsonl and log.txt are in {c.run_dir}')

@@ -74,7 +74,7 @@ def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=dnnlib.util.temp_file_prefix(path), suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as handle:
             write(handle)

@@ -12,6 +12,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from dnnlib.util import temp_file_prefix
+
 
 def grid_size(resolution: int) -> tuple[int, int]:
     """Columns and rows of the snapshot grid: about a 7680x4320 canvas, 7-32 columns, 4-32 rows."""
@@ -46,7 +48,7 @@ def save_image_grid(images: Union[np.ndarray, torch.Tensor], path: str, drange: 
     gw, gh = grid
     _n, c, h, w = img.shape
     img = img.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)
-    tmp = f'{path}.tmp.png'
+    tmp = os.path.join(os.path.dirname(path), temp_file_prefix(path) + 'tmp.png')
     PIL.Image.fromarray(img[:, :, 0] if c == 1 else img).save(tmp)
     os.replace(tmp, path)
 

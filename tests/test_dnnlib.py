@@ -110,3 +110,54 @@ def test_construct_class_by_name():
             util.construct_class_by_name(class_name=bad)
     with pytest.raises(TypeError, match='cannot be called'):
         util.construct_class_by_name(class_name='os.sep')
+
+
+def _dead_pid():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+    proc.wait()
+    return proc.pid
+
+
+def test_remove_stale_temp_files_keeps_live_and_foreign_ones(tmp_path):
+    host = util._host_tag()
+    dead = _dead_pid()
+    names = {
+        f'.network-snapshot-000004.pkl.{host}-{dead}.k2j4a9zq.tmp': False,  # killed writer: removed
+        f'.fakes000004.png.{host}-{dead}.tmp.png': False,
+        f'.network-snapshot-000008.pkl.{host}-{os.getpid()}.abcd1234.tmp': True,  # being written now
+        f'.network-snapshot-000008.pkl.otherhost-{dead}.abcd1234.tmp': True,  # another machine's
+        'network-snapshot-000004.pkl': True,
+        'notes.tmp': True,
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b'x')
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'sub' / f'.x.pkl.{host}-{dead}.tmp').write_bytes(b'x')
+    removed = util.remove_stale_temp_files(tmp_path)
+    assert sorted(removed) == sorted(n for n, keep in names.items() if not keep)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [n for n, keep in names.items() if keep] + ['sub']
+    )
+    assert (tmp_path / 'sub' / f'.x.pkl.{host}-{dead}.tmp').exists()  # only the directory itself
+
+
+def test_atomic_writes_use_names_the_cleaner_recognises(tmp_path):
+    import numpy as np
+
+    from stylegan2_ada_kd import legacy, run_io
+
+    seen = []
+
+    def write(handle):
+        seen.extend(p.name for p in tmp_path.iterdir())
+        handle.write(b'data')
+
+    legacy._atomic_write(tmp_path / 'network-snapshot-000000.pkl', write)
+    assert len(seen) == 1 and util._TEMP_NAME.match(seen[0]), seen
+    assert util.temp_file_prefix(tmp_path / 'fakes.png') + 'tmp.png' != 'fakes.png'
+    assert util._TEMP_NAME.match(util.temp_file_prefix(tmp_path / 'fakes.png') + 'tmp.png')
+    run_io.save_image_grid(np.zeros([4, 3, 4, 4]), str(tmp_path / 'fakes.png'), (0, 1), (2, 2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['fakes.png', 'network-snapshot-000000.pkl']

@@ -116,3 +116,19 @@ def test_good_snapshot_and_copy_pass_the_check(setup, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert '"resume_pkl"' in res.output
+
+
+def test_resume_removes_temp_files_a_killed_run_left(setup, tmp_path):
+    """A kill -9 during a snapshot write leaves a hidden temp file; resuming from that run removes it."""
+    from dnnlib import util
+
+    data, run_dir, snap = setup
+    proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+    proc.wait()
+    stale = run_dir / f'.network-snapshot-000004.pkl.{util._host_tag()}-{proc.pid}.x1y2z3w4.tmp'
+    stale.write_bytes(b'half a snapshot')
+    cmd = [sys.executable, str(REPO / 'train.py'), f'--outdir={tmp_path}', f'--data={data}', *TINY]
+    res = subprocess.run(cmd + ['--kimg=0.008', f'--resume={snap}'], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not stale.exists() and snap.exists()
+    assert 'Removed 1 temporary file(s)' in res.stdout and stale.name in res.stdout

@@ -183,8 +183,8 @@ class DiffAugment(torch.nn.Module):
     default is colour, then translation, then cutout), with fresh per-sample random draws on each call.
     ``init_kwargs`` rebuilds the module: ``DiffAugment(**m.init_kwargs)``.
 
-    ``p`` is a 0-d float32 buffer holding 1.0 only so that code reading ``augment_pipe.p`` (the tick line,
-    the stats, snapshots) works as with ADA's ``AugmentPipe``; it is not adapted and :meth:`forward`
+    ``p`` is a 0-d float32 buffer holding 1.0 only so that code reading ``augment_pipe.p`` (the stats,
+    snapshots) works as with ADA's ``AugmentPipe``; it is not adapted and :meth:`forward`
     ignores it (there is no probability: DiffAugment always augments). Pair this module with no ADA
     controller.
     """
@@ -195,6 +195,10 @@ class DiffAugment(torch.nn.Module):
         self.policy: Tuple[str, ...] = parse_policy(policy)
         self.init_kwargs = {'policy': policy}
         self.register_buffer('p', torch.ones([]))
+
+    def tick_status(self) -> str:
+        """Shown after 'augment' on the training tick line instead of a probability."""
+        return f'diffaug({",".join(self.policy)})'
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment ``[N, C, H, W]`` float images (about ``[-1, 1]``) into ``[N, C, H, W]`` of the same dtype.

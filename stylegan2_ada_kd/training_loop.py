@@ -157,8 +157,8 @@ def _generate_grid(
     return torch.cat(chunks)
 
 
-def _tick_line(progress: Progress, stats: dict, augment_p: Optional[float]) -> str:
-    """The console status line of one tick."""
+def _tick_line(progress: Progress, stats: dict, augment: Optional[str]) -> str:
+    """The console status line of one tick; ``augment`` is :func:`_augment_status`."""
     fields = [
         f'tick {progress.cur_tick:<5d}',
         f'kimg {progress.cur_nimg / 1e3:<8.1f}',
@@ -169,9 +169,18 @@ def _tick_line(progress: Progress, stats: dict, augment_p: Optional[float]) -> s
         f'cpumem {stats["Resources/cpu_mem_gb"]["mean"]:<6.2f}',
         f'gpumem {stats["Resources/peak_gpu_mem_gb"]["mean"]:<6.2f}',
     ]
-    if augment_p is not None:
-        fields.append(f'augment {augment_p:.3f}')
+    if augment is not None:
+        fields.append(f'augment {augment}')
     return ' '.join(fields)
+
+
+def _augment_status(augment_pipe: Optional[torch.nn.Module]) -> Optional[str]:
+    """What the tick line shows after 'augment': the probability p, or the pipe's own ``tick_status()``
+    (DiffAugment has no probability and shows its policy)."""
+    if augment_pipe is None:
+        return None
+    status = getattr(augment_pipe, 'tick_status', None)
+    return status() if callable(status) else f'{float(augment_pipe.p):.3f}'
 
 
 def _tick_stats(progress: Progress, timing: dict, augment_p: Optional[float], device: torch.device) -> dict:
@@ -315,7 +324,7 @@ def training_loop(
         )
         stats = _tick_stats(progress, timing, p_now, device)
         if rank == 0:
-            print(_tick_line(progress, stats, p_now))
+            print(_tick_line(progress, stats, _augment_status(augment_pipe)))
         aborted = bool(abort_fn and abort_fn())
         done = done or aborted
         collected = tick_stats.collect(device)

@@ -152,6 +152,8 @@ def test_kd_training_writes_kd_stats(tmp_path, data16, teacher_spec, aug, lecam)
         ]
     )
     assert 'random-init' in out  # the random teacher is announced loudly
+    if aug == 'diffaug':  # no probability to show: the policy instead of 'augment 1.000'
+        assert 'augment diffaug(color,translation,cutout)' in out and 'augment 1.000' not in out
     run_dir = _run_dir(tmp_path)
     log = (run_dir / 'log.txt').read_text()
     assert 'KD-DLGAN (paper variant): 1 * AGKD + 1 * CGKD, cross-term p=0.7' in log

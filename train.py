@@ -4,7 +4,7 @@ Examples:
 
 \b
     # Short CPU demo on the built-in dataset (a few kimg at 32x32):
-    python train.py --outdir=runs --data=demo --kimg=2 --snap=1 --cbase=2048 --cmax=64 --workers=0
+    python train.py --outdir=runs --data=demo --kimg=2 --tick=0.5 --snap=2 --cbase=2048 --cmax=64 --workers=0
 
 \b
     # FFHQ-style training with ADA on one GPU:

@@ -55,6 +55,11 @@ def make_image_folder(root: Path, n: int = 16, res: int = 16, seed: int = 0) -> 
     return str(root)
 
 
+# A hang guard for the end-to-end subprocess tests, not a speed limit: each takes seconds on 2 quiet
+# cores, and a loaded machine may be many times slower. Override with SG2KD_TEST_TIMEOUT (seconds).
+SUBPROCESS_TIMEOUT = float(os.environ.get('SG2KD_TEST_TIMEOUT', 3600))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import REPO, make_image_folder
+from conftest import REPO, SUBPROCESS_TIMEOUT, make_image_folder
 
 import train
 
@@ -33,7 +33,13 @@ def setup(tmp_path_factory):
     (root / 'data').mkdir()
     data = make_image_folder(root / 'data')
     cmd = [sys.executable, str(REPO / 'train.py'), f'--outdir={root / "runs"}', f'--data={data}', *TINY]
-    res = subprocess.run(cmd + ['--kimg=0.004', '--snap=1'], capture_output=True, text=True, cwd=root)
+    res = subprocess.run(
+        cmd + ['--kimg=0.004', '--snap=1'],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     run_dir = next((root / 'runs').iterdir())
     return data, run_dir, run_dir / 'network-snapshot-000000.pkl'
@@ -128,7 +134,9 @@ def test_resume_removes_temp_files_a_killed_run_left(setup, tmp_path):
     stale = run_dir / f'.network-snapshot-000004.pkl.{util._host_tag()}-{proc.pid}.x1y2z3w4.tmp'
     stale.write_bytes(b'half a snapshot')
     cmd = [sys.executable, str(REPO / 'train.py'), f'--outdir={tmp_path}', f'--data={data}', *TINY]
-    res = subprocess.run(cmd + ['--kimg=0.008', f'--resume={snap}'], capture_output=True, text=True)
+    res = subprocess.run(
+        cmd + ['--kimg=0.008', f'--resume={snap}'], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert not stale.exists() and snap.exists()
     assert 'Removed 1 temporary file(s)' in res.stdout and stale.name in res.stdout

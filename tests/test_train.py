@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, make_image_folder
+from conftest import REPO, SUBPROCESS_TIMEOUT, make_image_folder
 
 sys.path.insert(0, str(REPO))
 import train  # noqa: E402
@@ -157,7 +157,7 @@ def _train(tmp_path, data, *args, outdir='runs'):
         *TINY,
         *args,
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     runs = sorted((tmp_path / outdir).iterdir())
     return runs[-1], res.stdout
@@ -260,7 +260,7 @@ def test_torchrun_two_processes_as_the_readme_writes_it(data16, tmp_path):
         '--kimg=0.008',
         '--snap=1',
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=SUBPROCESS_TIMEOUT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     runs = list((tmp_path / 'runs').iterdir())
     assert len(runs) == 1, runs

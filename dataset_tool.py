@@ -19,182 +19,38 @@ Conversion rules (one choice each, so datasets come out the same every time):
 - 16-bit images are scaled to 8 bits (value / 257); CMYK, YCbCr etc. are converted to RGB.
 - Images smaller than the target are upscaled (a warning gives the count).
 - Files that cannot be decoded are skipped; a warning lists them and dataset.json ``meta.skipped`` keeps them.
+- A source ``dataset.json`` is checked as training checks it: unusable labels (or an unparsable file) are an
+  error unless ``--labels=none`` (no labels), ``--labels=subfolders`` or ``--labels=FILE.csv`` replaces them;
+  labels of files that are not in the source are dropped with a warning.
 
 Output: ``NNNNN/imgNNNNNNNN.png`` (uncompressed PNG, 1000 per folder) and ``dataset.json``:
 ``{"labels": [[file, class_index], ...] or null, "class_names": [...], "prompts": [...], "meta": {...}}``.
-A zip is written to a temporary file and renamed when complete; a folder destination must be new or empty.
+A zip is written to ``<dest>.tmp<pid>`` and renamed when complete (such files left by a killed run are
+removed by the next run to the same destination); a folder destination must be new or empty.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import functools
 import io
 import json
 import os
-import pickle
+import re
 import sys
-import tarfile
 import zipfile
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import click
 import numpy as np
 import PIL.Image
 
-from stylegan2_ada_kd.dataset import MAX_LISTED, DatasetError, ImageFiles, is_power_of_two
+from stylegan2_ada_kd.dataset import is_power_of_two
+from stylegan2_ada_kd.dataset_sources import Source, open_source
+from stylegan2_ada_kd.dataset_sources import listed as _listed
 
 RESIZE_FILTERS = {'box': PIL.Image.Resampling.BOX, 'lanczos': PIL.Image.Resampling.LANCZOS}
-CIFAR_FILES = [f'data_batch_{i}' for i in range(1, 6)] + ['batches.meta']
 _GRAY_MODES = {'1', 'L', 'LA', 'La', 'I', 'F'}  # Plus every 'I;16...' variant.
 _CSV_HEADERS = {'path', 'file', 'filename', 'image', 'relative_path', 'name'}
-
-
-@dataclasses.dataclass
-class Source:
-    """Images to convert, in output order, with the labels the source itself provides.
-
-    ``header(name)`` returns ``((width, height), PIL mode)`` cheaply; ``load(name)`` decodes the image.
-    ``labels`` maps a name to an int class index or a list of floats.
-    """
-
-    description: str
-    names: list[str]
-    header: Callable[[str], tuple[tuple[int, int], str]]
-    load: Callable[[str], PIL.Image.Image]
-    labels: Optional[dict[str, Any]] = None
-    class_names: Optional[list[str]] = None
-    prompts: Optional[list[str]] = None
-    is_cifar: bool = False
-
-
-def _listed(items: list[str], limit: int = MAX_LISTED) -> str:
-    """``'a, b, c'`` for the first ``limit`` items, plus ``'(and N more)'``."""
-    text = ', '.join(items[:limit])
-    return text + (f' (and {len(items) - limit} more)' if len(items) > limit else '')
-
-
-def _file_header(files: ImageFiles, name: str) -> tuple[tuple[int, int], str]:
-    """``((w, h), mode)`` from the image header only."""
-    with files.open(name) as f, PIL.Image.open(f) as img:
-        return img.size, img.mode
-
-
-def _file_load(files: ImageFiles, name: str) -> PIL.Image.Image:
-    """The fully decoded image (independent of any open file)."""
-    img = PIL.Image.open(io.BytesIO(files.read(name)))
-    img.load()
-    return img
-
-
-def _files_source(path: str) -> Source:
-    """A folder or zip of images; its ``dataset.json`` labels, class names and prompts are honoured."""
-    try:
-        files = ImageFiles(path)
-    except DatasetError as err:
-        raise click.BadParameter(str(err), param_hint='--source') from err
-    meta: Any = {}
-    if files.exists('dataset.json'):
-        try:
-            meta = json.loads(files.read('dataset.json'))
-        except ValueError as err:
-            meta = err
-        if not isinstance(meta, dict):
-            raise click.ClickException(
-                f'{files.path}/dataset.json is not a JSON object ({meta}); fix or delete it and run again'
-            )
-    labels = meta.get('labels')
-    return Source(
-        description=files.path,
-        names=files.image_names(),
-        header=functools.partial(_file_header, files),
-        load=functools.partial(_file_load, files),
-        labels={str(n).replace('\\', '/'): v for n, v in labels} if labels else None,
-        class_names=meta.get('class_names'),
-        prompts=meta.get('prompts'),
-    )
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles the CIFAR-10 batches while refusing every global except what numpy arrays need."""
-
-    _ALLOWED = {
-        (mod, name)
-        for mod in ('numpy', 'numpy.core.multiarray', 'numpy._core.multiarray', 'numpy.core.numeric')
-        for name in ('ndarray', 'dtype', '_reconstruct', 'scalar', '_frombuffer')
-    } | {('numpy._core.numeric', '_frombuffer'), ('_codecs', 'encode')}  # Bytes in protocol-2 pickles.
-
-    def find_class(self, module: str, name: str) -> Any:
-        """Resolve ``module.name`` only for the numpy array helpers; anything else is an error."""
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f'{module}.{name} is not expected in a CIFAR-10 batch')
-        return super().find_class(module, name)
-
-
-def _cifar_source(description: str, read: Callable[[str], bytes]) -> Source:
-    """CIFAR-10 python batches ``data_batch_1..5`` (50000 RGB 32x32, labels 0-9) and ``batches.meta``."""
-    images, labels = [], []
-    try:
-        for fname in CIFAR_FILES[:5]:
-            batch = _ArrayUnpickler(io.BytesIO(read(fname)), encoding='bytes').load()
-            data = np.asarray(batch[b'data'], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            images.append(data.transpose(0, 2, 3, 1))
-            labels += [int(v) for v in batch[b'labels']]
-        meta = _ArrayUnpickler(io.BytesIO(read('batches.meta')), encoding='bytes').load()
-        class_names = [v.decode() if isinstance(v, bytes) else str(v) for v in meta[b'label_names']]
-    except (OSError, KeyError, ValueError, TypeError, pickle.UnpicklingError, EOFError) as err:
-        raise click.ClickException(
-            f'{description}: not the CIFAR-10 python version ({type(err).__name__}: {err}); use '
-            'cifar-10-python.tar.gz or its extracted cifar-10-batches-py/ folder'
-        ) from err
-    pixels = np.concatenate(images)
-    names = [f'cifar10/{i:05d}' for i in range(len(pixels))]
-    return Source(
-        description=description,
-        names=names,
-        header=lambda name: ((32, 32), 'RGB'),
-        load=lambda name: PIL.Image.fromarray(pixels[int(name.split('/')[1])]),
-        labels=dict(zip(names, labels)),
-        class_names=class_names,
-        is_cifar=True,
-    )
-
-
-def _read_path(folder: str, name: str) -> bytes:
-    """Bytes of ``folder/name``."""
-    with open(os.path.join(folder, name), 'rb') as f:
-        return f.read()
-
-
-def _cifar_tar(path: str) -> Source:
-    """CIFAR-10 batches read straight from ``cifar-10-python.tar.gz`` (nothing is extracted to disk)."""
-    try:
-        with tarfile.open(path) as tar:
-            members = {os.path.basename(m.name): m for m in tar.getmembers() if m.isfile()}
-            missing = [n for n in CIFAR_FILES if n not in members]
-            if missing:
-                raise click.ClickException(
-                    f'{path} is not the CIFAR-10 python archive: it lacks {", ".join(missing)}'
-                )
-            blobs = {n: tar.extractfile(members[n]).read() for n in CIFAR_FILES}
-    except tarfile.TarError as err:
-        raise click.ClickException(f'{path}: cannot read the tar archive ({err})') from err
-    return _cifar_source(path, blobs.__getitem__)
-
-
-def open_source(path: str) -> Source:
-    """Pick the reader for ``--source``: CIFAR-10 folder or archive, else a folder or zip of images."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.exists(path):
-        raise click.BadParameter(f'{path} does not exist', param_hint='--source')
-    if os.path.isdir(path):
-        for folder in (path, os.path.join(path, 'cifar-10-batches-py')):
-            if os.path.isfile(os.path.join(folder, 'data_batch_1')):
-                return _cifar_source(folder, functools.partial(_read_path, folder))
-    elif path.lower().endswith(('.tar.gz', '.tgz', '.tar')):
-        return _cifar_tar(path)
-    return _files_source(path)
 
 
 def _subfolder_labels(names: list[str]) -> tuple[dict[str, int], list[str]]:
@@ -246,6 +102,8 @@ def _choose_labels(src: Source, option: Optional[str]) -> tuple[Optional[dict], 
     """Labels and class names: from ``--labels`` if given, else from the source (dataset.json / CIFAR)."""
     if option is None:
         return src.labels, src.class_names
+    if option == 'none':
+        return None, None
     if src.is_cifar:
         raise click.UsageError('--labels does not apply to CIFAR-10: its labels come from the batches')
     if option == 'subfolders':
@@ -375,6 +233,46 @@ def _check_dest(dest: str) -> tuple[str, bool]:
     return dest, is_zip
 
 
+def _pid_running(pid: int) -> bool:
+    """Whether process ``pid`` exists (on Windows always assumed: probing there could end the process)."""
+    if os.name == 'nt':
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # Someone else's process.
+        return True
+    return True
+
+
+def _remove_stale_temp(dest: str) -> None:
+    """Delete ``<dest>.tmp<pid>`` files beside ``dest`` left by killed runs (their pid no longer runs)."""
+    folder, base = os.path.split(dest)
+    pattern = re.compile(re.escape(base) + r'\.tmp(\d+)')
+    try:
+        entries = sorted(os.listdir(folder))
+    except OSError:
+        return
+    removed = []
+    for entry in entries:
+        match = pattern.fullmatch(entry)
+        path = os.path.join(folder, entry)
+        if not match or int(match.group(1)) == os.getpid() or not os.path.isfile(path):
+            continue
+        if not _pid_running(int(match.group(1))):
+            try:
+                os.remove(path)
+                removed.append(entry)
+            except OSError:
+                pass
+    if removed:
+        click.echo(
+            f'Removed {len(removed)} stale temporary file(s) of interrupted runs: {_listed(removed)}',
+            err=True,
+        )
+
+
 class _Writer:
     """Writes named files into a zip (temporary file, renamed by ``commit``) or into an empty folder."""
 
@@ -452,8 +350,10 @@ def convert_dataset(
         )
     if max_images is not None and max_images < 1:
         raise click.BadParameter(f'{max_images} must be at least 1', param_hint='--max-images')
-    _check_dest(dest)  # Before the (possibly slow) source scan.
-    src = open_source(source)
+    dest_path, is_zip = _check_dest(dest)  # Before the (possibly slow) source scan.
+    if is_zip:
+        _remove_stale_temp(dest_path)
+    src = open_source(source, labels)
     label_map, class_names = _choose_labels(src, labels)
     prompt_list = _read_prompts(prompts) if prompts else src.prompts
     sizes, modes, skipped = _scan(src, max_images)
@@ -540,7 +440,9 @@ def _report(info: dict, dest: str, skipped: list[str], upscaled: int) -> None:
     '--resize-filter', type=click.Choice(list(RESIZE_FILTERS)), default='lanczos', show_default=True
 )
 @click.option(
-    '--labels', metavar='subfolders|CSV', help='Class labels: first-level folder, or path,class rows.'
+    '--labels',
+    metavar='subfolders|none|CSV',
+    help='Class labels: first-level folder, path,class rows of a CSV file, or none (drop the source labels).',
 )
 @click.option('--prompts', metavar='FILE', help='Text prompts, one per line, stored in dataset.json.')
 def main(**opts: Any) -> None:

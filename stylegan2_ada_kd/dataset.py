@@ -12,32 +12,43 @@ A label is either an int class index (served as a one-hot float32 vector of widt
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import dataclasses
-import io
-import json
 import os
 import zipfile
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Iterator, Optional
 
 import numpy as np
 import PIL.Image
 import torch
 
-try:
-    import pyspng  # Optional fast PNG decoder.
-except ImportError:
-    pyspng = None
+from stylegan2_ada_kd.dataset_check import (
+    MAX_LISTED,
+    SUPPORTED_MODES,
+    Context,
+    DatasetError,
+    Problems,
+    check_images,
+    check_labels,
+    decode_image,
+    is_power_of_two,
+    probe_all,
+    raise_if_any,
+    read_meta,
+)
 
-SUPPORTED_MODES = {'L': 1, 'RGB': 3}  # PIL mode -> channels.
+__all__ = [
+    'MAX_LISTED',
+    'SUPPORTED_MODES',
+    'DatasetError',
+    'ImageFiles',
+    'ImageFolderDataset',
+    'InfiniteSampler',
+    'ItemDetails',
+    'image_extensions',
+    'is_power_of_two',
+]
+
 _COMMON_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp')  # Named in messages; PIL opens many more.
-MAX_LISTED = 10  # Files named per kind of problem in an error message.
-_PROBE_THREADS = 8
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as it is; the message names the files and says how to fix them."""
 
 
 def image_extensions() -> set[str]:
@@ -49,11 +60,6 @@ def image_extensions() -> set[str]:
 def _visible(name: str) -> bool:
     """False for hidden files and folders (``.DS_Store``, ``.git/...``) and macOS ``__MACOSX`` zip debris."""
     return not any(part.startswith('.') or part == '__MACOSX' for part in name.split('/'))
-
-
-def is_power_of_two(value: int) -> bool:
-    """True for 1, 2, 4, 8, ...; False for zero, negatives and everything else."""
-    return value > 0 and value & (value - 1) == 0
 
 
 class ImageFiles:
@@ -116,6 +122,24 @@ class ImageFiles:
         with self.open(name) as f:
             return f.read()
 
+    def content_key(self, name: str) -> tuple[int, int]:
+        """Changes when the file's content does: zip ``(CRC-32, size)``, folder ``(size, mtime in ns)``."""
+        if self.is_zip:
+            info = self._zipfile().getinfo(name)
+            return info.CRC, info.file_size
+        stat = os.stat(os.path.join(self.path, *name.split('/')))
+        return stat.st_size, stat.st_mtime_ns
+
+    def content_keys(self, names: list[str]) -> list[Optional[tuple[int, int]]]:
+        """``content_key`` of each name; None for a file that cannot be looked up."""
+        keys: list[Optional[tuple[int, int]]] = []
+        for name in names:
+            try:
+                keys.append(self.content_key(name))
+            except (OSError, KeyError, zipfile.BadZipFile):
+                keys.append(None)
+        return keys
+
     def close(self) -> None:
         """Close the zip handle of this process, if any (it reopens on the next read)."""
         if self._zip is not None and self._zip_pid == os.getpid():
@@ -132,66 +156,6 @@ class ImageFiles:
             pass
 
 
-# Kinds of problems found at construction: (what is wrong with the listed files, which fix applies).
-_KINDS = {
-    'unreadable': ('cannot be read as images (corrupt, truncated or not an image)', 'images'),
-    'mode': ('have an unsupported pixel format (only L = 8-bit grayscale and RGB are supported)', 'images'),
-    'mixed_modes': ('mix grayscale and RGB (one dataset uses one channel count)', 'images'),
-    'non_square': ('are not square', 'images'),
-    'not_pow2': ('have a size that is not a power of two', 'images'),
-    'wrong_size': ('do not match the requested resolution', 'images'),
-    'mixed_sizes': ('differ in size from the other images (all images must have one size)', 'images'),
-    'bad_json': ('is not a usable dataset.json', 'labels'),
-    'no_labels': ('has no labels, but labels were requested (use_labels=True / --cond=1)', 'labels'),
-    'bad_label': ('have a malformed label', 'labels'),
-    'missing_label': ('have no label in dataset.json', 'labels'),
-    'unknown_file': ('are labelled in dataset.json but do not exist in the dataset', 'labels'),
-}
-
-
-class _Problems:
-    """Collects every problem found while opening a dataset, then raises one DatasetError for all."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, list[tuple[str, str]]] = collections.defaultdict(list)
-
-    def add(self, kind: str, file: str, detail: str = '') -> None:
-        """Record that ``file`` has a problem of ``kind`` (a key of ``_KINDS``), with an optional detail."""
-        self.items[kind].append((file, detail))
-
-    def raise_if_any(self, path: str, num_images: int, resolution: Optional[int]) -> None:
-        """Raise one DatasetError listing every problem (first MAX_LISTED per kind) and the fixes."""
-        if not self.items:
-            return
-        bad = len({file for entries in self.items.values() for file, _ in entries})
-        lines = [f'Dataset {path}: problems with {bad} of {num_images} images; fix them before training.']
-        for kind in [k for k in _KINDS if k in self.items]:
-            entries = self.items[kind]
-            lines.append(f'  {len(entries)} file(s) {_KINDS[kind][0]}:')
-            lines += [
-                f'    {file} ({detail})' if detail else f'    {file}' for file, detail in entries[:MAX_LISTED]
-            ]
-            if len(entries) > MAX_LISTED:
-                lines.append(f'    ... and {len(entries) - MAX_LISTED} more')
-        fixes = {_KINDS[kind][1] for kind in self.items}
-        stem = os.path.splitext(path)[0]
-        res = 1 << int(resolution).bit_length() - 1 if resolution and resolution >= 4 else 256  # 2^k <= res.
-        if 'images' in fixes:
-            lines += [
-                'Fix the images by converting them into a clean dataset (crops and resizes to one square',
-                'power-of-two size, converts to RGB or grayscale, skips unreadable files):',
-                f'  python dataset_tool.py --source={path} --dest={stem}-{res}x{res}.zip --resolution={res} '
-                '--transform=center-crop',
-            ]
-        if 'labels' in fixes:
-            lines += [
-                'Fix the labels by giving every image one in dataset.json, e.g. recreate the dataset with',
-                f'  python dataset_tool.py --source={path} --dest={stem}-labelled.zip --labels=subfolders',
-                '(or --labels=FILE.csv with rows "relative_path,class"), or train without labels (--cond=0).',
-            ]
-        raise DatasetError('\n'.join(lines))
-
-
 @dataclasses.dataclass
 class ItemDetails:
     """Where a dataset item comes from: ``raw_idx`` indexes the sorted image files of the folder/zip."""
@@ -200,132 +164,6 @@ class ItemDetails:
     file: str
     xflip: bool
     raw_label: np.ndarray  # float32 [label_dim]
-
-
-def _probe(files: ImageFiles, name: str) -> tuple[Optional[tuple[int, int]], str, str]:
-    """``(size (w, h) or None, mode, error)`` of one image file from its header plus PIL's ``verify()``."""
-    try:
-        with files.open(name) as f, PIL.Image.open(f) as img:
-            size, mode = img.size, img.mode
-            img.verify()
-    except PIL.UnidentifiedImageError:
-        return None, '', 'not a known image format, or corrupt'
-    except Exception as err:  # PIL and zipfile raise many exception types for broken files.
-        return None, '', f'{type(err).__name__}: {err}'
-    return size, mode, ''
-
-
-def _probe_all(files: ImageFiles, names: list[str]) -> list[tuple[Optional[tuple[int, int]], str, str]]:
-    """``_probe`` for every name, using a few threads (the work is mostly file I/O)."""
-    if len(names) < 64:
-        return [_probe(files, n) for n in names]
-    with concurrent.futures.ThreadPoolExecutor(_PROBE_THREADS) as pool:
-        return list(pool.map(lambda n: _probe(files, n), names, chunksize=16))
-
-
-def _most_common(values: list[Any]) -> Any:
-    """The most frequent value (the first seen wins a tie), or None for an empty list."""
-    return collections.Counter(values).most_common(1)[0][0] if values else None
-
-
-def _check_images(
-    names: list[str], infos: list, resolution: Optional[int], problems: _Problems
-) -> tuple[int, int]:
-    """Report unreadable, non-L/RGB, non-square, non-power-of-2, odd-sized files; return (size, channels)."""
-    ok = [(n, size, mode) for n, (size, mode, err) in zip(names, infos) if size is not None]
-    for name, (size, _mode, err) in zip(names, infos):
-        if size is None:
-            problems.add('unreadable', name, err)
-    main_mode = _most_common([mode for _, _, mode in ok if mode in SUPPORTED_MODES]) or 'RGB'
-    for name, _size, mode in ok:
-        if mode not in SUPPORTED_MODES:
-            problems.add('mode', name, f'mode {mode}')
-        elif mode != main_mode:
-            problems.add('mixed_modes', name, f'{mode}; most images are {main_mode}')
-    square = [size for _, size, _ in ok if size[0] == size[1]]
-    ref = resolution or (_most_common(square) or (0, 0))[0]
-    for name, (w, h), _mode in ok:
-        if w != h:
-            problems.add('non_square', name, f'{w}x{h}')
-        elif w != ref:
-            kind = 'wrong_size' if resolution else 'mixed_sizes'
-            problems.add(kind, name, f'{w}x{h}, expected {ref}x{ref}')
-        elif not is_power_of_two(w):
-            problems.add('not_pow2', name, f'{w}x{h}')
-    return ref, SUPPORTED_MODES[main_mode]
-
-
-def _read_json(files: ImageFiles, problems: _Problems) -> dict:
-    """The parsed ``dataset.json`` (``{}`` when absent or broken; a broken one is reported)."""
-    if not files.exists('dataset.json'):
-        return {}
-    try:
-        meta = json.loads(files.read('dataset.json'))
-    except (ValueError, UnicodeDecodeError) as err:
-        problems.add('bad_json', 'dataset.json', f'invalid JSON: {err}')
-        return {}
-    if not isinstance(meta, dict):
-        problems.add('bad_json', 'dataset.json', 'the top level must be an object')
-        return {}
-    for key in ('class_names', 'prompts'):
-        value = meta.get(key)
-        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            problems.add('bad_json', 'dataset.json', f'"{key}" must be a list of strings')
-            meta[key] = None
-    return meta
-
-
-def _label_entries(meta: dict, known: set[str], problems: _Problems) -> dict[str, Any]:
-    """``{file: label}`` from ``meta['labels']``; reports malformed entries and unknown files."""
-    labels = meta.get('labels')
-    if labels is None:
-        problems.add('no_labels', 'dataset.json', 'the file is missing or its "labels" is null')
-        return {}
-    if not isinstance(labels, list):
-        problems.add('bad_json', 'dataset.json', '"labels" must be a list of [file, label] pairs')
-        return {}
-    entries = {}
-    for entry in labels:
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)):
-            problems.add('bad_label', repr(entry)[:60], 'expected [relative_path, label]')
-            continue
-        name, label = entry[0].replace('\\', '/'), entry[1]
-        is_index = isinstance(label, int) and not isinstance(label, bool) and label >= 0
-        is_vector = isinstance(label, list) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in label
-        )
-        if not (is_index or is_vector):
-            problems.add('bad_label', name, f'{label!r}: use a class index >= 0 or a list of numbers')
-        elif name not in known:
-            problems.add('unknown_file', name)
-        else:
-            entries[name] = label
-    return entries
-
-
-def _label_matrix(
-    names: list[str], entries: dict[str, Any], class_names: Optional[list[str]], problems: _Problems
-) -> np.ndarray:
-    """float32 ``[len(names), label_dim]``: one-hot rows for class indices, or the label vectors as given."""
-    for name in names:
-        if name not in entries:
-            problems.add('missing_label', name)
-    values = [entries[n] for n in names if n in entries]
-    if not values or len(values) < len(names):
-        return np.zeros([len(names), 0], np.float32)
-    if all(isinstance(v, int) for v in values):
-        width = len(class_names) if class_names else max(values) + 1
-        out = np.zeros([len(names), width], np.float32)
-        for row, (name, value) in enumerate(zip(names, values)):
-            if value >= width:
-                problems.add('bad_label', name, f'class {value} but only {width} class_names')
-            else:
-                out[row, value] = 1
-        return out
-    if any(isinstance(v, int) for v in values) or len({len(v) for v in values}) != 1:
-        problems.add('bad_label', 'dataset.json', 'labels mix class indices and vectors, or vector lengths')
-        return np.zeros([len(names), 0], np.float32)
-    return np.asarray(values, dtype=np.float32).reshape(len(names), -1)
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -345,9 +183,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         random_seed: seed of the subset choice.
         name: display name; defaults to the file or folder name without extension.
 
-    Every image the dataset serves is checked at construction (PIL header and ``verify()``: readable, L or
-    RGB, square, one power-of-two size, labelled when labels are used). All problems are reported together
-    in one :class:`DatasetError` that names the files and the ``dataset_tool.py`` command that fixes them.
+    Every image the dataset serves is checked at construction: fully decoded once (so truncated and corrupt
+    files are caught; verdicts of unchanged files are cached, see :mod:`stylegan2_ada_kd.dataset_check`),
+    L or RGB, square, one power-of-two size, and labelled when labels are used. All problems are reported
+    together in one :class:`DatasetError` that names the files and says how to fix them (a working
+    ``dataset_tool.py`` command, or a training option).
     """
 
     def __init__(
@@ -380,18 +220,22 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             rnd = np.random.RandomState(int(random_seed) % (1 << 32))
             self._raw_idx = np.sort(rnd.choice(len(all_names), size=max_size, replace=False))
         self._image_names = [all_names[i] for i in self._raw_idx]
-        problems = _Problems()
-        meta = _read_json(self._files, problems)
-        self._class_names = meta.get('class_names')
-        self._prompts = meta.get('prompts')
+        self._check(all_names, resolution, bool(use_labels))
+
+    def _check(self, all_names: list[str], resolution: Optional[int], use_labels: bool) -> None:
+        """Decode every served image once (cached), read dataset.json and the labels; raise on problems."""
+        problems = Problems()
+        meta = read_meta(self._files, problems)
+        self._class_names = meta.get('class_names') if meta else None
+        self._prompts = meta.get('prompts') if meta else None
         self._labels = np.zeros([len(self._image_names), 0], np.float32)
-        if use_labels:
-            entries = _label_entries(meta, set(all_names), problems)
-            if 'no_labels' not in problems.items:
-                self._labels = _label_matrix(self._image_names, entries, self._class_names, problems)
-        infos = _probe_all(self._files, self._image_names)
-        size, channels = _check_images(self._image_names, infos, resolution, problems)
-        problems.raise_if_any(self._path, len(self._image_names), resolution or size or None)
+        if use_labels and meta is not None:
+            self._labels = check_labels(meta, self._image_names, set(all_names), problems)[1]
+        self._keys = self._files.content_keys(self._image_names)
+        infos = probe_all(self._files, self._image_names, self._keys)
+        size, channels = check_images(self._image_names, infos, resolution, problems)
+        ctx = Context(self._path, self._image_names, all_names, meta, size, use_labels)
+        raise_if_any(problems, ctx)
         self._image_shape = [channels, size, size]
 
     def __len__(self) -> int:
@@ -414,32 +258,38 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return np.ascontiguousarray(image), self._labels[pos].copy()
 
     def _load_image(self, pos: int) -> np.ndarray:
-        """Decode image ``pos`` to uint8 ``[C, H, W]``; a file changed since validation -> DatasetError."""
+        """Decode image ``pos`` to uint8 ``[C, H, W]``; a file that fails now -> DatasetError naming it."""
         name = self._image_names[pos]
         try:
-            data = self._files.read(name)
-            if pyspng is not None and name.lower().endswith('.png'):
-                image = pyspng.load(data)
-            else:
-                with PIL.Image.open(io.BytesIO(data)) as img:
-                    if img.mode not in SUPPORTED_MODES:
-                        raise ValueError(f'pixel format {img.mode} is not L or RGB')
-                    image = np.asarray(img)
+            image = decode_image(self._files.read(name), name)
         except Exception as err:
-            raise DatasetError(
-                f'{self._path}: cannot decode {name} ({type(err).__name__}: {err}); the file changed after '
-                'the dataset was opened. Restore it or recreate the dataset with dataset_tool.py.'
-            ) from err
+            raise self._load_error(pos, f'cannot be decoded ({type(err).__name__}: {err})') from err
         if image.ndim == 2:
             image = image[:, :, np.newaxis]
         image = image.transpose(2, 0, 1)
         if list(image.shape) != self._image_shape or image.dtype != np.uint8:
-            raise DatasetError(
-                f'{self._path}: {name} decodes to {image.dtype} {list(image.shape)}, expected uint8 '
-                f'{self._image_shape}; the file changed after the dataset was opened. Restore it or '
-                'recreate the dataset with dataset_tool.py.'
+            raise self._load_error(
+                pos, f'decodes to {image.dtype} {list(image.shape)}, not uint8 {self._image_shape}'
             )
         return image
+
+    def _load_error(self, pos: int, what: str) -> DatasetError:
+        """The error for image ``pos`` failing in training: says whether the file changed since the check."""
+        name = self._image_names[pos]
+        now = self._files.content_keys([name])[0]
+        if now is None:
+            why = 'it no longer exists (or cannot be read) since the dataset was opened and checked'
+        elif now != self._keys[pos]:
+            why = 'the file changed after the dataset was opened and checked'
+        else:
+            why = (
+                'it passed the check when the dataset was opened and its size and modification time are '
+                'unchanged, so it was altered in place or the read failed (disk or network error)'
+            )
+        return DatasetError(
+            f'{self._path}: {name} {what}; {why}. Restore or replace the file, or recreate the dataset with '
+            'dataset_tool.py (it skips undecodable files).'
+        )
 
     def get_label(self, idx: int) -> np.ndarray:
         """Label of item ``idx``: float32 ``[label_dim]`` (a copy)."""

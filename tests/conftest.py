@@ -60,6 +60,18 @@ def make_image_folder(root: Path, n: int = 16, res: int = 16, seed: int = 0) -> 
 SUBPROCESS_TIMEOUT = float(os.environ.get('SG2KD_TEST_TIMEOUT', 3600))
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _private_cache_dir(tmp_path_factory):
+    """Downloads, dataset-check verdicts and metric statistics go to a per-session folder, not ~/.cache."""
+    previous = os.environ.get('DNNLIB_CACHE_DIR')
+    os.environ['DNNLIB_CACHE_DIR'] = str(tmp_path_factory.mktemp('dnnlib-cache'))
+    yield
+    if previous is None:
+        os.environ.pop('DNNLIB_CACHE_DIR', None)
+    else:
+        os.environ['DNNLIB_CACHE_DIR'] = previous
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

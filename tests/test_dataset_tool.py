@@ -200,3 +200,49 @@ def test_errors_name_the_problem(tmp_path):
     res = run('--source', tmp_path / 'empty', '--dest', tmp_path / 'o.zip')
     assert res.exit_code != 0 and 'no readable images' in res.output
     assert not (tmp_path / 'o.zip').exists()
+
+
+def test_stale_temp_zips_of_killed_runs_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    save(tmp_path / 'src' / 'a.png', np.zeros([8, 8, 3], np.uint8))
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()  # Its pid no longer runs.
+    stale = [tmp_path / f'out.zip.tmp{dead.pid}', tmp_path / 'out.zip.tmp99999999']
+    kept = [
+        tmp_path / f'out.zip.tmp{os.getppid()}',  # A running process: maybe a conversion in progress.
+        tmp_path / 'other.zip.tmp99999999',  # Another destination.
+        tmp_path / 'out.zip.tmpx1',  # Not <dest>.tmp<digits>.
+        tmp_path / 'out.zip.tmp99999999.bak',
+    ]
+    for path in stale + kept:
+        path.write_bytes(b'half a zip')
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip')
+    assert res.exit_code == 0, res.output
+    assert 'Removed 2 stale temporary file(s)' in res.output and f'out.zip.tmp{dead.pid}' in res.output
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert len(ImageFolderDataset(str(tmp_path / 'out.zip'))) == 1
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'out2.zip')
+    assert 'Removed' not in res.output  # Nothing to say when nothing was removed.
+
+
+def test_source_dataset_json_is_checked_like_training(tmp_path):
+    rnd = np.random.RandomState(6)
+    for name in ['a.png', 'b.png']:
+        save(tmp_path / 's' / name, rnd.randint(0, 256, size=[8, 8, 3], dtype=np.uint8))
+    (tmp_path / 's' / 'dataset.json').write_text('{"labels": [["a.png", 0], ["b.png", [0.5]]]}')
+    res = run('--source', tmp_path / 's', '--dest', tmp_path / 'm.zip')
+    assert res.exit_code != 0 and 'mix class indices' in res.output and '--labels=none' in res.output
+    (tmp_path / 's' / 'dataset.json').write_text('{"labels": [["a.png", 0], ["b.png", 1], ["gone.png", 1]]}')
+    res = run('--source', tmp_path / 's', '--dest', tmp_path / 'g.zip')
+    assert res.exit_code == 0 and 'dropping 1 label(s)' in res.output and 'gone.png' in res.output
+    assert ImageFolderDataset(str(tmp_path / 'g.zip'), use_labels=True).label_dim == 2
+    (tmp_path / 's' / 'dataset.json').write_text('{"labels": [[')
+    res = run('--source', tmp_path / 's', '--dest', tmp_path / 'j.zip')
+    assert res.exit_code != 0 and 'not usable' in res.output and not (tmp_path / 'j.zip').exists()
+    res = run('--source', tmp_path / 's', '--dest', tmp_path / 'j.zip', '--labels=none')
+    assert res.exit_code == 0 and 'ignoring the unusable dataset.json' in res.output
+    ds = ImageFolderDataset(str(tmp_path / 'j.zip'))
+    assert len(ds) == 2 and not ds.has_labels

@@ -48,12 +48,16 @@ def resolve_device(name: str) -> torch.device:
 def make_label(G: torch.nn.Module, class_idx: Optional[int], device: torch.device) -> torch.Tensor:
     """Return the ``[1, c_dim]`` one-hot label for ``class_idx``.
 
-    Conditional generators need a class; for unconditional ones a given class is ignored with a warning.
+    Conditional generators need a class in range; unconditional ones refuse one (a click.UsageError naming
+    ``--class``), so a run never writes unconditional images while the user believes they chose a class.
     """
     label = torch.zeros([1, G.c_dim], device=device)
     if G.c_dim == 0:
         if class_idx is not None:
-            click.echo('warning: --class is ignored because this network is unconditional', err=True)
+            raise click.UsageError(
+                f'--class={class_idx} was given but this network is unconditional (c_dim=0), so it has no '
+                'classes; drop --class.'
+            )
         return label
     if class_idx is None:
         raise click.UsageError(
@@ -94,9 +98,9 @@ def generate_images(
 ) -> List[Path]:
     """Render one image per seed with generator ``G`` and save them as ``<outdir>/seed%04d.png``."""
     device = torch.device(device)
+    label = make_label(G, class_idx, device)  # Before mkdir: a bad --class leaves no empty folder behind.
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    label = make_label(G, class_idx, device)
     written = []
     for seed in seeds:
         z = torch.from_numpy(seed_to_z(seed, G.z_dim)).to(device=device, dtype=torch.float32)

@@ -80,19 +80,24 @@ def test_conditional_network_needs_class(tmp_path):
     result = run('--network', snap, '--seeds', '0', '--outdir', tmp_path / 'out')
     assert result.exit_code == 2
     assert '--class' in result.output and 'conditional' in result.output
+    assert not (tmp_path / 'out').exists()  # The label is checked before the output folder is made.
     result = run('--network', snap, '--seeds', '0', '--class', '7', '--outdir', tmp_path / 'out')
+    assert result.exit_code == 2 and 'out of range' in result.output
+    result = run('--network', snap, '--seeds', '0', '--class', '-1', '--outdir', tmp_path / 'out')
     assert result.exit_code == 2 and 'out of range' in result.output
     result = run('--network', snap, '--seeds', '0', '--class', '3', '--outdir', tmp_path / 'out')
     assert result.exit_code == 0, result.output
     assert (tmp_path / 'out' / 'seed0000.png').is_file()
 
 
-def test_class_is_ignored_for_unconditional_network(tmp_path):
+def test_class_is_refused_for_unconditional_network(tmp_path):
     snap = save_tiny_snapshot(tmp_path / 'snap.pkl')
     result = run('--network', snap, '--seeds', '3', '--class', '1', '--outdir', tmp_path / 'out')
-    assert result.exit_code == 0
-    assert 'ignored' in result.output
-    assert (tmp_path / 'out' / 'seed0003.png').is_file()
+    assert result.exit_code == 2, result.output  # click.UsageError, not a warning
+    assert '--class=1' in result.output and 'unconditional' in result.output
+    assert not (tmp_path / 'out').exists()  # Nothing written.
+    result = run('--network', snap, '--seeds', '3', '--outdir', tmp_path / 'out')
+    assert result.exit_code == 0 and (tmp_path / 'out' / 'seed0003.png').is_file()
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

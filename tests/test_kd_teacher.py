@@ -218,18 +218,7 @@ def test_corrupt_weights_file(tmp_path):
     )
 
 
-def test_offline_download_fails_with_one_clear_error(monkeypatch):
-    def offline(*args, **kwargs):
-        raise OSError('network is unreachable (simulated)')
-
-    monkeypatch.setattr(open_clip.factory, 'download_pretrained', offline)
-    with pytest.raises(TeacherError) as err:
-        load_teacher('ViT-B-32:openai')
-    _assert_readable(
-        err, 'ViT-B-32', "'openai'", 'network is unreachable', '--kd-teacher-weights=PATH', 'ViT-B-32.pt'
-    )
-    assert 'open_clip_pytorch_model.bin' in str(err.value) and 'random' in str(err.value)
-    assert not any(k[0] == 'ViT-B-32:openai' for k in teacher_mod._TEACHERS)
+# Offline behaviour of pretrained tags (cache lookup, one request, the error): test_kd_teacher_offline.py.
 
 
 @pytest.mark.parametrize('spec', ['ViT-B-32', 'nonsense', ':openai', 'ViT-B-32:'])

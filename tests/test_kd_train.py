@@ -227,13 +227,16 @@ def test_torchscript_teacher_with_kmeans_anchors(tmp_path, data16):
 
 
 def test_offline_teacher_fails_before_anything_is_created(tmp_path, data16, monkeypatch):
-    import open_clip.factory
-
-    def offline(*args, **kwargs):
-        raise OSError('network is unreachable')
-
-    monkeypatch.setattr(open_clip.factory, 'download_pretrained', offline)
     from stylegan2_ada_kd.kd import teacher as teacher_mod
+    from stylegan2_ada_kd.kd import teacher_open_clip
+
+    # Not cached, and the one attempt fails as offline (whatever this machine's network and cache hold).
+    monkeypatch.setattr(teacher_open_clip, 'find_cached', lambda src: None)
+    monkeypatch.setattr(
+        teacher_open_clip,
+        'download_once',
+        lambda src: (None, 'made one request, to X: OSError: network is unreachable'),
+    )
 
     teacher_mod.clear_teacher_cache()
     res = CliRunner().invoke(

@@ -55,6 +55,46 @@ def test_fid_with_fewer_samples_than_dimensions_is_finite():
     )
 
 
+def _random_psd(dim, rank, seed):
+    """A random symmetric PSD matrix [dim, dim] of the given rank (W W^T / rank, W [dim, rank])."""
+    w = np.random.default_rng(seed).standard_normal([dim, rank])
+    w[:, 0] *= 3  # uneven spectrum
+    return w @ w.T / rank
+
+
+@pytest.mark.parametrize('dim, rank1, rank2', [(64, 64, 64), (128, 128, 40), (128, 30, 50)])
+def test_eigh_trace_root_matches_scipy_sqrtm_on_random_psd(dim, rank1, rank2):
+    """The pipeline's method (eigh) against scipy.linalg.sqrtm(S1 @ S2): full rank and rank-deficient."""
+    for seed in range(3):
+        s1, s2 = _random_psd(dim, rank1, 10 + seed), _random_psd(dim, rank2, 20 + seed)
+        ref = float(np.trace(scipy.linalg.sqrtm(s1 @ s2)).real)
+        assert scores._trace_sqrt_product(s1, s2, 'eigh') == pytest.approx(ref, rel=1e-6)
+        mu1, mu2 = np.zeros(dim), np.full(dim, 0.1)
+        fid_ref = float(0.01 * dim + np.trace(s1) + np.trace(s2) - 2 * ref)
+        for method in ('sqrtm', 'eigh'):
+            assert scores.fid_from_stats(mu1, s1, mu2, s2, method=method) == pytest.approx(fid_ref, rel=1e-6)
+    assert metric_main.FID_METHOD == 'eigh'
+
+
+def test_fid_progress_prints_the_square_root_step_and_its_time(capsys):
+    a, b = _gauss(200, 8, 5), _gauss(150, 8, 6, shift=0.2, scale=1.3)
+    real, fake = (
+        dict(zip(('mu', 'sigma'), scores.mean_cov(a))),
+        dict(zip(('mu', 'sigma'), scores.mean_cov(b))),
+    )
+    value = metric_main.fid_with_progress('fid1k_train', real, fake, show=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith('fid1k_train: FID matrix square root of the 8x8 covariance product')
+    assert 'can take a minute on a CPU' in lines[0] and lines[0].endswith('...')
+    assert lines[1].startswith('fid1k_train: FID matrix square root done in ') and lines[1].endswith(' s')
+    float(lines[1].split('done in ')[1][:-2])  # the seconds, e.g. '0.0'
+    ref = scores.fid_from_stats(real['mu'], real['sigma'], fake['mu'], fake['sigma'], method='sqrtm')
+    assert value == pytest.approx(ref, rel=1e-9)
+    assert metric_main.fid_with_progress('x', real, fake, show=False) == value
+    assert capsys.readouterr().out == ''
+
+
 def test_fid_rejects_mismatched_stats():
     with pytest.raises(ValueError, match='same detector'):
         scores.fid_from_stats(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))

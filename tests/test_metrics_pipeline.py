@@ -98,6 +98,22 @@ def test_repeated_evaluation_is_identical_and_reuses_cached_reals(setup, monkeyp
         _calc(setup, 'fid5k_train', cache=False)
 
 
+def test_fid_prints_its_square_root_step(setup, capsys):
+    quiet = _calc(setup, 'fid5k_train')['results']['fid5k_train']
+    assert 'matrix square root' not in capsys.readouterr().out
+    args = dict(
+        G=setup['G'], dataset_kwargs=setup['kw'], device='cpu', detector_path=setup['plain'], num_gen=32
+    )
+    loud = metric_main.calc_metric('fid5k_train', progress=True, **args)['results']['fid5k_train']
+    out = capsys.readouterr().out
+    assert (
+        'fid5k_train: FID matrix square root of the 48x48 covariance product' in out
+    )  # 48 stand-in features
+    assert 'fid5k_train: FID matrix square root done in ' in out
+    assert out.index('generated: 32/32') < out.index('matrix square root of')  # after feature extraction
+    assert loud == quiet
+
+
 def test_changed_image_content_misses_the_cache(setup, tmp_path):
     data = tmp_path / 'data'
     data.mkdir()

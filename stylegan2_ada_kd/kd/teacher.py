@@ -8,7 +8,9 @@ paper describes (``variant='paper'``: bicubic resize + CLIP mean/std) or as the 
 
 :func:`load_teacher` builds each teacher once per process and never falls back to random weights: when
 weights cannot be had it raises one :class:`TeacherError` that says what was tried and how to pass a local
-checkpoint with ``--kd-teacher-weights``.
+checkpoint with ``--kd-teacher-weights``. open_clip models are built by :mod:`kd.teacher_open_clip`, which
+looks for a pretrained tag's weights in the local caches first and then makes a single download attempt
+(no retries), so an offline machine gets the error at once.
 
 open_clip is imported lazily, so importing this module stays cheap.
 """
@@ -17,12 +19,10 @@ from __future__ import annotations
 
 import atexit
 import copy
-import difflib
 import json
 import os
 import shutil
 import tempfile
-import zipfile
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -352,13 +352,20 @@ def _build_teacher(spec: str, weights: Optional[str], device: torch.device) -> T
                 f'--kd-teacher={spec}: a random-init teacher takes no {WEIGHTS_OPTION}; to use the file, '
                 f'pass --kd-teacher=MODEL:TAG (e.g. {DEFAULT_TEACHER}) with {WEIGHTS_OPTION}={weights}'
             )
-        return _load_open_clip(spec, spec[len('random:') :], None, None, device)
+        return _open_clip_loader()(spec, spec[len('random:') :], None, None, device)
     if ':' not in spec:
         raise TeacherError(f'--kd-teacher={spec}: not a teacher spec; accepted forms: {SPEC_FORMS}')
     model_name, tag = spec.rsplit(':', 1)
     if not model_name or not tag:
         raise TeacherError(f'--kd-teacher={spec}: model or tag missing; accepted forms: {SPEC_FORMS}')
-    return _load_open_clip(spec, model_name, tag, weights, device)
+    return _open_clip_loader()(spec, model_name, tag, weights, device)
+
+
+def _open_clip_loader() -> Callable[..., Teacher]:
+    """:func:`kd.teacher_open_clip.load_open_clip`, imported late (that module imports this one)."""
+    from stylegan2_ada_kd.kd.teacher_open_clip import load_open_clip
+
+    return load_open_clip
 
 
 def random_warning(spec: str) -> str:
@@ -368,142 +375,6 @@ def random_warning(spec: str) -> str:
         f'{bar}\nWARNING: random-init KD teacher ({spec}) -- for tests and smoke runs only; KD with it '
         f'teaches nothing.\nWARNING: for real training use a pretrained teacher, e.g. --kd-teacher='
         f'{DEFAULT_TEACHER} (add {WEIGHTS_OPTION}=PATH on offline machines).\n{bar}'
-    )
-
-
-def _check_model_name(spec: str, model_name: str) -> str:
-    """open_clip's name for ``model_name`` ('/' -> '-'), or TeacherError listing close and valid names."""
-    import open_clip
-
-    name = model_name.replace('/', '-')
-    models = open_clip.list_models()
-    if name in models:
-        return name
-    close = difflib.get_close_matches(name, models, n=5, cutoff=0.5)
-    hint = f' Did you mean {", ".join(close)}?' if close else ''
-    raise TeacherError(
-        f'--kd-teacher={spec}: open_clip {open_clip.__version__} has no model named {name!r}.{hint} '
-        f'Valid names are listed by open_clip.list_models() ({len(models)} models, e.g. ViT-B-32, '
-        'ViT-B-16, ViT-L-14); valid MODEL:TAG pairs by open_clip.list_pretrained(). On an offline machine '
-        f'use a valid name with {WEIGHTS_OPTION}=PATH.'
-    )
-
-
-def _download_hint(model_name: str, tag: Optional[str], cfg: dict) -> str:
-    """Where to fetch the weights of a pretrained tag by hand, from open_clip's pretrained config ``cfg``."""
-    sources = []
-    if cfg.get('url'):
-        fname = os.path.basename(cfg['url'])
-        kind = "OpenAI's TorchScript file" if 'openaipublic' in cfg['url'] else 'the file'
-        sources.append(f'{kind} {fname} from {cfg["url"]}')
-    if cfg.get('hf_hub'):
-        repo, fname = os.path.split(cfg['hf_hub'])  # 'org/name/' means the default file name
-        sources.append(f'{fname or "open_clip_pytorch_model.bin"} from the Hugging Face repo {repo}')
-    where = ' or '.join(sources) if sources else f'a CLIP checkpoint for {model_name}'
-    return (
-        f'On a machine with internet, download {where}, copy it here and pass {WEIGHTS_OPTION}=PATH '
-        f'(keep --kd-teacher={model_name}:{tag or "TAG"} so the activation and normalisation of that tag are '
-        'used), or run once online so open_clip caches it.'
-    )
-
-
-def _load_open_clip(
-    spec: str, model_name: str, tag: Optional[str], weights: Optional[str], device: torch.device
-) -> Teacher:
-    """Build an open_clip teacher: random init (``tag`` None, no weights), a pretrained tag, or a file."""
-    import open_clip
-
-    name = _check_model_name(spec, model_name)
-    tag_cfg = open_clip.get_pretrained_cfg(name, tag) if tag else {}
-    if weights and not os.path.isfile(weights):
-        raise TeacherError(
-            f'--kd-teacher={spec}: {WEIGHTS_OPTION}={weights} does not exist or is not a file; pass the path '
-            f'of a local CLIP checkpoint for {name}. {_download_hint(name, tag, tag_cfg)}'
-        )
-    if tag and not weights and not tag_cfg:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        raise TeacherError(
-            f'--kd-teacher={spec}: open_clip knows no pretrained tag {tag!r} for {name}; valid tags: '
-            f'{tags or "none (this model has no released weights)"} '
-            f'(open_clip.list_pretrained_tags_by_model). Or pass a local checkpoint with '
-            f'{WEIGHTS_OPTION}=PATH.'
-        )
-    kwargs: dict[str, Any] = dict(device=device, pretrained_image=False, pretrained_text=False)
-    is_script = bool(weights) and _is_torchscript_archive(weights)
-    if tag_cfg.get('quick_gelu') or is_script:
-        # open_clip only warns when the tag's QuickGELU differs from the config; OpenAI weights need it.
-        kwargs['force_quick_gelu'] = True
-    if weights:
-        # torch.load refuses TorchScript archives (OpenAI's files) under weights_only=True.
-        kwargs['weights_only'] = not is_script
-        for key in ('mean', 'std'):
-            if tag_cfg.get(key) is not None:
-                kwargs[f'image_{key}'] = tuple(tag_cfg[key])
-    pretrained = (weights or tag) if tag else None
-    try:
-        model, _train_tf, _val_tf = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained, **kwargs
-        )
-        tokenizer = open_clip.get_tokenizer(name)
-    except Exception as err:
-        raise TeacherError(_open_clip_failure(spec, name, tag, weights, tag_cfg, err)) from err
-    return _wrap_open_clip(spec, model, tokenizer, weights, is_random=pretrained is None)
-
-
-def _open_clip_failure(
-    spec: str, name: str, tag: Optional[str], weights: Optional[str], tag_cfg: dict, err: BaseException
-) -> str:
-    """The one TeacherError message for a failed open_clip build (what was tried, the cause, the fix)."""
-    if weights:
-        return (
-            f'--kd-teacher={spec}: cannot load {WEIGHTS_OPTION}={weights} into open_clip model {name} '
-            f'({_one_line(err)}). Check that the file is a complete CLIP checkpoint for {name}: open_clip '
-            f"format (open_clip_pytorch_model.bin / .safetensors / a state_dict .pt) or OpenAI's TorchScript "
-            f'{name}.pt; a file for another architecture fails with missing keys or size mismatches.'
-        )
-    if tag:
-        return (
-            f'--kd-teacher={spec}: could not get the pretrained weights of open_clip model {name}, '
-            f'tag {tag!r} ({_one_line(err)}); the machine may be offline. '
-            f'{_download_hint(name, tag, tag_cfg)} '
-            "A teacher never falls back to random weights ('random:MODEL' is for smoke tests only)."
-        )
-    return f'--kd-teacher={spec}: could not build a random-init open_clip model {name} ({_one_line(err)})'
-
-
-def _is_torchscript_archive(path: str) -> bool:
-    """True for a TorchScript zip (e.g. OpenAI's ``ViT-B-32.pt``): it holds ``constants.pkl`` and code."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(n.endswith('/constants.pkl') or n == 'constants.pkl' for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def _wrap_open_clip(
-    spec: str, model: torch.nn.Module, tokenizer: Callable, weights: Optional[str], is_random: bool
-) -> Teacher:
-    """A Teacher around an open_clip model, with S / mean / std from its preprocess config."""
-    import open_clip
-
-    cfg = open_clip.get_model_preprocess_cfg(model)
-    size = cfg.get('size', getattr(model.visual, 'image_size', 224))
-    size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
-    if size[0] != size[1]:
-        raise TeacherError(
-            f'KD teacher {spec}: non-square input {size} is not supported; pick a square model'
-        )
-    out_dim = getattr(model.visual, 'output_dim', None)
-    return Teacher(
-        spec,
-        model,
-        input_size=size[0],
-        mean=cfg.get('mean') or OPENAI_CLIP_MEAN,
-        std=cfg.get('std') or OPENAI_CLIP_STD,
-        tokenizer=tokenizer,
-        is_random=is_random,
-        weights=weights,
-        embed_dim=out_dim if isinstance(out_dim, int) else None,
     )
 
 

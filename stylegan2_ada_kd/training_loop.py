@@ -73,7 +73,7 @@ def _setup_torch(device: torch.device, seed: int, cudnn_benchmark: bool, allow_t
 def _data_iterator(dataset: torch.utils.data.Dataset, rank: int, seed: int, start: int, batch_gpu: int, **kw):  # noqa: ANN202
     """Endless ``(images uint8 [B, C, H, W], labels [B, L])`` batches for this rank, from sample ``start``."""
     sampler = construct_class_by_name(
-        class_name='stylegan2_ada_kd.dataset.InfiniteSampler',
+        class_name='stylegan2_ada_kd.sampler.InfiniteSampler',
         dataset=dataset,
         rank=rank,
         num_replicas=distributed.world_size(),

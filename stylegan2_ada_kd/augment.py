@@ -64,7 +64,7 @@ DEFAULT_KWARGS: dict[str, Any] = dict(
     hue_max=1.0,
     saturation_std=1.0,
     imgfilter=0.0,
-    imgfilter_bands=[1.0, 1.0, 1.0, 1.0],
+    imgfilter_bands=[1.0, 1.0, 1.0, 1.0],  # probability multipliers of the 4 bands, low to high
     imgfilter_std=1.0,
     noise=0.0,
     cutout=0.0,
@@ -128,7 +128,8 @@ class AugmentPipe(torch.nn.Module):
 
     Order: geometric (xflip, rotate90, xint, scale, rotate, aniso, rotate, xfrac; one inverse 3x3 matrix
     and a single resampling), colour (brightness, contrast, lumaflip, hue, saturation; one 4x4 matrix),
-    image-space filtering, additive noise, cutout.
+    image-space filtering (each of the 4 bands a transformation of its own, with probability
+    ``imgfilter * imgfilter_bands[i] * p``; one separable filter), additive noise, cutout.
 
     Channels: geometric ops, filtering, noise and cutout work for any ``C``. Colour ops need ``C == 3``
     for lumaflip/hue/saturation; with ``C == 1`` only brightness and contrast act (the others are skipped,
@@ -259,16 +260,24 @@ class AugmentPipe(torch.nn.Module):
     def sample_band_gains(
         self, n: int, p: float, device: torch.device
     ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-        """Draw image-filter gains (ADA App. B, "image-space filtering"): ``(hit, gains)`` with ``hit`` the
-        ``[N]`` bool mask of the selected samples and ``gains`` ``[N, 4]`` float64 band amplitude gains (low
-        to high; ``log2 ~ N(0, imgfilter_std^2)`` for the bands enabled in ``imgfilter_bands``, then
-        normalised by :func:`~stylegan2_ada_kd.augment_ops.normalize_band_gains`). None if none is hit."""
-        hit = self._chance(self.imgfilter * p, n, device)
-        if hit is None or not bool(hit.any()):
+        """Draw image-filter gains (ADA App. B, "image-space filtering"; one transformation per band, as in
+        the reference): band ``i`` of each sample is amplified with probability
+        ``min(1, imgfilter * imgfilter_bands[i] * p)`` by ``2^N(0, imgfilter_std^2)``, and the amplitudes
+        are normalised by :func:`~stylegan2_ada_kd.augment_ops.normalize_band_gains`.
+
+        Returns ``(hit, gains)``: ``hit`` the ``[N, 4]`` bool mask of the amplified bands and ``gains``
+        ``[N, 4]`` float64 normalised band amplitudes (low to high; all 1 for a sample with no band hit),
+        or None if no band of any sample is hit.
+        """
+        if self.imgfilter <= 0:
             return None
-        bands = torch.tensor(self.imgfilter_bands, dtype=torch.float64, device=device)
-        log2_gains = torch.randn([n, 4], dtype=torch.float64, device=device) * self.imgfilter_std * bands
-        return hit > 0, normalize_band_gains(torch.exp2(log2_gains))
+        kw = dict(dtype=torch.float64, device=device)
+        bands = torch.tensor(self.imgfilter_bands, **kw)
+        log2_gains = torch.randn([n, 4], **kw) * self.imgfilter_std
+        hit = torch.rand([n, 4], **kw) < (self.imgfilter * p * bands).clamp(max=1)
+        if not bool(hit.any()):
+            return None
+        return hit, normalize_band_gains(torch.where(hit, torch.exp2(log2_gains), 1.0))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment ``[N, C, H, W]`` float images (about ``[-1, 1]``) into ``[N, C, H, W]`` of the same dtype.
@@ -288,7 +297,7 @@ class AugmentPipe(torch.nn.Module):
         if not bool((color == torch.eye(4, dtype=color.dtype, device=dev)).all()):
             images = apply_color_matrix(images, color)
         if (drawn := self.sample_band_gains(n, p, dev)) is not None:
-            idx = drawn[0].nonzero()[:, 0]
+            idx = drawn[0].any(dim=1).nonzero()[:, 0]
             filtered = apply_band_gains(images.index_select(0, idx), drawn[1].index_select(0, idx))
             images = images.index_copy(0, idx, filtered)
         if (hit := self._chance(self.noise * p, n, dev)) is not None and bool(hit.any()):

@@ -2,8 +2,8 @@
 
 Everything here is a stateless function of its arguments (only :func:`add_noise` draws from torch's
 global RNG): wavelet tables, 3x3 geometric and 4x4 colour matrices, reflection padding, the exact
-pixel-blit warp, the wavelet-resampled general warp, the colour transform, the frequency-band filter
-and the corruptions. :mod:`stylegan2_ada_kd.augment` draws the
+pixel-blit warp, the wavelet-resampled general warp, the colour transform, the separable
+frequency-band filter and the corruptions. :mod:`stylegan2_ada_kd.augment` draws the
 random parameters and decides which sample gets what.
 
 Conventions:
@@ -362,44 +362,71 @@ def apply_color_matrix(images: torch.Tensor, matrix: torch.Tensor) -> torch.Tens
     return out
 
 
-def _halfband(images: torch.Tensor, dilation: int) -> torch.Tensor:
-    """Separable zero-phase half-band low-pass (:data:`HALFBAND_KERNEL`, dilated ``dilation`` times)."""
+def _halfband(images: torch.Tensor, dilation: int, axis: str) -> torch.Tensor:
+    """Zero-phase half-band low-pass (:data:`HALFBAND_KERNEL`, dilated ``dilation`` times) along one axis
+    (``'x'``: width, ``'y'``: height) of ``[N, C, H, W]`` images, with mirror padding; same shape out."""
     c = images.shape[1]
     k = torch.tensor(HALFBAND_KERNEL, dtype=images.dtype, device=images.device)
     r = (k.shape[0] - 1) // 2 * dilation
-    x = reflect_pad(images, (r, r, r, r))
-    x = F.conv2d(x, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), dilation=(1, dilation), groups=c)
-    return F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), dilation=(dilation, 1), groups=c)
+    if axis == 'x':
+        x = reflect_pad(images, (r, r, 0, 0))
+        return F.conv2d(x, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), dilation=(1, dilation), groups=c)
+    if axis == 'y':
+        x = reflect_pad(images, (0, 0, r, r))
+        return F.conv2d(x, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), dilation=(dilation, 1), groups=c)
+    raise ValueError(f"axis must be 'x' or 'y'; got {axis!r}")
 
 
-def split_bands(images: torch.Tensor) -> list[torch.Tensor]:
-    """Split ``[N, C, H, W]`` images into 4 octave bands, low to high (ADA App. B, "image-space filtering").
+def _lowpasses(images: torch.Tensor, axis: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The 1-D low-passes ``L1, L2, L3`` (cut-offs near pi/2, pi/4, pi/8) of images along ``axis``: a
+    dyadic "a trous" cascade of the half-band filter (dilations 1, 2, 4)."""
+    y1 = _halfband(images, 1, axis)
+    y2 = _halfband(y1, 2, axis)
+    return y1, y2, _halfband(y2, 4, axis)
 
-    A dyadic "a trous" cascade of the sym2 half-band filter gives low-passes ``L1, L2, L3`` with cut-offs
-    near pi/2, pi/4, pi/8 (per axis); the bands are ``L3, L2 - L3, L1 - L2, x - L1``. They sum to the input.
-    Returns 4 tensors of shape ``[N, C, H, W]``.
+
+def split_bands(images: torch.Tensor, axis: str = 'x') -> list[torch.Tensor]:
+    """Split ``[N, C, H, W]`` images into the 4 octave bands of the 1-D filter bank along ``axis``, low to
+    high (ADA App. B, "image-space filtering"): ``L3, L2 - L3, L1 - L2, x - L1`` with the low-passes of
+    :func:`_lowpasses`, i.e. the bands ``[0, pi/8], [pi/8, pi/4], [pi/4, pi/2], [pi/2, pi]``. They sum to
+    the input. Returns 4 tensors of shape ``[N, C, H, W]``.
     """
-    y1 = _halfband(images, 1)
-    y2 = _halfband(y1, 2)
-    y3 = _halfband(y2, 4)
+    y1, y2, y3 = _lowpasses(images, axis)
     return [y3, y2 - y3, y1 - y2, images - y1]
 
 
-def apply_band_gains(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
-    """Scale the 4 bands of :func:`split_bands` by per-sample ``gains`` ``[N, 4]`` (low to high) and sum:
-    ``[N, C, H, W]`` -> same. The DC gain is ``gains[:, 0]``."""
-    y1 = _halfband(images, 1)
-    y2 = _halfband(y1, 2)
-    y3 = _halfband(y2, 4)
+def filter_1d(images: torch.Tensor, gains: torch.Tensor, axis: str) -> torch.Tensor:
+    """Apply the per-sample composite 1-D filter ``sum_i gains_i * band_i`` (``gains`` ``[N, 4]``, low to
+    high) along ``axis`` of ``[N, C, H, W]`` images; same shape out. Its DC gain is ``gains[:, 0]``."""
+    y1, y2, y3 = _lowpasses(images, axis)
     g = gains.to(images.dtype)[:, :, None, None, None]
     return g[:, 3] * images + (g[:, 2] - g[:, 3]) * y1 + (g[:, 1] - g[:, 2]) * y2 + (g[:, 0] - g[:, 1]) * y3
 
 
+def apply_band_gains(images: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """Image-space filtering (ADA App. B): the composite 1-D band filter of :func:`filter_1d` applied
+    separably, along x and then along y, as in the reference. ``[N, C, H, W]`` -> same.
+
+    The 2-D response is ``G(wx) G(wy)`` with ``G = sum_i gains_i B_i``: a uniform gain ``g`` in every band
+    scales the image by ``g^2``, and the DC gain is ``gains[:, 0]^2``. Mirror padding at every stage of the
+    cascade equals one mirror padding of the whole (symmetric) filter, for any image size.
+    """
+    return filter_1d(filter_1d(images, gains, 'x'), gains, 'y')
+
+
 def normalize_band_gains(gains: torch.Tensor, power: Sequence[float] = BAND_POWER) -> torch.Tensor:
-    """Divide amplitude gains ``[N, 4]`` by ``sqrt(sum_i power_i gains_i^2)`` so that an image whose power
-    is spread over the bands as ``power`` (default [10, 1, 1, 1] / 13) keeps its expected total power."""
+    """Normalise drawn band amplitudes ``b`` ``[N, 4]`` (1 where a band was not drawn) as the reference does.
+
+    Each band's amplification is its own transformation: amplifying band ``i`` by ``b_i`` is followed by
+    a division by ``sqrt(1 + w_i (b_i^2 - 1))``, which keeps the expected power of an image whose power is
+    spread over the bands as ``w = power`` (default [10, 1, 1, 1] / 13). The four band transformations
+    compose by product, so ``out_j = b_j / prod_i sqrt(1 + w_i (b_i^2 - 1))``. With one band drawn this is
+    ``b / sqrt(sum_i w_i b_i^2)``; with all four equal to ``g`` it is not the identity (``g = 1/2`` gives
+    0.8404 in every band).
+    """
     weights = torch.as_tensor(power, dtype=gains.dtype, device=gains.device)
-    return gains / (gains.square() * weights).sum(dim=1, keepdim=True).sqrt()
+    per_band = 1 + weights * (gains.square() - 1)
+    return gains / per_band.prod(dim=1, keepdim=True).sqrt()
 
 
 def add_noise(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

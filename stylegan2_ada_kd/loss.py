@@ -62,6 +62,27 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
     return grad.square().sum(dim=2).mean(dim=1).sqrt()
 
 
+def path_length_penalty(
+    lengths: torch.Tensor, pl_mean: torch.Tensor, pl_decay: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Path-length penalty ``(|J^T y| - a)^2`` per sample (StyleGAN2, Eq. 4) and the updated mean ``a``.
+
+    ``a = pl_mean + pl_decay * (mean(lengths) - pl_mean)`` is the running mean updated with this batch;
+    it stays in the autograd graph, so the penalty's gradient includes the term through ``a`` (as in
+    the reference trainer). Store ``a.detach()`` as the next step's ``pl_mean``.
+
+    Args:
+        lengths: ``[N]`` path lengths from :func:`path_lengths`, differentiable.
+        pl_mean: 0-d running mean (no gradient).
+        pl_decay: weight of this batch's mean, in ``[0, 1]``.
+
+    Returns:
+        ``([N] penalty, 0-d updated mean)``.
+    """
+    pl_mean_new = pl_mean.lerp(lengths.mean(), pl_decay)
+    return (lengths - pl_mean_new).square(), pl_mean_new
+
+
 def lecam_penalty(
     real_logits: torch.Tensor, fake_logits: torch.Tensor, ema_real: torch.Tensor, ema_fake: torch.Tensor
 ) -> torch.Tensor:
@@ -219,10 +240,10 @@ class StyleGAN2Loss:
             self._g_main(gen_z, gen_c, gain)
         if phase in ('Greg', 'Gboth') and self.pl_weight > 0:
             self._g_pl(gen_z, gen_c, gain)
-        if phase in ('Dmain', 'Dboth'):
-            self._d_main(real_img, real_c, gen_z, gen_c, gain)
-        if phase in ('Dreg', 'Dboth') and self.r1_gamma > 0:
-            self._d_r1(real_img, real_c, gain)
+        do_main = phase in ('Dmain', 'Dboth')
+        do_r1 = phase in ('Dreg', 'Dboth') and self.r1_gamma > 0
+        if do_main or do_r1:
+            self._d_phase(real_img, real_c, gen_z, gen_c, gain, do_main, do_r1)
 
     def _g_main(self, gen_z: torch.Tensor, gen_c: torch.Tensor, gain: float) -> None:
         img, _ws = self.run_G(gen_z, gen_c)
@@ -234,38 +255,46 @@ class StyleGAN2Loss:
         n = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
         img, ws = self.run_G(gen_z[:n], gen_c[:n])
         lengths = path_lengths(img, ws)
-        self.pl_mean = self.pl_mean.lerp(lengths.detach().mean(), self.pl_decay)
-        penalty = (lengths - self.pl_mean).square()
+        penalty, pl_mean_new = path_length_penalty(lengths, self.pl_mean, self.pl_decay)
+        self.pl_mean = pl_mean_new.detach()
         training_stats.report('Loss/pl_penalty', penalty)
         loss = penalty * self.pl_weight
         training_stats.report('Loss/G/reg', loss)
         # img[:, 0, 0, 0] * 0 keeps every synthesis output in the graph (all ranks step the same params).
         (img[:, 0, 0, 0] * 0 + loss).mean().mul(gain).backward()
 
-    def _d_main(
+    def _d_phase(
         self,
         real_img: torch.Tensor,
         real_c: torch.Tensor,
         gen_z: torch.Tensor,
         gen_c: torch.Tensor,
         gain: float,
+        do_main: bool,
+        do_r1: bool,
     ) -> None:
-        with torch.no_grad():
-            gen_img, _ws = self.run_G(gen_z, gen_c)
-        fake = self.run_D(gen_img, gen_c)
-        real = self.run_D(real_img.detach(), real_c)
-        _report_scores('fake', fake.logits)
-        _report_scores('real', real.logits)
-        self.d_main_terms(real, fake, real_c, gen_c).mean().mul(gain).backward()
-
-    def _d_r1(self, real_img: torch.Tensor, real_c: torch.Tensor, gain: float) -> None:
-        real_img = real_img.detach().requires_grad_(True)
+        """D's main loss and/or R1 on one chunk. D scores the (augmented) reals once, and that pass
+        reports ``Loss/signs/real`` in every D phase (the ADA heuristic reads it, as in the reference)."""
+        loss = torch.zeros([], device=real_img.device)
+        fake = None
+        if do_main:
+            with torch.no_grad():
+                gen_img, _ws = self.run_G(gen_z, gen_c)
+            fake = self.run_D(gen_img, gen_c)
+            _report_scores('fake', fake.logits)
+        real_img = real_img.detach().requires_grad_(do_r1)
         real = self.run_D(real_img, real_c)
-        penalty = r1_penalty(real.logits, real_img)
-        training_stats.report('Loss/r1_penalty', penalty)
-        loss = penalty * (self.r1_gamma / 2)
-        training_stats.report('Loss/D/reg', loss)
-        (real.logits.squeeze(1) * 0 + loss).mean().mul(gain).backward()
+        _report_scores('real', real.logits)
+        if fake is not None:
+            loss = loss + self.d_main_terms(real, fake, real_c, gen_c).mean()
+        if do_r1:
+            penalty = r1_penalty(real.logits, real_img)
+            training_stats.report('Loss/r1_penalty', penalty)
+            reg = penalty * (self.r1_gamma / 2)
+            training_stats.report('Loss/D/reg', reg)
+            # real.logits * 0 keeps D's output layer in the graph of a pure R1 step (all ranks alike).
+            loss = loss + (real.logits.squeeze(1) * 0 + reg).mean()
+        loss.mul(gain).backward()
 
 
 def _report_scores(kind: str, logits: torch.Tensor) -> None:

@@ -65,6 +65,14 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
     '--subset', help='Train on this many images chosen with --seed', type=click.IntRange(min=1), metavar='INT'
 )
 @click.option(
+    '--holdout',
+    help='Keep this many images (chosen with --seed) out of training to measure D overfitting (0 = off)',
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar='INT',
+)
+@click.option(
     '--mirror',
     help='Add x-flipped copies of the images',
     type=BOOL,

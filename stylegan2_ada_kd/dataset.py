@@ -155,6 +155,31 @@ class ImageFiles:
             pass
 
 
+def split_indices(num: int, max_size: Optional[int], holdout: int, split: str, seed: int) -> np.ndarray:
+    """Sorted int64 indices (into the ``num`` sorted image files) that one split of the dataset serves.
+
+    ``holdout`` images are drawn first with ``seed``; ``split='holdout'`` returns them. ``split='train'``
+    returns the others, or a random subset of ``max_size`` of them (drawn as without a holdout, so
+    ``holdout=0`` keeps the subsets of earlier runs).
+    """
+    if split not in ('train', 'holdout'):
+        raise DatasetError(f"split={split!r} must be 'train' or 'holdout'")
+    if holdout and not 0 < holdout < num:
+        raise DatasetError(f'holdout={holdout} must leave training images: the dataset has {num} images')
+    idx = np.arange(num, dtype=np.int64)
+    if holdout:
+        held = np.sort(np.random.RandomState(seed % (1 << 32)).choice(num, size=holdout, replace=False))
+        if split == 'holdout':
+            return held
+        idx = np.setdiff1d(idx, held)
+    elif split == 'holdout':
+        raise DatasetError("split='holdout' needs holdout > 0")
+    if max_size is not None and max_size < len(idx):
+        rnd = np.random.RandomState(seed % (1 << 32))
+        idx = np.sort(rnd.choice(idx, size=max_size, replace=False))
+    return idx
+
+
 @dataclasses.dataclass
 class ItemDetails:
     """Where a dataset item comes from: ``raw_idx`` indexes the sorted image files of the folder/zip."""
@@ -179,8 +204,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         max_size: keep a random subset of this many images (chosen with ``random_seed``, kept in file order);
             None or a value >= the number of images keeps all.
         xflip: append a mirrored copy of every image: ``len`` doubles, items ``n..2n-1`` are flipped in x.
-        random_seed: seed of the subset choice.
+        random_seed: seed of the subset and held-out choices.
         name: display name; defaults to the file or folder name without extension.
+        holdout: set this many images (chosen with ``random_seed``) apart from training, for overfitting
+            diagnostics (0 = none); the subset is then drawn from the other images.
+        split: ``'train'`` serves the training images, ``'holdout'`` the held-out ones.
 
     Every image the dataset serves is checked at construction: fully decoded once (so truncated and corrupt
     files are caught; verdicts of unchanged files are cached, see :mod:`stylegan2_ada_kd.dataset_check`),
@@ -198,6 +226,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         xflip: bool = False,
         random_seed: int = 0,
         name: Optional[str] = None,
+        holdout: int = 0,
+        split: str = 'train',
     ) -> None:
         if resolution is not None and not (is_power_of_two(int(resolution)) and resolution >= 4):
             raise DatasetError(f'resolution={resolution} must be a power of two >= 4 (e.g. 64, 256, 1024)')
@@ -214,10 +244,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 'other formats PIL opens); point to the right folder or build one with '
                 f'python dataset_tool.py --source=IMAGES_DIR --dest={os.path.splitext(self._path)[0]}.zip'
             )
-        self._raw_idx = np.arange(len(all_names), dtype=np.int64)
-        if max_size is not None and max_size < len(all_names):
-            rnd = np.random.RandomState(int(random_seed) % (1 << 32))
-            self._raw_idx = np.sort(rnd.choice(len(all_names), size=max_size, replace=False))
+        self._raw_idx = split_indices(len(all_names), max_size, int(holdout), split, int(random_seed))
         self._image_names = [all_names[i] for i in self._raw_idx]
         self._check(all_names, resolution, bool(use_labels))
 

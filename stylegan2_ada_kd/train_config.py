@@ -178,6 +178,8 @@ def run_desc(opts: dict, dataset_name: str, cfg_desc: str) -> str:
         parts.append('cond')
     if opts['subset'] is not None:
         parts.append(f'subset{opts["subset"]}')
+    if opts.get('holdout'):
+        parts.append(f'holdout{opts["holdout"]}')
     if opts['mirror']:
         parts.append('mirror')
     parts.append(cfg_desc)
@@ -211,10 +213,10 @@ def run_desc(opts: dict, dataset_name: str, cfg_desc: str) -> str:
 
 
 def _load_dataset(
-    data: str, cond: bool, subset: Optional[int], mirror: bool, seed: int
+    data: str, cond: bool, subset: Optional[int], mirror: bool, seed: int, holdout: int = 0
 ) -> tuple[EasyDict, Any]:
     """Dataset kwargs, and the dataset itself (every file validated now, before training)."""
-    from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset
+    from stylegan2_ada_kd.dataset import DatasetError, ImageFiles, ImageFolderDataset
 
     if data == 'demo':
         from stylegan2_ada_kd.demo_data import demo_dataset_path
@@ -229,6 +231,9 @@ def _load_dataset(
         random_seed=seed,
     )
     try:
+        if holdout:
+            _check_holdout(holdout, subset, len(ImageFiles(data).image_names()))
+            kwargs.holdout = holdout
         dataset = ImageFolderDataset(**{k: v for k, v in kwargs.items() if k != 'class_name'})
     except (DatasetError, OSError) as err:
         raise click.UsageError(f'--data={data}: {err}') from err
@@ -240,12 +245,42 @@ def _load_dataset(
     return kwargs, dataset
 
 
+def _check_holdout(holdout: int, subset: Optional[int], num_images: int) -> None:
+    """Reject a ``--holdout`` that cannot give a D-overfitting measurement and a training set."""
+    if holdout < 2:
+        raise click.UsageError(f'--holdout={holdout}: hold out at least 2 images (or 0 to turn it off)')
+    if holdout >= num_images:
+        raise click.UsageError(
+            f'--holdout={holdout} leaves no training images: the dataset has {num_images}; '
+            f'choose --holdout below {num_images} (e.g. {max(2, num_images // 5)})'
+        )
+    if subset is not None and subset + holdout > num_images:
+        raise click.UsageError(
+            f'--subset={subset} plus --holdout={holdout} exceed the {num_images} images of the dataset; '
+            f'lower one so that they add up to at most {num_images}'
+        )
+
+
+def _overfit_kwargs(holdout: int, set_kwargs: dict) -> Optional[EasyDict]:
+    """Kwargs of the D-overfitting monitor (None without ``--holdout``), with the held-out file names."""
+    if not holdout:
+        return None
+    from stylegan2_ada_kd.dataset import ImageFolderDataset
+
+    held = ImageFolderDataset(
+        **{k: v for k, v in set_kwargs.items() if k not in ('class_name', 'resolution')}, split='holdout'
+    )
+    return EasyDict(
+        class_name='stylegan2_ada_kd.overfit.OverfitMonitor', holdout_files=held.files, num_images=holdout
+    )
+
+
 def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
     """Resolve train.py's options (a dict of click values) into training_loop kwargs, a run description
     and the (validated) dataset."""
     gpus = process_count(opts['gpus'])
     set_kwargs, dataset = _load_dataset(
-        opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed']
+        opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed'], opts.get('holdout', 0)
     )
     spec = resolve_preset(opts['cfg'], gpus, dataset.resolution)
     if opts.get('map_depth'):
@@ -289,6 +324,7 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
         image_snapshot_ticks=opts['snap'],
         network_snapshot_ticks=opts['snap'],
         metrics=_parse_metrics(opts['metrics']),
+        overfit_kwargs=_overfit_kwargs(opts.get('holdout', 0), set_kwargs),
         cudnn_benchmark=not opts['nobench'],
         allow_tf32=opts['allow_tf32'],
     )

@@ -242,6 +242,7 @@ def training_loop(
     cudnn_benchmark: bool = True,  # torch.backends.cudnn.benchmark.
     allow_tf32: bool = False,  # TF32 matmul/convolution on Ampere+.
     metrics: Optional[list] = None,  # Metric names evaluated at each snapshot (calc by metrics.metric_main).
+    overfit_kwargs: Optional[dict] = None,  # D-overfitting monitor (held-out reals): class_name + options.
     abort_fn: Optional[Callable[[], bool]] = None,  # Called each tick; True stops training after a snapshot.
 ) -> None:
     """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature."""
@@ -281,9 +282,19 @@ def training_loop(
         dataset, rank, random_seed, progress.batch_idx * batch_gpu * rounds, batch_gpu, **data_kw
     )
 
-    grid = None
+    grid = monitor = None
     if rank == 0:
         _print_setup(dataset, G, D, augment_pipe, loss)
+        if overfit_kwargs:
+            monitor = construct_class_by_name(
+                **overfit_kwargs,
+                dataset_kwargs=training_set_kwargs,
+                training_set=dataset,
+                z_dim=G.z_dim,
+                device=device,
+                batch=batch_gpu,
+                seed=random_seed,
+            )
         grid = _init_grid(run_dir, dataset, G, device, progress.cur_nimg == 0, G_ema, batch_gpu)
     tick_stats = training_stats.Collector()
     ada_stats = training_stats.Collector(['Loss/signs/real'])
@@ -323,6 +334,8 @@ def training_loop(
             maintenance=maintenance_time,
         )
         stats = _tick_stats(progress, timing, p_now, device)
+        if monitor is not None:
+            stats.update(monitor.stats(G, D))
         if rank == 0:
             print(_tick_line(progress, stats, _augment_status(augment_pipe)))
         aborted = bool(abort_fn and abort_fn())

@@ -1,0 +1,103 @@
+"""--holdout: held-out reals kept out of training, and the per-tick D-overfitting stats."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import TINY_D, TINY_G, make_image_folder
+
+import train
+from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset, split_indices
+from stylegan2_ada_kd.networks import Discriminator, Generator
+from stylegan2_ada_kd.overfit import OverfitMonitor
+
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4']
+
+
+@pytest.fixture(scope='module')
+def data16(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp('data16'), seed=0)
+
+
+def test_splits_are_disjoint_seeded_and_keep_old_subsets():
+    train_idx = split_indices(50, None, 10, 'train', seed=3)
+    held = split_indices(50, None, 10, 'holdout', seed=3)
+    assert len(held) == 10 and len(train_idx) == 40
+    assert not set(train_idx) & set(held) and set(train_idx) | set(held) == set(range(50))
+    assert list(held) != list(split_indices(50, None, 10, 'holdout', seed=4))
+    sub = split_indices(50, 20, 10, 'train', seed=3)
+    assert len(sub) == 20 and set(sub) <= set(train_idx)
+    old = np.sort(np.random.RandomState(3).choice(50, size=20, replace=False))  # --subset before --holdout
+    assert list(split_indices(50, 20, 0, 'train', seed=3)) == list(old)
+    with pytest.raises(DatasetError):
+        split_indices(50, None, 50, 'train', seed=0)
+    with pytest.raises(DatasetError):
+        split_indices(50, None, 0, 'holdout', seed=0)
+
+
+def test_dry_run_records_the_held_out_files(data16, tmp_path):
+    res = CliRunner().invoke(
+        train.main,
+        [f'--outdir={tmp_path}', f'--data={data16}', *TINY, '--holdout=4', '--mirror=1', '--dry-run'],
+    )
+    assert res.exit_code == 0, res.output
+    c = json.loads(res.output.split('\n\nRun directory')[0])
+    assert c['training_set_kwargs']['holdout'] == 4 and '-holdout4-mirror-' in c['run_dir']
+    held = c['overfit_kwargs']['holdout_files']
+    assert len(held) == 4 and c['overfit_kwargs']['num_images'] == 4
+    kwargs = {k: v for k, v in c['training_set_kwargs'].items() if k not in ('class_name', 'resolution')}
+    training = ImageFolderDataset(**kwargs)
+    assert len(training.files) == 12 and not set(training.files) & set(held)
+    assert len(training) == 24  # mirrored training images only
+
+
+@pytest.mark.parametrize(
+    'extra, needle',
+    [
+        (['--holdout=1'], 'at least 2'),
+        (['--holdout=16'], 'leaves no training images'),
+        (['--holdout=8', '--subset=10'], '--subset=10 plus --holdout=8'),
+    ],
+)
+def test_bad_holdout_fails_before_anything_is_created(data16, tmp_path, extra, needle):
+    out = tmp_path / 'runs'
+    res = CliRunner().invoke(train.main, [f'--outdir={out}', f'--data={data16}', *TINY, *extra, '--dry-run'])
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert not out.exists()
+
+
+def test_monitor_reports_d_on_train_holdout_and_fakes(data16):
+    kwargs = dict(
+        class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=data16, holdout=6, random_seed=1
+    )
+    training = ImageFolderDataset(path=data16, holdout=6, random_seed=1)
+    held = ImageFolderDataset(path=data16, holdout=6, random_seed=1, split='holdout')
+    G, D = Generator(**TINY_G), Discriminator(**TINY_D)
+    monitor = OverfitMonitor(kwargs, held.files, 6, training, G.z_dim, torch.device('cpu'), batch=4)
+    stats = monitor.stats(G, D)
+    assert stats['Overfit/D_train']['num'] == 6 and stats['Overfit/D_holdout']['num'] == 6
+    assert stats['Overfit/D_fake']['num'] == 6
+    means = {k: stats[f'Overfit/D_{k}']['mean'] for k in ('train', 'holdout', 'fake')}
+    gap = (means['train'] - means['holdout']) / (means['train'] - means['fake'])
+    assert stats['Overfit/gap']['mean'] == pytest.approx(gap)
+    # The held-out images are the ones scored: D's logits on them, computed directly, give the same mean.
+    img = torch.from_numpy(np.stack([held[i][0] for i in range(6)])).float() / 127.5 - 1
+    with torch.no_grad():
+        direct = torch.cat([D(img[:4], torch.zeros(4, 0)), D(img[[4, 5, 4, 5]], torch.zeros(4, 0))[:2]])
+    assert stats['Overfit/D_holdout']['mean'] == pytest.approx(float(direct.mean()), rel=1e-5)
+    assert monitor.stats(G, D) == stats  # fixed samples and latents: deterministic
+    with pytest.raises(ValueError, match='held-out images'):
+        OverfitMonitor(kwargs, held.files[:5], 6, training, G.z_dim, torch.device('cpu'), batch=4)
+
+
+def test_training_writes_overfit_stats(data16, tmp_path):
+    args = [f'--outdir={tmp_path}', f'--data={data16}', *TINY, '--holdout=4', '--kimg=0.008', '--tick=0.004']
+    res = CliRunner().invoke(train.main, args + ['--snap=10'])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    run_dir = next(tmp_path.iterdir())
+    stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
+    for key in ('Overfit/D_train', 'Overfit/D_holdout', 'Overfit/D_fake', 'Overfit/gap'):
+        assert all(key in s for s in stats), key
+    assert stats[-1]['Overfit/D_holdout']['num'] == 4

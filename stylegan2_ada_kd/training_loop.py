@@ -9,7 +9,6 @@ loss or augmentation class.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
-from stylegan2_ada_kd import distributed, resume, run_io
+from stylegan2_ada_kd import distributed, loop_report, resume, run_io
 from torch_utils import training_stats
 
 
@@ -103,11 +102,25 @@ def _build_phases(
         kw['betas'] = [b**ratio for b in opt_kwargs.get('betas', (0.9, 0.999))]
         opt = construct_class_by_name(params, **kw)
         phases += [Phase(f'{name}main', module, opt, 1), Phase(f'{name}reg', module, opt, interval)]
+    for phase in phases:
+        _check_optimizer_covers(phase)
     if torch.cuda.is_available():
         for phase in phases:
             phase.start_event = torch.cuda.Event(enable_timing=True)
             phase.end_event = torch.cuda.Event(enable_timing=True)
     return phases
+
+
+def _check_optimizer_covers(phase: Phase) -> None:
+    """Every parameter of the phase's module must be in its optimizer (a head attached after the optimizer
+    was built would silently never train)."""
+    held = {id(p) for group in phase.opt.param_groups for p in group['params']}
+    missing = [name for name, p in phase.module.named_parameters() if id(p) not in held]
+    if missing:
+        raise RuntimeError(
+            f'{phase.name}: parameters {missing[:5]} are not in the optimizer; modules attached to the '
+            'networks (plugin heads) must exist before the optimizers are built'
+        )
 
 
 def _run_phase(phase: Phase, loss, reals, real_cs, gen_zs, gen_cs, cur_nimg: int) -> None:  # noqa: ANN001
@@ -128,6 +141,30 @@ def _run_phase(phase: Phase, loss, reals, real_cs, gen_zs, gen_cs, cur_nimg: int
         phase.end_event.record(torch.cuda.current_stream())
 
 
+def _loss_diagnostics(
+    loss: object,
+    real: torch.Tensor,
+    real_c: torch.Tensor,
+    z_dim: int,
+    dataset: torch.utils.data.Dataset,
+    device: torch.device,
+) -> dict:
+    """Once-per-tick diagnostics of the loss, if it has ``tick_diagnostics(real, real_c, gen_z, gen_c)``
+    (returning ``{name: {'num', 'mean', 'std'}}``), on the last step's first real chunk and fresh latents.
+
+    Runs under forked RNG states, so training draws the same random numbers with or without it.
+    """
+    diagnose = getattr(loss, 'tick_diagnostics', None)
+    if not callable(diagnose):
+        return {}
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
+        gen_z = torch.randn([len(real), z_dim], device=device)
+        out = diagnose(real, real_c, gen_z, _sample_labels(dataset, len(real), device))
+    np.random.set_state(np_state)
+    return out
+
+
 @torch.no_grad()
 def _update_ema(G: torch.nn.Module, G_ema: torch.nn.Module, beta: float) -> None:
     """Parameters: ``ema = lerp(p, ema, beta)``; buffers are copied."""
@@ -143,73 +180,6 @@ def ema_beta(batch_size: int, cur_nimg: int, ema_kimg: float, ema_rampup: Option
     if ema_rampup is not None:
         ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
     return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-
-
-@torch.no_grad()
-def _generate_grid(
-    G_ema: torch.nn.Module, grid_z: torch.Tensor, grid_c: torch.Tensor, batch_gpu: int
-) -> torch.Tensor:
-    """Images ``[gw * gh, C, H, W]`` of the fixed snapshot latents (const noise)."""
-    chunks = [
-        G_ema(z, c, noise_mode='const').cpu()
-        for z, c in zip(grid_z.split(batch_gpu), grid_c.split(batch_gpu))
-    ]
-    return torch.cat(chunks)
-
-
-def _tick_line(progress: Progress, stats: dict, augment: Optional[str]) -> str:
-    """The console status line of one tick; ``augment`` is :func:`_augment_status`."""
-    fields = [
-        f'tick {progress.cur_tick:<5d}',
-        f'kimg {progress.cur_nimg / 1e3:<8.1f}',
-        f'time {stats["Timing/total_sec"]["mean"]:<8.0f}',
-        f'sec/tick {stats["Timing/sec_per_tick"]["mean"]:<7.1f}',
-        f'sec/kimg {stats["Timing/sec_per_kimg"]["mean"]:<7.2f}',
-        f'maintenance {stats["Timing/maintenance_sec"]["mean"]:<6.1f}',
-        f'cpumem {stats["Resources/cpu_mem_gb"]["mean"]:<6.2f}',
-        f'gpumem {stats["Resources/peak_gpu_mem_gb"]["mean"]:<6.2f}',
-    ]
-    if augment is not None:
-        fields.append(f'augment {augment}')
-    return ' '.join(fields)
-
-
-def _augment_status(augment_pipe: Optional[torch.nn.Module]) -> Optional[str]:
-    """What the tick line shows after 'augment': the probability p, or the pipe's own ``tick_status()``
-    (DiffAugment has no probability and shows its policy)."""
-    if augment_pipe is None:
-        return None
-    status = getattr(augment_pipe, 'tick_status', None)
-    return status() if callable(status) else f'{float(augment_pipe.p):.3f}'
-
-
-def _tick_stats(progress: Progress, timing: dict, augment_p: Optional[float], device: torch.device) -> dict:
-    """Progress/Timing/Resources entries of one tick as ``{name: {'num', 'mean', 'std'}}``."""
-    values = {
-        'Progress/tick': progress.cur_tick,
-        'Progress/kimg': progress.cur_nimg / 1e3,
-        'Progress/augment': augment_p if augment_p is not None else 0.0,
-        'Timing/total_sec': timing['total'],
-        'Timing/sec_per_tick': timing['tick'],
-        'Timing/sec_per_kimg': timing['tick'] / max(timing['kimg'], 1e-8),
-        'Timing/maintenance_sec': timing['maintenance'],
-        'Timing/total_hours': timing['total'] / 3600,
-        'Timing/total_days': timing['total'] / 86400,
-        'Resources/cpu_mem_gb': _cpu_mem_gb(),
-        'Resources/peak_gpu_mem_gb': (
-            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0.0
-        ),
-    }
-    return {k: {'num': 1, 'mean': float(v), 'std': 0.0} for k, v in values.items()}
-
-
-def _cpu_mem_gb() -> float:
-    """Resident memory of this process in GB (Linux /proc; 0 elsewhere)."""
-    try:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**30
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def training_loop(
@@ -249,7 +219,7 @@ def training_loop(
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     rounds = accumulation_rounds(batch_size, batch_gpu, num_gpus)
     _setup_torch(device, random_seed * num_gpus + rank, cudnn_benchmark, allow_tf32)
-    _report_ops(run_dir, rank, device)
+    loop_report.report_ops(run_dir, rank, device)
     start_time = time.time()
     dataset = construct_class_by_name(**training_set_kwargs)
     common = dict(
@@ -265,6 +235,8 @@ def training_loop(
     ada = (
         construct_class_by_name(**ada_kwargs, batch_size=batch_size) if ada_kwargs and augment_pipe else None
     )
+    # The loss may add trainable modules to G or D (a plugin head through D.attach_head), so it is built
+    # before the optimizers and the broadcast below; _build_phases checks that every parameter is covered.
     loss = construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
     phases = _build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
     progress = Progress()
@@ -284,7 +256,7 @@ def training_loop(
 
     grid = monitor = None
     if rank == 0:
-        _print_setup(dataset, G, D, augment_pipe, loss)
+        loop_report.print_setup(dataset, G, D, augment_pipe, loss)
         if overfit_kwargs:
             monitor = construct_class_by_name(
                 **overfit_kwargs,
@@ -295,7 +267,7 @@ def training_loop(
                 batch=batch_gpu,
                 seed=random_seed,
             )
-        grid = _init_grid(run_dir, dataset, G, device, progress.cur_nimg == 0, G_ema, batch_gpu)
+        grid = loop_report.init_grid(run_dir, dataset, G, device, progress.cur_nimg == 0, G_ema, batch_gpu)
     tick_stats = training_stats.Collector()
     ada_stats = training_stats.Collector(['Loss/signs/real'])
     writer = run_io.StatsWriter(run_dir, start_time) if rank == 0 else None
@@ -333,11 +305,13 @@ def training_loop(
             kimg=(progress.cur_nimg - progress.tick_start_nimg) / 1e3,
             maintenance=maintenance_time,
         )
-        stats = _tick_stats(progress, timing, p_now, device)
+        stats = loop_report.tick_stats(progress, timing, p_now, device)
         if monitor is not None:
             stats.update(monitor.stats(G, D))
         if rank == 0:
-            print(_tick_line(progress, stats, _augment_status(augment_pipe)))
+            stats.update(_loss_diagnostics(loss, reals[0], real_cs[0], G.z_dim, dataset, device))
+        if rank == 0:
+            print(loop_report.tick_line(progress, stats, loop_report.augment_status(augment_pipe)))
         aborted = bool(abort_fn and abort_fn())
         done = done or aborted
         collected = tick_stats.collect(device)
@@ -346,7 +320,7 @@ def training_loop(
         progress.cur_tick += 1  # the snapshot stores the state in which the next tick starts
         progress.tick_start_nimg = progress.cur_nimg
         if rank == 0 and image_snapshot_ticks and (done or tick % image_snapshot_ticks == 0):
-            images = _generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
+            images = loop_report.generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
             kimg = progress.cur_nimg // 1000
             run_io.save_image_grid(
                 images, os.path.join(run_dir, f'fakes{kimg:06d}.png'), (-1, 1), grid['size']
@@ -358,7 +332,9 @@ def training_loop(
                 run_dir, nets, phases, loss, ada, progress, training_set_kwargs, rank, device
             )
             stats.update(
-                _evaluate_metrics(metrics, G_ema, training_set_kwargs, run_dir, snapshot_pkl, rank, device)
+                loop_report.evaluate_metrics(
+                    metrics, G_ema, training_set_kwargs, run_dir, snapshot_pkl, rank, device
+                )
             )
         if writer is not None:
             writer.write(dict(collected, **stats), progress.cur_nimg)
@@ -374,59 +350,6 @@ def training_loop(
     ada_stats.close()
     if rank == 0:
         print('\nExiting...')
-
-
-def _evaluate_metrics(
-    metrics: Optional[list],
-    G_ema: torch.nn.Module,
-    dataset_kwargs: dict,
-    run_dir: str,
-    snapshot_pkl: Optional[str],
-    rank: int,
-    device: torch.device,
-) -> dict:
-    """Evaluate ``metrics`` on G_ema (all ranks take part), write metric-<name>.jsonl and the best pointer
-    for the first metric (rank 0), and return ``Metrics/<name>`` stats."""
-    if not metrics:
-        return {}
-    from metrics import metric_main
-
-    out, shared = {}, metric_main.feature_share(metrics)
-    for idx, metric in enumerate(metrics):
-        result = metric_main.calc_metric(
-            metric,
-            G=G_ema,
-            dataset_kwargs=dataset_kwargs,
-            num_gpus=distributed.world_size(),
-            rank=rank,
-            device=device,
-            shared=shared,
-        )
-        if rank == 0:
-            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
-            if idx == 0:
-                metric_main.update_best(run_dir, metric, result, snapshot_pkl)
-        for name, value in result['results'].items():
-            out[f'Metrics/{name}'] = {'num': 1, 'mean': float(value), 'std': 0.0}
-    return out
-
-
-def _report_ops(run_dir: str, rank: int, device: torch.device) -> None:
-    """Decide the op implementations once (rank 0 builds/loads the CUDA plugins first), log them and
-    record them in ``custom_ops.json`` beside training_options.json."""
-    from torch_utils import custom_ops
-
-    if rank != 0:
-        distributed.barrier()
-    info = custom_ops.active_impl(device)
-    if rank == 0:
-        distributed.barrier()
-        ops = info['ops']
-        print(
-            f'Custom ops: upfirdn2d={ops["upfirdn2d"]}, bias_act={ops["bias_act"]} (SG2KD_OPS={info["mode"]})'
-        )
-        with open(os.path.join(run_dir, 'custom_ops.json'), 'w') as f:
-            json.dump(info, f, indent=2)
 
 
 def _add_phase_timing(phases: list[Phase], stats: dict) -> None:
@@ -454,53 +377,3 @@ def _sample_labels(dataset: torch.utils.data.Dataset, n: int, device: torch.devi
         return torch.zeros([n, 0], device=device)
     idx = np.random.randint(len(dataset), size=n)
     return torch.from_numpy(np.stack([dataset.get_label(int(i)) for i in idx])).to(device)
-
-
-def _print_setup(
-    dataset: torch.utils.data.Dataset,
-    G: torch.nn.Module,
-    D: torch.nn.Module,
-    augment_pipe: Optional[torch.nn.Module],
-    loss: object,
-) -> None:
-    """What is being trained, for log.txt: the data, the network sizes, the augmentation and the loss."""
-    count = lambda module: sum(p.numel() for p in module.parameters())
-    shape = 'x'.join(str(v) for v in dataset.image_shape)
-    num = len(dataset.files)
-    mirrored = f' ({len(dataset)} with x-flips)' if len(dataset) != num else ''
-    print(f'Dataset: {dataset.name}: {num} images{mirrored}, {shape}, label dim {dataset.label_dim}')
-    heads = list(getattr(D, 'heads', {}))
-    print(
-        f'Networks: G {count(G):,} parameters, D {count(D):,}'
-        + (f' (heads: {", ".join(heads)})' if heads else '')
-    )
-    print(f'Augmentation: {augment_pipe if augment_pipe is not None else "none"}'.replace('\n', ' '))
-    describe = getattr(loss, 'describe', None)
-    print(f'Loss: {describe() if describe is not None else type(loss).__name__}')
-
-
-def _init_grid(
-    run_dir: str,
-    dataset: torch.utils.data.Dataset,
-    G: torch.nn.Module,
-    device: torch.device,
-    fresh: bool,
-    G_ema: torch.nn.Module,
-    bg: int,  # noqa: ANN001
-) -> dict:
-    """Write reals.png (and fakes_init.png on a fresh start); return the fixed grid latents."""
-    gw, gh = run_io.grid_size(dataset.resolution)
-    labels = np.stack([dataset.get_label(i) for i in range(len(dataset))])
-    indices = run_io.choose_grid_indices(labels, gw, gh)
-    reals = np.stack([dataset[int(i)][0] for i in indices])
-    run_io.save_image_grid(reals, os.path.join(run_dir, 'reals.png'), (0, 255), (gw, gh))
-    gen = torch.Generator().manual_seed(123)
-    grid = dict(
-        size=(gw, gh),
-        z=torch.randn([gw * gh, G.z_dim], generator=gen).to(device),
-        c=torch.from_numpy(labels[indices]).to(device),
-    )
-    if fresh:
-        images = _generate_grid(G_ema, grid['z'], grid['c'], bg)
-        run_io.save_image_grid(images, os.path.join(run_dir, 'fakes_init.png'), (-1, 1), (gw, gh))
-    return grid

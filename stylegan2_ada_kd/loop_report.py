@@ -1,0 +1,183 @@
+"""What the training loop shows and writes besides snapshots: the setup summary, the tick line and tick
+statistics, the image grids, the metric evaluations at snapshots and the op implementations in use."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from stylegan2_ada_kd import distributed, run_io
+
+
+@torch.no_grad()
+def generate_grid(
+    G_ema: torch.nn.Module, grid_z: torch.Tensor, grid_c: torch.Tensor, batch_gpu: int
+) -> torch.Tensor:
+    """Images ``[gw * gh, C, H, W]`` of the fixed snapshot latents (const noise)."""
+    chunks = [
+        G_ema(z, c, noise_mode='const').cpu()
+        for z, c in zip(grid_z.split(batch_gpu), grid_c.split(batch_gpu))
+    ]
+    return torch.cat(chunks)
+
+
+def tick_line(progress: Any, stats: dict, augment: Optional[str]) -> str:
+    """The console status line of one tick; ``augment`` is :func:`_augment_status`."""
+    fields = [
+        f'tick {progress.cur_tick:<5d}',
+        f'kimg {progress.cur_nimg / 1e3:<8.1f}',
+        f'time {stats["Timing/total_sec"]["mean"]:<8.0f}',
+        f'sec/tick {stats["Timing/sec_per_tick"]["mean"]:<7.1f}',
+        f'sec/kimg {stats["Timing/sec_per_kimg"]["mean"]:<7.2f}',
+        f'maintenance {stats["Timing/maintenance_sec"]["mean"]:<6.1f}',
+        f'cpumem {stats["Resources/cpu_mem_gb"]["mean"]:<6.2f}',
+        f'gpumem {stats["Resources/peak_gpu_mem_gb"]["mean"]:<6.2f}',
+    ]
+    if augment is not None:
+        fields.append(f'augment {augment}')
+    return ' '.join(fields)
+
+
+def augment_status(augment_pipe: Optional[torch.nn.Module]) -> Optional[str]:
+    """What the tick line shows after 'augment': the probability p, or the pipe's own ``tick_status()``
+    (DiffAugment has no probability and shows its policy)."""
+    if augment_pipe is None:
+        return None
+    status = getattr(augment_pipe, 'tick_status', None)
+    return status() if callable(status) else f'{float(augment_pipe.p):.3f}'
+
+
+def tick_stats(progress: Any, timing: dict, augment_p: Optional[float], device: torch.device) -> dict:
+    """Progress/Timing/Resources entries of one tick as ``{name: {'num', 'mean', 'std'}}``."""
+    values = {
+        'Progress/tick': progress.cur_tick,
+        'Progress/kimg': progress.cur_nimg / 1e3,
+        'Progress/augment': augment_p if augment_p is not None else 0.0,
+        'Timing/total_sec': timing['total'],
+        'Timing/sec_per_tick': timing['tick'],
+        'Timing/sec_per_kimg': timing['tick'] / max(timing['kimg'], 1e-8),
+        'Timing/maintenance_sec': timing['maintenance'],
+        'Timing/total_hours': timing['total'] / 3600,
+        'Timing/total_days': timing['total'] / 86400,
+        'Resources/cpu_mem_gb': cpu_mem_gb(),
+        'Resources/peak_gpu_mem_gb': (
+            torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0.0
+        ),
+    }
+    return {k: {'num': 1, 'mean': float(v), 'std': 0.0} for k, v in values.items()}
+
+
+def cpu_mem_gb() -> float:
+    """Resident memory of this process in GB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**30
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def evaluate_metrics(
+    metrics: Optional[list],
+    G_ema: torch.nn.Module,
+    dataset_kwargs: dict,
+    run_dir: str,
+    snapshot_pkl: Optional[str],
+    rank: int,
+    device: torch.device,
+) -> dict:
+    """Evaluate ``metrics`` on G_ema (all ranks take part), write metric-<name>.jsonl and the best pointer
+    for the first metric (rank 0), and return ``Metrics/<name>`` stats."""
+    if not metrics:
+        return {}
+    from metrics import metric_main
+
+    out, shared = {}, metric_main.feature_share(metrics)
+    for idx, metric in enumerate(metrics):
+        result = metric_main.calc_metric(
+            metric,
+            G=G_ema,
+            dataset_kwargs=dataset_kwargs,
+            num_gpus=distributed.world_size(),
+            rank=rank,
+            device=device,
+            shared=shared,
+        )
+        if rank == 0:
+            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
+            if idx == 0:
+                metric_main.update_best(run_dir, metric, result, snapshot_pkl)
+        for name, value in result['results'].items():
+            out[f'Metrics/{name}'] = {'num': 1, 'mean': float(value), 'std': 0.0}
+    return out
+
+
+def report_ops(run_dir: str, rank: int, device: torch.device) -> None:
+    """Decide the op implementations once (rank 0 builds/loads the CUDA plugins first), log them and
+    record them in ``custom_ops.json`` beside training_options.json."""
+    from torch_utils import custom_ops
+
+    if rank != 0:
+        distributed.barrier()
+    info = custom_ops.active_impl(device)
+    if rank == 0:
+        distributed.barrier()
+        ops = info['ops']
+        print(
+            f'Custom ops: upfirdn2d={ops["upfirdn2d"]}, bias_act={ops["bias_act"]} (SG2KD_OPS={info["mode"]})'
+        )
+        with open(os.path.join(run_dir, 'custom_ops.json'), 'w') as f:
+            json.dump(info, f, indent=2)
+
+
+def print_setup(
+    dataset: torch.utils.data.Dataset,
+    G: torch.nn.Module,
+    D: torch.nn.Module,
+    augment_pipe: Optional[torch.nn.Module],
+    loss: object,
+) -> None:
+    """What is being trained, for log.txt: the data, the network sizes, the augmentation and the loss."""
+    count = lambda module: sum(p.numel() for p in module.parameters())
+    shape = 'x'.join(str(v) for v in dataset.image_shape)
+    num = len(dataset.files)
+    mirrored = f' ({len(dataset)} with x-flips)' if len(dataset) != num else ''
+    print(f'Dataset: {dataset.name}: {num} images{mirrored}, {shape}, label dim {dataset.label_dim}')
+    heads = list(getattr(D, 'heads', {}))
+    print(
+        f'Networks: G {count(G):,} parameters, D {count(D):,}'
+        + (f' (heads: {", ".join(heads)})' if heads else '')
+    )
+    print(f'Augmentation: {augment_pipe if augment_pipe is not None else "none"}'.replace('\n', ' '))
+    describe = getattr(loss, 'describe', None)
+    print(f'Loss: {describe() if describe is not None else type(loss).__name__}')
+
+
+def init_grid(
+    run_dir: str,
+    dataset: torch.utils.data.Dataset,
+    G: torch.nn.Module,
+    device: torch.device,
+    fresh: bool,
+    G_ema: torch.nn.Module,
+    bg: int,  # noqa: ANN001
+) -> dict:
+    """Write reals.png (and fakes_init.png on a fresh start); return the fixed grid latents."""
+    gw, gh = run_io.grid_size(dataset.resolution)
+    labels = np.stack([dataset.get_label(i) for i in range(len(dataset))])
+    indices = run_io.choose_grid_indices(labels, gw, gh)
+    reals = np.stack([dataset[int(i)][0] for i in indices])
+    run_io.save_image_grid(reals, os.path.join(run_dir, 'reals.png'), (0, 255), (gw, gh))
+    gen = torch.Generator().manual_seed(123)
+    grid = dict(
+        size=(gw, gh),
+        z=torch.randn([gw * gh, G.z_dim], generator=gen).to(device),
+        c=torch.from_numpy(labels[indices]).to(device),
+    )
+    if fresh:
+        images = generate_grid(G_ema, grid['z'], grid['c'], bg)
+        run_io.save_image_grid(images, os.path.join(run_dir, 'fakes_init.png'), (-1, 1), (gw, gh))
+    return grid

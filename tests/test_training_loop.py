@@ -1,0 +1,48 @@
+"""Training-loop helpers: optimizer coverage of plugin heads and the once-per-tick loss diagnostics."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_D, TINY_G
+
+from stylegan2_ada_kd.networks import Discriminator, Generator
+from stylegan2_ada_kd.training_loop import _build_phases, _loss_diagnostics
+
+OPT = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
+
+
+def test_a_head_attached_after_the_optimizers_is_an_error():
+    G, D = Generator(**TINY_G), Discriminator(**TINY_D)
+    D.attach_head('late', torch.nn.Linear(4, 4))
+    _build_phases(G, D, OPT, OPT, 4, 16)  # attached before: covered
+    G, D = Generator(**TINY_G), Discriminator(**TINY_D)
+    phases = _build_phases(G, D, OPT, OPT, 4, 16)
+    D.attach_head('late', torch.nn.Linear(4, 4))
+    from stylegan2_ada_kd.training_loop import _check_optimizer_covers
+
+    with pytest.raises(RuntimeError, match='heads.late.weight'):
+        _check_optimizer_covers(phases[-1])
+
+
+class _Diagnosing:
+    """A loss whose diagnostic draws random numbers (as augmentation and cross-term draws do)."""
+
+    def tick_diagnostics(self, real, real_c, gen_z, gen_c):
+        noise = torch.randn(3).sum() + np.random.rand()
+        return {'Loss/test/diag': {'num': len(real), 'mean': float(noise + gen_z.sum()), 'std': 0.0}}
+
+
+def test_tick_diagnostics_leave_the_training_rng_untouched():
+    class Data:
+        label_dim = 0
+
+    real, c = torch.zeros(4, 3, 16, 16), torch.zeros(4, 0)
+    torch.manual_seed(5)
+    np.random.seed(5)
+    expected = (torch.rand(2), np.random.rand())
+    torch.manual_seed(5)
+    np.random.seed(5)
+    out = _loss_diagnostics(_Diagnosing(), real, c, 8, Data(), torch.device('cpu'))
+    assert out['Loss/test/diag']['num'] == 4
+    assert torch.equal(torch.rand(2), expected[0]) and np.random.rand() == expected[1]
+    assert _loss_diagnostics(object(), real, c, 8, Data(), torch.device('cpu')) == {}

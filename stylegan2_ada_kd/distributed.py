@@ -82,6 +82,18 @@ def sync_gradients(params: Iterable[torch.nn.Parameter]) -> None:
         offset += n
 
 
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over all processes (a new tensor; a detached copy without a process group).
+
+    Every process must call it the same number of times (a collective), e.g. once per accumulation round.
+    """
+    out = value.detach().clone()
+    if is_initialized():
+        torch.distributed.all_reduce(out)
+        out /= world_size()
+    return out
+
+
 def barrier() -> None:
     """Wait for all processes (no-op without a process group)."""
     if is_initialized():

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stylegan2_ada_kd import distributed
 from torch_utils import training_stats
 from torch_utils.misc import assert_shape
 
@@ -63,11 +64,11 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
 
 
 def path_length_penalty(
-    lengths: torch.Tensor, pl_mean: torch.Tensor, pl_decay: float
+    lengths: torch.Tensor, pl_mean: torch.Tensor, pl_decay: float, batch_mean: Optional[torch.Tensor] = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Path-length penalty ``(|J^T y| - a)^2`` per sample (StyleGAN2, Eq. 4) and the updated mean ``a``.
 
-    ``a = pl_mean + pl_decay * (mean(lengths) - pl_mean)`` is the running mean updated with this batch;
+    ``a = pl_mean + pl_decay * (batch_mean - pl_mean)`` is the running mean updated with this batch;
     it stays in the autograd graph, so the penalty's gradient includes the term through ``a`` (as in
     the reference trainer). Store ``a.detach()`` as the next step's ``pl_mean``.
 
@@ -75,11 +76,12 @@ def path_length_penalty(
         lengths: ``[N]`` path lengths from :func:`path_lengths`, differentiable.
         pl_mean: 0-d running mean (no gradient).
         pl_decay: weight of this batch's mean, in ``[0, 1]``.
+        batch_mean: 0-d mean path length of the batch, differentiable; default ``lengths.mean()``.
 
     Returns:
         ``([N] penalty, 0-d updated mean)``.
     """
-    pl_mean_new = pl_mean.lerp(lengths.mean(), pl_decay)
+    pl_mean_new = pl_mean.lerp(lengths.mean() if batch_mean is None else batch_mean, pl_decay)
     return (lengths - pl_mean_new).square(), pl_mean_new
 
 
@@ -213,7 +215,9 @@ class StyleGAN2Loss:
         loss = d_logistic_loss(real.logits, fake.logits)
         training_stats.report('Loss/D/loss', loss)
         if self.lecam_weight > 0:
-            means = torch.stack([real.logits.detach().mean(), fake.logits.detach().mean()])
+            # Batch means over all processes, so every process keeps the same EMAs (and the snapshot, written
+            # by rank 0, holds the state of all of them).
+            means = distributed.mean_over_processes(torch.stack([real.logits.mean(), fake.logits.mean()]))
             self.lecam_ema = means.lerp(self.lecam_ema, self.lecam_decay)
             penalty = lecam_penalty(real.logits, fake.logits, self.lecam_ema[0], self.lecam_ema[1])
             training_stats.report('Loss/D/lecam', penalty)
@@ -255,7 +259,11 @@ class StyleGAN2Loss:
         n = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
         img, ws = self.run_G(gen_z[:n], gen_c[:n])
         lengths = path_lengths(img, ws)
-        penalty, pl_mean_new = path_length_penalty(lengths, self.pl_mean, self.pl_decay)
+        # The value is the mean over all processes (so pl_mean is the same everywhere and the snapshot holds
+        # it), the gradient that of this process's mean, as in a single-process run.
+        local = lengths.mean()
+        batch_mean = local + (distributed.mean_over_processes(local) - local.detach())
+        penalty, pl_mean_new = path_length_penalty(lengths, self.pl_mean, self.pl_decay, batch_mean)
         self.pl_mean = pl_mean_new.detach()
         training_stats.report('Loss/pl_penalty', penalty)
         loss = penalty * self.pl_weight

@@ -237,6 +237,25 @@ def test_two_process_ddp_on_cpu(data16, tmp_path):
     assert out.count('Training for') == 1  # only rank 0 prints
 
 
+def test_two_process_resume_continues_exactly(data16, tmp_path):
+    """LeCam's EMAs and pl_mean are the same on every process, so rank 0's snapshot resumes all of them."""
+    args = ['--gpus=2', '--batch=8', '--tick=0.008', '--snap=1', '--seed=3', '--lecam=0.1']
+    full, _ = _train(tmp_path, data16, *args, '--kimg=0.048', outdir='full')
+    first, _ = _train(tmp_path, data16, *args, '--kimg=0.024', outdir='first')
+    snap = first / 'network-snapshot-000000.pkl'
+    resumed, out = _train(tmp_path, data16, *args, '--kimg=0.048', f'--resume={snap}', outdir='resumed')
+    assert 'Resuming exactly' in out
+    by_kimg = {round(s['Progress/kimg']['mean'], 3): s for s in _stats(full)}
+    resumed_stats = _stats(resumed)
+    assert [round(s['Progress/kimg']['mean'], 3) for s in resumed_stats] == [0.032, 0.040, 0.048]
+    assert 'Loss/pl_penalty' in resumed_stats[1]  # the lazy path-length step after the resume point
+    for s in resumed_stats:
+        ref = by_kimg[round(s['Progress/kimg']['mean'], 3)]
+        for key in ('Loss/G/loss', 'Loss/D/loss', 'Loss/D/lecam', 'Loss/pl_penalty', 'Loss/scores/real'):
+            if key in ref:
+                assert s[key]['mean'] == pytest.approx(ref[key]['mean'], rel=1e-5, abs=1e-7), key
+
+
 def test_help_text_is_committed():
     """docs/train-help.txt is the committed --help (python train.py --help > docs/train-help.txt)."""
     res = CliRunner().invoke(train.main, ['--help'], prog_name='train.py')

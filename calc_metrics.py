@@ -33,7 +33,7 @@ from dnnlib.util import BOOL
 from metrics import detectors, metric_main
 from stylegan2_ada_kd import distributed, legacy
 
-_DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed')
+_DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed', 'holdout')
 
 
 def parse_metrics(ctx: Optional[click.Context], param: Optional[click.Parameter], value: str) -> List[str]:

@@ -3,10 +3,10 @@ a pointer to the best snapshot.
 
 Protocol (names as in StyleGAN2-ADA):
 
-* ``*_full``: reals are **all** images of the dataset path (``max_size=None``, ``xflip=False``), whatever
-  subset or mirroring training used (the protocol of the ADA paper's limited-data results).
+* ``*_full``: reals are **all** images of the dataset path (``max_size=None``, no holdout, ``xflip=False``),
+  whatever subset or mirroring training used (the protocol of the ADA paper's limited-data results).
 * legacy ``fid50k``/``kid50k``/``pr50k3``: up to 50k reals with ``max_size=None`` and the dataset's xflip.
-* ``*_train``: reals exactly as trained (the subset and mirroring kept).
+* ``*_train``: reals exactly as trained (the subset, the held-out split and mirroring kept).
 * Generated images: a private eval copy of ``G`` (G_ema), ``z ~ N(0, I)`` and labels drawn from the dataset's
   labels with a fixed seed, no truncation, quantised to uint8 before the detector (grayscale repeated to
   RGB). Re-evaluating the same network gives the same numbers.
@@ -150,6 +150,7 @@ def _open_dataset(ctx: _Context, reals: Optional[str]) -> torch.utils.data.Datas
     kwargs.setdefault('use_labels', ctx.G.c_dim > 0)
     if reals in ('full', 'legacy'):
         kwargs['max_size'] = None
+        kwargs.pop('holdout', None)  # every image of the path, held-out ones included
     if reals == 'full':
         kwargs['xflip'] = False
     dataset = dnnlib.util.construct_class_by_name(**kwargs)

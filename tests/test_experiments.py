@@ -1,5 +1,5 @@
 """The few-shot experiment's pieces: the offline Inception teacher file (with a stand-in backbone), metric
-parsing from a run directory, the results table and the plot."""
+parsing from run directories, resuming and skipping runs, the results tables and the figures."""
 
 import json
 import sys
@@ -70,3 +70,68 @@ def test_metrics_table_and_plot(tmp_path):
     few_shot.plot({k: v['fid'] for k, v in runs.items()}, str(png), 'obama')
     image = PIL.Image.open(png)
     assert image.size == (640, 420) and len(image.getcolors(1 << 16)) > 2  # lines were drawn
+
+
+def _fake_run(run_dir, kimgs, gap=None, total=None):
+    """A run directory as train.py leaves it: stats.jsonl ticks, snapshots and a fakes grid."""
+    run_dir.mkdir(parents=True)
+    (run_dir / 'training_options.json').write_text('{}')
+    with open(run_dir / 'stats.jsonl', 'w') as f:
+        for k in kimgs:
+            entry = {'Progress/kimg': {'mean': float(k)}}
+            if gap is not None:
+                entry['Overfit/gap'] = {'mean': gap * k}
+            f.write(json.dumps(entry) + '\n')
+    for k in kimgs:
+        (run_dir / f'network-snapshot-{k:06d}.pkl').write_bytes(b'')
+    PIL.Image.new('RGB', (64, 32), 'gray').save(run_dir / f'fakes{kimgs[-1]:06d}.png')
+    PIL.Image.new('RGB', (64, 32), 'white').save(run_dir / 'reals.png')
+
+
+def test_runs_continue_from_their_newest_snapshot_and_finished_ones_are_skipped(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(few_shot, 'run', lambda cmd: calls.append(cmd))
+    root = tmp_path / 'DA-s0'
+    _fake_run(root / '00000-x', [0, 2, 4], gap=0.1)  # killed after 4 kimg
+    few_shot.train_run(str(root), ['--kimg=10'], ['--kd=aggregated'], kimg=10)
+    assert calls[-1][-1] == f'--resume={root}/00000-x/network-snapshot-000004.pkl'
+    assert '--kd=aggregated' in calls[-1]
+    _fake_run(root / '00001-x', [6, 8, 10], gap=0.1)  # the continuation finished
+    few_shot.train_run(str(root), ['--kimg=10'], [], kimg=10)
+    assert len(calls) == 1  # skipped
+    assert sorted(few_shot.snapshots(str(root))) == [0, 2, 4, 6, 8, 10]
+    assert few_shot.read_stats(str(root), 'Overfit/gap')[-1] == (10.0, pytest.approx(1.0))
+    _write_metric_log(root / '00000-x', 'fid1k_train', [(0, 300.0)])
+    _write_metric_log(root / '00000-x', 'kid1k_train', [(0, 0.3)])
+    few_shot.evaluate(str(root), [0, 10], ['fid1k_train', 'kid1k_train'])
+    assert len(calls) == 2 and calls[-1][2] == f'--network={root}/00001-x/network-snapshot-000010.pkl'
+
+
+def test_variants_eval_points_and_seed_summary(tmp_path):
+    assert few_shot.parse_variants(['DA=', 'KD_x1=--kd=aggregated --kd-p=0.5']) == {
+        'DA': [],
+        'KD_x1': ['--kd=aggregated', '--kd-p=0.5'],
+    }
+    for bad in (['nameless'], ['a b=--x'], ['DA=', 'DA=--kd=aggregated']):
+        with pytest.raises(Exception, match='--variant'):
+            few_shot.parse_variants(bad)
+    assert few_shot._check_args('fid1k_train,kid1k_train', '0,4,10', 10, 1, 2)[1] == [0, 4, 10]
+    with pytest.raises(Exception, match='not snapshot points'):
+        few_shot._check_args('fid1k_train,kid1k_train', '0,3', 10, 1, 2)
+    runs = {
+        f'{v} s{s}': dict(variant=v, fid=[(0, 100.0 + s), (10, 50.0 + s + d)], kid=[(0, 0.1), (10, 0.05)])
+        for v, d in (('DA', 0), ('KD', -5))
+        for s in (0, 1)
+    }
+    table = tmp_path / 'results.md'
+    few_shot.write_table(
+        str(table), runs, 'torchscript:efficientnet_teacher.pt', ['fid1k_train', 'kid1k_train']
+    )
+    text = table.read_text()
+    assert 'Over seeds' in text and '| 10 | 50.50 (50.00 - 51.00) | 0.0500 (0.0500 - 0.0500) | 45.50' in text
+    grids = {}
+    for name, color in (('reals', 'white'), ('DA s0', 'gray')):
+        grids[name] = tmp_path / f'{color}.png'
+        PIL.Image.new('RGB', (128, 64), color).save(grids[name])
+    few_shot.samples_figure(grids, str(tmp_path / 'samples.png'), res=16, cols=8, rows=2)
+    assert PIL.Image.open(tmp_path / 'samples.png').size == (8 * 16 + 160, 2 * 2 * 16)

@@ -134,7 +134,9 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
     metavar='FLOAT',
 )
 @click.option(
-    '--kd', help="KD-DLGAN terms: 'aggregated', 'correlated', both (comma list) or 'none'", metavar='LIST'
+    '--kd',
+    help="KD-DLGAN terms: 'aggregated', 'correlated', both (comma list) or 'none'; every --kd-* needs it",
+    metavar='LIST',
 )
 @click.option(
     '--kd-teacher',
@@ -148,29 +150,29 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
 )
 @click.option(
     '--kd-variant',
-    help="'paper' formulas, or 'official' (the released code's choices)",
+    help="'paper' formulas, or 'official' (the released code's distances, weights, head and prompts)",
     type=click.Choice(['paper', 'official']),
     default='paper',
     show_default=True,
 )
 @click.option(
     '--kd-agkd-weight',
-    help='AGKD weight [default: 1, official: 10]',
+    help='AGKD weight lambda_A [default: 1, official: 10]',
     type=click.FloatRange(min=0),
     metavar='FLOAT',
 )
 @click.option(
     '--kd-cgkd-weight',
-    help='CGKD weight [default: 1, official: 10]',
+    help='CGKD weight lambda_C [default: 1, official: 10; official sums CGKD over the batch per process '
+    'and round (--batch-gpu), as the released code does, so its effective weight grows with that batch]',
     type=click.FloatRange(min=0),
     metavar='FLOAT',
 )
 @click.option(
     '--kd-p',
-    help="Probability of AGKD's cross terms",
+    help="Probability of AGKD's cross terms, drawn once per D step [default: 0.7; not with "
+    '--kd-variant=official, whose cross terms are always on]',
     type=click.FloatRange(0, 1),
-    default=0.7,
-    show_default=True,
     metavar='FLOAT',
 )
 @click.option('--kd-prompts', help='CGKD prompts file (one per line)', metavar='FILE')
@@ -269,10 +271,9 @@ def main(**opts: object) -> None:
     opts['aug_given'] = opts['aug'] is not None
     opts['aug'] = opts['aug'] or 'ada'
     c, desc, dataset = build_training_kwargs(opts)
-    if opts['kd'] not in (None, 'none'):
-        from stylegan2_ada_kd.kd.options import apply_kd_options
+    from stylegan2_ada_kd.kd.options import apply_kd_options, given_kd_options
 
-        apply_kd_options(c, opts, dataset)
+    if apply_kd_options(c, opts, dataset, given_kd_options(click.get_current_context())):
         desc += '-kd'
     c.run_dir = next_run_dir(opts['outdir'], desc)
     if c.loss_kwargs.get('anchor_dataset') is not None:

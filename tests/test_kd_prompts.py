@@ -1,13 +1,13 @@
-"""CGKD prompt sets (kd/prompts.py): sources, precedence, K >= 2, comments, run-dir copy."""
+"""CGKD prompt sets (kd/prompts.py): sources, precedence, K >= 2, comments, class templates."""
 
 import pytest
 
 from stylegan2_ada_kd.kd.prompts import (
+    CLASS_TEMPLATES,
     GENERIC_PROMPTS,
     PromptError,
     read_prompts_file,
     resolve_prompts,
-    write_prompts,
 )
 
 
@@ -106,10 +106,15 @@ def test_missing_prompts_file(tmp_path):
     assert issubclass(PromptError, ValueError)
 
 
-def test_write_prompts_round_trips(tmp_path):
-    prompts = ['a photo of a cat', 'a photo of a dog']
-    path = write_prompts(str(tmp_path), prompts)
-    assert path == str(tmp_path / 'kd_prompts.txt')
-    assert read_prompts_file(path) == prompts
-    assert _resolve(prompts_file=path) == prompts
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
+def test_class_template_per_variant():
+    names = ['cat', 'golden_retriever']
+    assert CLASS_TEMPLATES == {'paper': 'a photo of a {}', 'official': 'a {}'}
+    official = resolve_prompts(
+        conditional=True,
+        class_names=names,
+        dataset_prompts=None,
+        prompts_file=None,
+        class_template=CLASS_TEMPLATES['official'],
+    )
+    assert official == ['a cat', 'a golden retriever']
+    assert _resolve(conditional=True, class_names=names)[0] == 'a photo of a cat'  # paper, the default

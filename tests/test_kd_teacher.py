@@ -124,16 +124,26 @@ def test_official_preprocessing_is_nearest_upsampling_without_normalisation(teac
     assert teacher.encode_image(img, variant='official').shape == (2, 16)
 
 
-def test_teachers_are_cached_per_process_and_device(teacher, monkeypatch):
+def test_teachers_are_cached_per_process_and_device(teacher):
     assert load_teacher(TINY_SPEC) is teacher
     assert load_teacher(TINY_SPEC, device='cpu:0') is teacher
+
+
+def test_a_teacher_is_built_once_and_held_once_per_process(monkeypatch):
+    # The option check loads on CPU, the loss asks for the training device: one build, one module, moved.
+    monkeypatch.setattr(teacher_mod, '_TEACHERS', {})  # A fresh process-wide cache, restored afterwards.
+    first = load_teacher(TINY_SPEC)
     monkeypatch.setattr(teacher_mod, '_build_teacher', lambda *a: pytest.fail('teacher rebuilt'))
-    moved = load_teacher(TINY_SPEC, device='meta')  # Another device: a copy, not a second load.
-    assert moved is not teacher and moved.mean.device.type == 'meta' and moved.embed_dim == teacher.embed_dim
+    moved = load_teacher(TINY_SPEC, device='meta')
+    assert moved is first and moved.mean.device.type == 'meta' and moved.embed_dim == 16
+    assert len(teacher_mod._TEACHERS) == 1  # no second copy left on the CPU
+    assert load_teacher(TINY_SPEC, device='meta') is first
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_cuda_autocast_embeddings_are_float32_and_close(teacher):
+def test_cuda_autocast_embeddings_are_float32_and_close(teacher, monkeypatch):
+    # A copy is moved to CUDA (a process holds one teacher), so `teacher` stays on the CPU as the reference.
+    monkeypatch.setattr(teacher_mod, '_TEACHERS', {(TINY_SPEC, None, 'cpu'): copy.deepcopy(teacher)})
     cuda = load_teacher(TINY_SPEC, device='cuda')
     img = torch.rand(4, 3, 32, 32) * 2 - 1
     emb = cuda.encode_image(img.cuda())

@@ -85,9 +85,9 @@ def test_d_terms_use_the_teacher_on_real_and_fake_as_d_saw_them(teacher_spec, va
         want = kd_loss.agkd_paper(h_r, h_f, t_r, t_f, True) + kd_loss.cgkd_paper(
             h_r, h_f, t_r, t_f, loss.anchors
         )
-    else:
+    else:  # the released code: AGKD averaged over the batch, CGKD summed (n x its per-sample value)
         want = 10 * kd_loss.agkd_official(h_r, h_f, t_r, t_f)
-        want = want + 10 * kd_loss.cgkd_official(h_r, h_f, t_r, t_f, loss.anchors)
+        want = want + 10 * n * kd_loss.cgkd_official(h_r, h_f, t_r, t_f, loss.anchors)
     assert torch.allclose(got[:, 0], want, rtol=1e-4, atol=1e-4)
 
 
@@ -162,6 +162,9 @@ def test_kd_training_writes_kd_stats(tmp_path, data16, teacher_spec, aug, lecam)
     stats = _stats(run_dir)
     for key in ('Loss/kd/agkd', 'Loss/kd/cgkd', 'Timing/kd_teacher_sec'):
         assert key in stats[-1], key
+    assert len(stats) >= 2  # the once-per-tick gradient-scale diagnostic is in every tick's line
+    for key in ('Loss/kd/grad_ratio', 'Loss/kd/grad_ratio_agkd', 'Loss/kd/grad_ratio_cgkd'):
+        assert all(s[key]['num'] == 1 and 0 < s[key]['mean'] < float('inf') for s in stats), key
     assert ('Loss/D/lecam' in stats[-1]) == (lecam > 0)
     opts = json.loads((run_dir / 'training_options.json').read_text())
     assert opts['loss_kwargs']['teacher'] == teacher_spec and opts['loss_kwargs']['teacher_embed_dim'] == 16

@@ -72,11 +72,15 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Ten
     return centers
 
 
-def _cache_key(teacher: Any, dataset_len: int, k: int, seed: int, max_images: Optional[int]) -> tuple:
-    """What the cached anchors depend on: teacher spec and weights, dataset length, k, seed, image cap."""
+def _cache_key(
+    teacher: Any, variant: str, dataset_len: int, k: int, seed: int, max_images: Optional[int]
+) -> tuple:
+    """What the cached anchors depend on: teacher spec and weights, the teacher's preprocessing (the
+    KD variant), dataset length, k, seed, image cap."""
     return (
         str(teacher.spec),
         getattr(teacher, 'weights', None),
+        str(variant),
         int(dataset_len),
         int(k),
         int(seed),
@@ -107,15 +111,16 @@ def _save_cached(cache_path: str, key: tuple, anchors: torch.Tensor) -> None:
     os.replace(tmp, cache_path)
 
 
-def _embed_dataset(teacher: Any, dataset: Any, indices: list[int], batch: int) -> torch.Tensor:
-    """Teacher embeddings ``[len(indices), E]`` float32 of dataset items (``uint8 [C, H, W]``, label)."""
+def _embed_dataset(teacher: Any, dataset: Any, indices: list[int], batch: int, variant: str) -> torch.Tensor:
+    """Teacher embeddings ``[len(indices), E]`` float32 of dataset items (``uint8 [C, H, W]``, label),
+    with the ``variant``'s teacher preprocessing."""
     device = teacher.mean.device
     chunks = []
     for start in range(0, len(indices), batch):
         images = [np.asarray(dataset[i][0]) for i in indices[start : start + batch]]
         x = torch.from_numpy(np.stack(images)).to(device).to(torch.float32) / 127.5 - 1  # [B, C, H, W]
         with torch.no_grad():
-            chunks.append(teacher.encode_image(x).to(torch.float32))
+            chunks.append(teacher.encode_image(x, variant=variant).to(torch.float32))
     return torch.cat(chunks)
 
 
@@ -128,17 +133,19 @@ def real_image_anchors(
     device: Union[str, torch.device] = 'cpu',
     max_images: Optional[int] = None,
     seed: int = 0,
+    variant: str = 'paper',
 ) -> torch.Tensor:
     """K unit-norm anchors ``[K, E]`` float32 on ``device``: k-means of the training images' embeddings.
 
     ``dataset[i]`` is ``(uint8 [C, H, W] array, label)``; images are mapped to ``[-1, 1]`` and embedded by
-    ``teacher`` (paper preprocessing, on the teacher's device, no grad). Embeddings are L2-normalised,
-    clustered with :func:`kmeans` and the centroids re-normalised. With ``max_images`` a seeded random subset
-    is used. The result is cached in ``cache_path`` with a key of (teacher spec, weights, dataset length, k,
-    seed, max_images); a different key recomputes and overwrites it. ``cache_path=None`` disables the cache.
+    ``teacher`` with the preprocessing of ``variant`` (as in training; on the teacher's device, no grad).
+    Embeddings are L2-normalised, clustered with :func:`kmeans` and the centroids re-normalised. With
+    ``max_images`` a seeded random subset is used. The result is cached in ``cache_path`` with a key of
+    (teacher spec, weights, variant, dataset length, k, seed, max_images); a different key recomputes and
+    overwrites it. ``cache_path=None`` disables the cache.
     """
     n_total = len(dataset)
-    key = _cache_key(teacher, n_total, k, seed, max_images)
+    key = _cache_key(teacher, variant, n_total, k, seed, max_images)
     cached = _load_cached(cache_path, key) if cache_path else None
     if cached is not None:
         return cached.to(device=device, dtype=torch.float32)
@@ -148,7 +155,8 @@ def real_image_anchors(
     if max_images is not None and max_images < n_total:
         gen = torch.Generator(device='cpu').manual_seed(int(seed))
         indices = sorted(torch.randperm(n_total, generator=gen)[: max(int(max_images), 1)].tolist())
-    emb = F.normalize(_embed_dataset(teacher, dataset, indices, max(int(batch), 1)).to(device), dim=1)
+    emb = _embed_dataset(teacher, dataset, indices, max(int(batch), 1), variant)
+    emb = F.normalize(emb.to(device), dim=1)
     anchors = F.normalize(kmeans(emb, k, seed=seed), dim=1)
     if cache_path:
         _save_cached(cache_path, key, anchors)

@@ -5,14 +5,20 @@ AGKD (aggregated generative KD, Sec. 3.2) and CGKD (correlated generative KD, Se
 D's main phase only, on the same augmented real and fake batches D saw; the optional diversity term
 (Sec. 3.3's pairwise diverse loss, offered here as a G-side extension) is added to G's main phase.
 Two formulations: ``variant='paper'`` (L1 on unit vectors, cross terms with probability p, bicubic +
-CLIP normalisation) and ``variant='official'`` (the released BigGAN code: Euclidean distances of raw
-embeddings, cross terms always, squared correlation error, weights 10, nearest upsampling).
+CLIP normalisation, head C -> max(C, E) -> E with lrelu, prompts "a photo of a {class}") and
+``variant='official'`` (the released BigGAN code: Euclidean distances of raw embeddings averaged over the
+batch, cross terms always, squared correlation error *summed* over the batch, weights 10, nearest
+upsampling, a linear head C -> 1024 -> E, prompts "a {class}").
+
+Once per tick :meth:`KDLoss.tick_diagnostics` reports ``Loss/kd/grad_ratio``: how much larger the weighted
+KD gradient on D's trunk is than the adversarial one.
 """
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,33 +26,36 @@ from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
 from stylegan2_ada_kd.kd.teacher import load_teacher, random_warning
-from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss
+from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss, d_logistic_loss
 from torch_utils import training_stats
 
 KD_TERMS = ('aggregated', 'correlated')
 VARIANTS = ('paper', 'official')
+PAPER_CROSS_P = 0.7  # Default probability of AGKD's cross terms (paper variant).
+DEFAULT_WEIGHTS = {'paper': 1.0, 'official': 10.0}  # lambda_A = lambda_C per variant.
 
 
 # ---------------------------------------------------------------- loss terms (pure functions)
 
 
 def agkd_paper(
-    s_r: torch.Tensor, s_f: torch.Tensor, t_r: torch.Tensor, t_f: torch.Tensor, cross: bool
+    s_r: torch.Tensor, s_f: torch.Tensor, t_r: torch.Tensor, t_f: torch.Tensor, cross: float
 ) -> torch.Tensor:
     """AGKD, KD-DLGAN Sec. 3.2 (default formulation): L1 between unit-norm student and teacher embeddings.
 
-    ``|s_r - t_r|_1 + |s_f - t_f|_1 (+ |s_r - t_f|_1 + |s_f - t_r|_1 when cross)`` per sample, with all
-    inputs ``[N, E]`` and ``s``/``t`` already L2-normalised. Returns ``[N]``.
+    ``|s_r - t_r|_1 + |s_f - t_f|_1 + cross * (|s_r - t_f|_1 + |s_f - t_r|_1)`` per sample, with all inputs
+    ``[N, E]`` and ``s``/``t`` already L2-normalised. ``cross`` is the draw ``[q < p]`` (0 or 1; a bool
+    works), or ``p`` for the expected loss. Returns ``[N]``.
     """
     loss = (s_r - t_r).abs().sum(1) + (s_f - t_f).abs().sum(1)
     if cross:
-        loss = loss + (s_r - t_f).abs().sum(1) + (s_f - t_r).abs().sum(1)
+        loss = loss + float(cross) * ((s_r - t_f).abs().sum(1) + (s_f - t_r).abs().sum(1))
     return loss
 
 
 def agkd_official(h_r: torch.Tensor, h_f: torch.Tensor, t_r: torch.Tensor, t_f: torch.Tensor) -> torch.Tensor:
     """AGKD as in the released code (KD-DLGAN Sec. 3.2): Euclidean distances of raw ``[N, E]`` embeddings,
-    cross terms always on. Returns ``[N]``."""
+    cross terms always on. Returns ``[N]`` (the released code averages it over the batch)."""
     dist = lambda a, b: (a - b).norm(dim=1)
     return dist(h_r, t_r) + dist(h_f, t_f) + dist(h_r, t_f) + dist(h_f, t_r)
 
@@ -72,8 +81,9 @@ def cgkd_paper(
 def cgkd_official(
     h_r: torch.Tensor, h_f: torch.Tensor, t_r: torch.Tensor, t_f: torch.Tensor, anchors: torch.Tensor
 ) -> torch.Tensor:
-    """CGKD as in the released code (KD-DLGAN Sec. 3.3): summed squared error of the row-normalised
-    correlations of raw embeddings. Inputs ``[N, E]``, anchors ``[K, E]``; returns ``[N]``."""
+    """CGKD as in the released code (KD-DLGAN Sec. 3.3): squared error of the row-normalised correlations
+    of raw embeddings, summed over K. Inputs ``[N, E]``, anchors ``[K, E]``; returns ``[N]`` (the released
+    code sums it over the batch too: see :meth:`KDLoss.kd_terms_of`)."""
     return (correlation(h_r, anchors) - correlation(t_r, anchors)).square().sum(1) + (
         correlation(h_f, anchors) - correlation(t_f, anchors)
     ).square().sum(1)
@@ -92,11 +102,83 @@ def pairwise_diversity(corr: torch.Tensor) -> torch.Tensor:
     return (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))
 
 
+# ---------------------------------------------------------------- settings, the cross draw, diagnostics
+
+
+def resolve_kd_settings(
+    variant: str, agkd_weight: Optional[float], cgkd_weight: Optional[float], cross_p: Optional[float]
+) -> dict[str, float]:
+    """The ``agkd_weight``, ``cgkd_weight`` and ``cross_p`` that run, with every None resolved.
+
+    Weights default to :data:`DEFAULT_WEIGHTS` (1 paper, 10 official); ``cross_p`` to 0.7 (paper). The
+    official variant's cross terms are always on: a ``cross_p`` other than None or 1 is a ValueError,
+    never silently replaced.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f'--kd-variant must be one of {VARIANTS}; got {variant!r}')
+    if variant == 'official' and cross_p is not None and cross_p != 1:
+        raise ValueError(
+            f'--kd-p={cross_p:g} does not apply to --kd-variant=official, whose AGKD cross terms are always '
+            'on (p = 1); drop --kd-p, or use --kd-variant=paper'
+        )
+    if cross_p is None:
+        cross_p = 1.0 if variant == 'official' else PAPER_CROSS_P
+    if not 0 <= cross_p <= 1:
+        raise ValueError(f'--kd-p must be in [0, 1]; got {cross_p}')
+    weight = DEFAULT_WEIGHTS[variant]
+    return dict(
+        agkd_weight=float(weight if agkd_weight is None else agkd_weight),
+        cgkd_weight=float(weight if cgkd_weight is None else cgkd_weight),
+        cross_p=float(cross_p),
+    )
+
+
+def cross_terms_on(seed: int, cur_nimg: int, p: float) -> bool:
+    """AGKD's ``[q < p]``, q ~ U(0, 1) (KD-DLGAN Sec. 3.2), for the D step that starts at ``cur_nimg``.
+
+    q is a function of ``(seed, cur_nimg)`` alone (a NumPy SeedSequence; the global RNGs are not touched),
+    so every accumulation round and every process of one step draw the same q, and a resumed run, which
+    reaches the same ``cur_nimg`` with the same seed, draws the same sequence.
+    """
+    if p >= 1:
+        return True
+    if p <= 0:
+        return False
+    q = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, int(cur_nimg)]).random()
+    return bool(q < p)
+
+
+def grad_norm_ratios(
+    adv: torch.Tensor, terms: dict[str, torch.Tensor], params: Sequence[torch.Tensor]
+) -> dict[str, float]:
+    """``||grad(sum(terms))|| / ||grad(adv)||`` w.r.t. ``params`` as ``'grad_ratio'``, and one
+    ``'grad_ratio_<name>'`` per term (0-d losses). Uses ``torch.autograd.grad``, so no ``.grad`` changes;
+    NaN when the adversarial gradient is zero."""
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        out = torch.autograd.grad(loss, list(params), retain_graph=True, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g.to(torch.float64) for p, g in zip(params, out)]
+
+    norm = lambda gs: float(torch.sqrt(sum(g.square().sum() for g in gs)))
+    adv_norm = norm(grads(adv))
+    ratio = lambda value: value / adv_norm if adv_norm > 0 else float('nan')
+    per_term = {name: grads(loss) for name, loss in terms.items()}
+    total = [sum(gs) for gs in zip(*per_term.values())]
+    out = {'grad_ratio': ratio(norm(total))}
+    out.update({f'grad_ratio_{name}': ratio(norm(gs)) for name, gs in per_term.items()})
+    return out
+
+
 # ---------------------------------------------------------------- the loss class
 
 
 class KDLoss(StyleGAN2Loss):
-    """StyleGAN2 loss + lambda_A * AGKD + lambda_C * CGKD on D (+ optional diversity term on G)."""
+    """StyleGAN2 loss + lambda_A * AGKD + lambda_C * CGKD on D (+ optional diversity term on G).
+
+    The constructor attaches the KD head to D. The training loop builds the loss before the optimizers
+    and before D is broadcast across processes, so the head is in D's optimizer and starts equal on every
+    rank (the loop checks the first; a head attached later would never train).
+    """
 
     def __init__(
         self,
@@ -110,7 +192,8 @@ class KDLoss(StyleGAN2Loss):
         variant: str = 'paper',  # 'paper' or 'official' formulation.
         agkd_weight: Optional[float] = None,  # lambda_A; None = 1 (paper) or 10 (official).
         cgkd_weight: Optional[float] = None,  # lambda_C; None = 1 (paper) or 10 (official).
-        cross_p: float = 0.7,  # Probability of AGKD's cross terms (paper variant).
+        cross_p: Optional[float] = None,  # P(AGKD cross terms); None = 0.7 (paper) or 1 (official, fixed).
+        seed: int = 0,  # Run seed: the cross-term draw of a step is a function of (seed, cur_nimg).
         div_weight: float = 0.0,  # Weight of the G-side diversity term; 0 = off.
         prompts: Optional[Sequence[str]] = None,  # CGKD prompts (K >= 2) for a CLIP teacher.
         num_anchors: int = 16,  # K for a teacher without text: k-means prototypes of real embeddings.
@@ -123,15 +206,15 @@ class KDLoss(StyleGAN2Loss):
         unknown = set(kd_terms) - set(KD_TERMS)
         if unknown or not kd_terms:
             raise ValueError(f'--kd: unknown or empty terms {sorted(unknown)}; choose from {KD_TERMS}')
-        if variant not in VARIANTS:
-            raise ValueError(f'--kd-variant must be one of {VARIANTS}; got {variant!r}')
+        settings = resolve_kd_settings(variant, agkd_weight, cgkd_weight, cross_p)
         self.kd_terms = tuple(kd_terms)
         self.variant = variant
-        default_weight = 10.0 if variant == 'official' else 1.0
-        self.agkd_weight = default_weight if agkd_weight is None else agkd_weight
-        self.cgkd_weight = default_weight if cgkd_weight is None else cgkd_weight
-        self.cross_p = 1.0 if variant == 'official' else cross_p
+        self.agkd_weight = settings['agkd_weight']
+        self.cgkd_weight = settings['cgkd_weight']
+        self.cross_p = settings['cross_p']
+        self.seed = int(seed)
         self.div_weight = div_weight
+        self._cur_nimg = 0  # of the step being accumulated (set by accumulate_gradients)
         self.teacher = load_teacher(teacher, teacher_weights, device=device)
         if self.teacher.is_random:  # repeated here so that the run's log.txt carries it
             print(random_warning(teacher))
@@ -139,7 +222,7 @@ class KDLoss(StyleGAN2Loss):
             raise ValueError(
                 f'teacher {teacher} embeds to {self.teacher.embed_dim}, expected {teacher_embed_dim}'
             )
-        self.head = attach_kd_head(D, self.teacher.embed_dim)
+        attach_kd_head(D, self.teacher.embed_dim, variant)  # before the loop builds D's optimizer
         self._teacher_timer = training_stats.Timer('Timing/kd_teacher_sec')
         self.anchors = None
         if 'correlated' in self.kd_terms or div_weight > 0:
@@ -151,7 +234,8 @@ class KDLoss(StyleGAN2Loss):
         if 'aggregated' in self.kd_terms:
             terms.append(f'{self.agkd_weight:g} * AGKD')
         if 'correlated' in self.kd_terms:
-            terms.append(f'{self.cgkd_weight:g} * CGKD')
+            sums = ' (summed over the batch)' if self.variant == 'official' else ''
+            terms.append(f'{self.cgkd_weight:g} * CGKD{sums}')
         text = f'{super().describe()}; KD-DLGAN ({self.variant} variant): {" + ".join(terms)}'
         if 'aggregated' in self.kd_terms and self.variant == 'paper':
             text += f', cross-term p={self.cross_p:g}'
@@ -177,42 +261,106 @@ class KDLoss(StyleGAN2Loss):
             if dataset_kwargs is None:
                 raise ValueError('CGKD with a teacher without text needs anchor_dataset (the training set)')
             dataset = construct_class_by_name(**dataset_kwargs)
-            anchors = real_image_anchors(self.teacher, dataset, k, cache, device=self.device)
+            anchors = real_image_anchors(
+                self.teacher, dataset, k, cache, device=self.device, variant=self.variant
+            )
         if anchors.shape[0] < 2:
             raise ValueError(f'CGKD needs K >= 2 anchors; got {anchors.shape[0]}')
         anchors = anchors.to(self.device, torch.float32)
         return F.normalize(anchors, dim=1) if self.variant == 'paper' else anchors
 
-    def _teacher(self, img: torch.Tensor) -> torch.Tensor:
-        """Teacher embedding ``[N, E]`` float32 of the images D saw (no gradient); its time is reported as
-        ``Timing/kd_teacher_sec`` (GPU time on CUDA)."""
-        with self._teacher_timer.time(img.device), torch.no_grad():
-            return self.teacher.encode_image(img.detach(), variant=self.variant)
+    def _teacher(self, img: torch.Tensor, timed: bool = True) -> torch.Tensor:
+        """Teacher embedding ``[N, E]`` float32 of the images D saw (no gradient); with ``timed`` its time
+        is reported as ``Timing/kd_teacher_sec`` (GPU time on CUDA)."""
+        with torch.no_grad():
+            if not timed:
+                return self.teacher.encode_image(img.detach(), variant=self.variant)
+            with self._teacher_timer.time(img.device):
+                return self.teacher.encode_image(img.detach(), variant=self.variant)
+
+    def kd_terms_of(
+        self, real: DOutput, fake: DOutput, cross: float, timed: bool = True
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The enabled KD terms ``{'agkd' | 'cgkd': (value [N], weighted [N])}`` of one real/fake pair of
+        batches (KD-DLGAN Sec. 3.2-3.3). ``cross``: weight of AGKD's cross terms (paper variant).
+
+        ``weighted`` is what D's per-sample loss gets, so that its batch mean is the loss that runs:
+        ``lambda_A * AGKD`` and ``lambda_C * CGKD`` (paper and official AGKD: batch means), and for the
+        official CGKD ``lambda_C * N * CGKD``, whose batch mean is the released code's sum over the batch.
+        """
+        t_r, t_f = self._teacher(torch.cat([real.img, fake.img]), timed).split([len(real.img), len(fake.img)])
+        h_r, h_f = real.features[HEAD_NAME].float(), fake.features[HEAD_NAME].float()
+        if self.variant == 'paper':
+            h_r, h_f, t_r, t_f = (F.normalize(v, dim=1) for v in (h_r, h_f, t_r, t_f))
+        out = {}
+        if 'aggregated' in self.kd_terms:
+            if self.variant == 'paper':
+                agkd = agkd_paper(h_r, h_f, t_r, t_f, cross)
+            else:
+                agkd = agkd_official(h_r, h_f, t_r, t_f)
+            out['agkd'] = (agkd, self.agkd_weight * agkd)
+        if 'correlated' in self.kd_terms:
+            cgkd_fn = cgkd_paper if self.variant == 'paper' else cgkd_official
+            cgkd = cgkd_fn(h_r, h_f, t_r, t_f, self.anchors)
+            batch_sum = len(cgkd) if self.variant == 'official' else 1
+            out['cgkd'] = (cgkd, self.cgkd_weight * batch_sum * cgkd)
+        return out
+
+    def accumulate_gradients(
+        self,
+        phase: str,  # One of loss.PHASES.
+        real_img: torch.Tensor,  # [N, C, H, W] float32 reals in [-1, 1].
+        real_c: torch.Tensor,  # [N, c_dim] real labels.
+        gen_z: torch.Tensor,  # [N, z_dim] latents.
+        gen_c: torch.Tensor,  # [N, c_dim] labels for the fakes.
+        gain: float,  # Loss multiplier.
+        cur_nimg: int,  # Images shown so far: the step's cross-term draw depends on it.
+    ) -> None:
+        """As :meth:`StyleGAN2Loss.accumulate_gradients`, remembering ``cur_nimg`` for the cross draw."""
+        self._cur_nimg = int(cur_nimg)
+        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg)
 
     def d_main_terms(
         self, real: DOutput, fake: DOutput, real_c: torch.Tensor, gen_c: torch.Tensor
     ) -> torch.Tensor:
-        """Adversarial loss + lambda_A * AGKD + lambda_C * CGKD per sample ``[N, 1]``."""
+        """Adversarial loss + lambda_A * AGKD + lambda_C * CGKD per sample ``[N, 1]``; reports the
+        unweighted per-sample terms as ``Loss/kd/agkd`` and ``Loss/kd/cgkd``."""
         loss = super().d_main_terms(real, fake, real_c, gen_c)
-        t_r, t_f = self._teacher(torch.cat([real.img, fake.img])).split([len(real.img), len(fake.img)])
-        h_r, h_f = real.features[HEAD_NAME].float(), fake.features[HEAD_NAME].float()
-        if self.variant == 'paper':
-            h_r, h_f, t_r, t_f = (F.normalize(v, dim=1) for v in (h_r, h_f, t_r, t_f))
+        cross = cross_terms_on(self.seed, self._cur_nimg, self.cross_p)  # q ~ U(0, 1), once per D step
         kd = torch.zeros_like(loss[:, 0])
-        if 'aggregated' in self.kd_terms:
-            if self.variant == 'paper':
-                cross = bool(torch.rand([]).item() < self.cross_p)  # q ~ U(0, 1), once per step
-                agkd = agkd_paper(h_r, h_f, t_r, t_f, cross)
-            else:
-                agkd = agkd_official(h_r, h_f, t_r, t_f)
-            training_stats.report('Loss/kd/agkd', agkd)
-            kd = kd + self.agkd_weight * agkd
-        if 'correlated' in self.kd_terms:
-            cgkd_fn = cgkd_paper if self.variant == 'paper' else cgkd_official
-            cgkd = cgkd_fn(h_r, h_f, t_r, t_f, self.anchors)
-            training_stats.report('Loss/kd/cgkd', cgkd)
-            kd = kd + self.cgkd_weight * cgkd
+        for name, (value, weighted) in self.kd_terms_of(real, fake, cross).items():
+            training_stats.report(f'Loss/kd/{name}', value)
+            kd = kd + weighted
         return loss + kd.unsqueeze(1)
+
+    def tick_diagnostics(
+        self, real_img: torch.Tensor, real_c: torch.Tensor, gen_z: torch.Tensor, gen_c: torch.Tensor
+    ) -> dict[str, dict]:
+        """How strongly KD pulls on D, once per tick: ``Loss/kd/grad_ratio`` = ``||g_kd|| / ||g_adv||``.
+
+        On one batch (reals ``[N, C, H, W]`` in ``[-1, 1]``, labels ``[N, c_dim]``, latents ``[N, z_dim]``),
+        augmented as Dmain does: ``g_adv`` is the gradient of D's mean logistic loss and ``g_kd`` that of the
+        weighted KD terms (AGKD's cross terms at their expected weight p), both w.r.t. D's trunk (every
+        parameter outside ``D.heads``). Also ``Loss/kd/grad_ratio_agkd`` / ``_cgkd`` per term. Uses
+        ``torch.autograd.grad``: no ``.grad``, loss state, G's ``w_avg`` or stat report is touched.
+        """
+        params = list(self.D.parameters())
+        flags = [p.requires_grad for p in params]
+        trunk = [p for name, p in self.D.named_parameters() if not name.startswith('heads.')]
+        try:
+            self.D.requires_grad_(False)
+            for p in trunk:
+                p.requires_grad_(True)
+            with torch.no_grad():
+                gen_img, _ws = self.run_G(gen_z, gen_c, update_emas=False)
+            fake, real = self.run_D(gen_img, gen_c), self.run_D(real_img.detach(), real_c)
+            adv = d_logistic_loss(real.logits, fake.logits).mean()
+            terms = self.kd_terms_of(real, fake, self.cross_p, timed=False)
+            ratios = grad_norm_ratios(adv, {name: w.mean() for name, (_v, w) in terms.items()}, trunk)
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+        return {f'Loss/kd/{name}': {'num': 1, 'mean': value, 'std': 0.0} for name, value in ratios.items()}
 
     def g_main_terms(self, fake: DOutput, gen_c: torch.Tensor) -> torch.Tensor:
         """G's adversarial loss (+ div_weight * pairwise diversity of the teacher's correlation rows)."""

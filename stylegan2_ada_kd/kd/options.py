@@ -1,20 +1,23 @@
 """train.py's ``--kd*`` options -> KDLoss kwargs, validated before training (KD-DLGAN, Sec. 3-4).
 
-The teacher is loaded here, at option-parsing time, so a missing weight file or an offline machine
-stops the run before anything is created; in a single-process run the loss reuses the same
-(cached) teacher.
+Every KD default is resolved here (weights, cross-term probability, prompts), so what ``--dry-run`` and
+``training_options.json`` show is what the loss runs. ``--kd-*`` options without ``--kd`` are errors. The
+teacher is loaded here, at option-parsing time, so a missing weight file or an offline machine stops the
+run before anything is created; the loss then takes that same teacher from the per-process cache (moved
+to the training device, not loaded again).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import click
+from click.core import ParameterSource
 
 from dnnlib import EasyDict
-from stylegan2_ada_kd.kd.loss import KD_TERMS
-from stylegan2_ada_kd.kd.prompts import resolve_prompts
-from stylegan2_ada_kd.kd.teacher import TeacherError, load_teacher
+from stylegan2_ada_kd.kd.loss import KD_TERMS, resolve_kd_settings
+from stylegan2_ada_kd.kd.prompts import CLASS_TEMPLATES, resolve_prompts
+from stylegan2_ada_kd.kd.teacher import Teacher, TeacherError, load_teacher
 
 
 def parse_kd_terms(text: Optional[str]) -> tuple[str, ...]:
@@ -28,31 +31,69 @@ def parse_kd_terms(text: Optional[str]) -> tuple[str, ...]:
     return terms
 
 
-def apply_kd_options(c: EasyDict, opts: dict, dataset: Any) -> Optional[dict]:
-    """Turn the StyleGAN2 loss in ``c`` into a KDLoss when ``--kd`` is given; returns a summary or None."""
-    terms = parse_kd_terms(opts.get('kd'))
-    if not terms:
-        for key in ('kd_prompts', 'kd_teacher_weights'):
-            if opts.get(key):
-                raise click.UsageError(f'--{key.replace("_", "-")} needs --kd')
-        return None
+def given_kd_options(ctx: click.Context) -> set[str]:
+    """Names (``kd_prompts``, ...) of the ``--kd-*`` options set on the command line or environment."""
+    defaults = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+    return {
+        name
+        for name in ctx.params
+        if name.startswith('kd_') and ctx.get_parameter_source(name) not in defaults
+    }
+
+
+def _flag(name: str) -> str:
+    """``'kd_teacher_weights'`` -> ``'--kd-teacher-weights'``."""
+    return '--' + name.replace('_', '-')
+
+
+def _load(opts: dict) -> Teacher:
+    """The teacher of ``--kd-teacher`` / ``--kd-teacher-weights`` (CPU), or a UsageError."""
     try:
-        teacher = load_teacher(opts['kd_teacher'], opts.get('kd_teacher_weights'))
+        return load_teacher(opts['kd_teacher'], opts.get('kd_teacher_weights'))
     except TeacherError as err:
         raise click.UsageError(str(err)) from err
-    prompts = None
-    if teacher.has_text:
-        try:
-            prompts = resolve_prompts(
-                conditional=bool(opts['cond']),
-                class_names=dataset.class_names,
-                dataset_prompts=dataset.prompts,
-                prompts_file=opts.get('kd_prompts'),
+
+
+def _prompts(opts: dict, dataset: Any, teacher: Teacher) -> Optional[list[str]]:
+    """CGKD's prompts for a CLIP teacher (class template per ``--kd-variant``); None for image-only ones."""
+    if not teacher.has_text:
+        if opts.get('kd_prompts'):
+            raise click.UsageError(
+                f'--kd-prompts needs a CLIP teacher; {opts["kd_teacher"]} has no text encoder'
             )
-        except ValueError as err:
-            raise click.UsageError(str(err)) from err
-    elif opts.get('kd_prompts'):
-        raise click.UsageError(f'--kd-prompts needs a CLIP teacher; {opts["kd_teacher"]} has no text encoder')
+        return None
+    try:
+        return resolve_prompts(
+            conditional=bool(opts['cond']),
+            class_names=dataset.class_names,
+            dataset_prompts=dataset.prompts,
+            prompts_file=opts.get('kd_prompts'),
+            class_template=CLASS_TEMPLATES[opts['kd_variant']],
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+
+
+def apply_kd_options(c: EasyDict, opts: dict, dataset: Any, given: Collection[str] = ()) -> bool:
+    """Turn the StyleGAN2 loss in ``c`` into a KDLoss when ``--kd`` is given; returns whether it did.
+
+    ``given``: the ``--kd-*`` option names set by the user (:func:`given_kd_options`); any of them without
+    ``--kd`` is a UsageError naming it. All KD defaults are resolved into ``c.loss_kwargs``.
+    """
+    terms = parse_kd_terms(opts.get('kd'))
+    if not terms:
+        stray = sorted(name for name in given if name.startswith('kd_'))
+        if stray:
+            names = ', '.join(_flag(name) for name in stray)
+            raise click.UsageError(f'{names}: KD options need --kd=aggregated,correlated (or one of them)')
+        return False
+    try:
+        settings = resolve_kd_settings(
+            opts['kd_variant'], opts.get('kd_agkd_weight'), opts.get('kd_cgkd_weight'), opts.get('kd_p')
+        )
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    teacher = _load(opts)
     base = {k: v for k, v in c.loss_kwargs.items() if k != 'class_name'}
     c.loss_kwargs = EasyDict(
         class_name='stylegan2_ada_kd.kd.loss.KDLoss',
@@ -60,14 +101,13 @@ def apply_kd_options(c: EasyDict, opts: dict, dataset: Any) -> Optional[dict]:
         teacher=opts['kd_teacher'],
         teacher_weights=opts.get('kd_teacher_weights'),
         variant=opts['kd_variant'],
-        agkd_weight=opts.get('kd_agkd_weight'),
-        cgkd_weight=opts.get('kd_cgkd_weight'),
-        cross_p=opts['kd_p'],
+        **settings,
+        seed=opts['seed'],
         div_weight=opts['kd_div_weight'],
-        prompts=prompts,
+        prompts=_prompts(opts, dataset, teacher),
         num_anchors=opts['kd_anchors'],
         anchor_dataset=None if teacher.has_text else dict(c.training_set_kwargs),
         teacher_embed_dim=teacher.embed_dim,
         **base,
     )
-    return dict(teacher=opts['kd_teacher'], embed_dim=teacher.embed_dim, is_random=teacher.is_random)
+    return True

@@ -3,7 +3,8 @@
 The prompt set gives the K rows of the text-embedding matrix A. Where it comes from, first match wins:
 
 1. ``--kd-prompts=FILE``: one prompt per line; blank lines and lines starting with ``#`` are ignored;
-2. class-conditional data: ``'a photo of a {name}'`` per class, names from dataset.json ``class_names``;
+2. class-conditional data: one prompt per class from a template, names from dataset.json ``class_names``:
+   ``'a photo of a {name}'`` (paper variant) or ``'a {name}'`` (the released code, official variant);
 3. dataset.json ``prompts`` (written by ``dataset_tool.py --prompts``);
 4. :data:`GENERIC_PROMPTS`, which span lighting, colour, pose, background and framing.
 
@@ -17,8 +18,8 @@ import os
 from typing import Optional, Sequence
 
 PROMPTS_OPTION = '--kd-prompts'
-PROMPTS_FILENAME = 'kd_prompts.txt'
 CLASS_TEMPLATE = 'a photo of a {}'
+CLASS_TEMPLATES = {'paper': CLASS_TEMPLATE, 'official': 'a {}'}  # per --kd-variant
 
 GENERIC_PROMPTS: tuple[str, ...] = (
     'a brightly lit photo',
@@ -71,8 +72,8 @@ def _dedupe(prompts: Sequence[str]) -> list[str]:
     return list(seen)
 
 
-def _class_prompts(class_names: Optional[Sequence]) -> list[str]:
-    """One ``'a photo of a {name}'`` per class; PromptError when names are missing or empty."""
+def _class_prompts(class_names: Optional[Sequence], template: str = CLASS_TEMPLATE) -> list[str]:
+    """One ``template.format(name)`` per class; PromptError when names are missing or empty."""
     if not class_names:
         raise PromptError(
             'class-conditional training with KD needs one text prompt per class, but the dataset has no '
@@ -86,7 +87,7 @@ def _class_prompts(class_names: Optional[Sequence]) -> list[str]:
             f'dataset.json class_names has empty names at indices {bad[:10]}; give every class a name or '
             f'pass {PROMPTS_OPTION}=FILE'
         )
-    return [CLASS_TEMPLATE.format(str(name).strip().replace('_', ' ')) for name in class_names]
+    return [template.format(str(name).strip().replace('_', ' ')) for name in class_names]
 
 
 def resolve_prompts(
@@ -95,11 +96,13 @@ def resolve_prompts(
     class_names: Optional[Sequence[str]],
     dataset_prompts: Optional[Sequence[str]],
     prompts_file: Optional[str],
+    class_template: str = CLASS_TEMPLATE,
 ) -> list[str]:
     """The K >= 2 prompts for CGKD (KD-DLGAN Sec. 3.3), from the first source that applies.
 
-    Order: ``prompts_file`` (``--kd-prompts``), then for ``conditional`` data one ``'a photo of a {name}'``
-    per entry of ``class_names`` (underscores read as spaces; missing names -> PromptError), then
+    Order: ``prompts_file`` (``--kd-prompts``), then for ``conditional`` data one
+    ``class_template.format(name)`` (see :data:`CLASS_TEMPLATES`) per entry of ``class_names`` (underscores
+    read as spaces; missing names -> PromptError), then
     ``dataset_prompts`` (dataset.json ``prompts``), then :data:`GENERIC_PROMPTS`. Returns a list of K
     distinct stripped strings in source order; fewer than 2 -> PromptError naming the source.
     """
@@ -108,7 +111,7 @@ def resolve_prompts(
         prompts = read_prompts_file(prompts_file)
     elif conditional:
         source = 'dataset.json class_names'
-        prompts = _class_prompts(class_names)
+        prompts = _class_prompts(class_names, class_template)
     elif dataset_prompts:
         source = 'dataset.json prompts'
         prompts = [str(p) for p in dataset_prompts if str(p).strip()]
@@ -123,18 +126,3 @@ def resolve_prompts(
             f'{PROMPTS_OPTION}=FILE with two or more lines.'
         )
     return prompts
-
-
-def write_prompts(run_dir: str, prompts: Sequence[str]) -> str:
-    """Write ``prompts`` to ``run_dir/kd_prompts.txt`` (one per line, readable by ``--kd-prompts``).
-
-    Returns the file's path. The first line is a ``#`` comment with K, so the file can be passed back as is.
-    """
-    path = os.path.join(run_dir, PROMPTS_FILENAME)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.write(f'# KD-DLGAN CGKD prompts (K={len(prompts)}), one per line\n')
-        for prompt in prompts:
-            f.write(f'{prompt}\n')
-    os.replace(tmp, path)
-    return path

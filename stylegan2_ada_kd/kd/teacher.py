@@ -18,7 +18,6 @@ open_clip is imported lazily, so importing this module stays cheap.
 from __future__ import annotations
 
 import atexit
-import copy
 import json
 import os
 import shutil
@@ -314,9 +313,10 @@ def load_teacher(
     Spec forms: ``'MODEL:PRETRAINED'`` (open_clip name and pretrained tag, downloaded through open_clip's
     cache, or read from the local file ``weights``), ``'random:MODEL'`` (random init, prints a warning;
     tests and smoke runs only) and ``'torchscript:PATH'`` (an image-only scripted encoder). Built once per
-    process and ``(spec, weights, device)``; a teacher already built on another device is copied rather
-    than read again (e.g. options validated on CPU, training on CUDA). Any failure raises one
-    :class:`TeacherError`; random weights are never used unless asked for with ``random:``.
+    process and ``(spec, weights)``, and held once: asking for it on another device moves that same module
+    there (e.g. train.py's option check loads it on CPU, the loss then moves it to the training GPU), so a
+    process never keeps a second copy. Any failure raises one :class:`TeacherError`; random weights are
+    never used unless asked for with ``random:``.
     """
     if not isinstance(spec, str) or not spec.strip():
         raise TeacherError(f'--kd-teacher: empty teacher spec {spec!r}; accepted forms: {SPEC_FORMS}')
@@ -327,9 +327,9 @@ def load_teacher(
         raise TeacherError(f'KD teacher {spec}: cannot use device {device!r} ({_one_line(err)})') from err
     key = (spec, os.path.abspath(os.path.expanduser(weights)) if weights else None, str(dev))
     if key not in _TEACHERS:
-        other = next((t for k, t in _TEACHERS.items() if k[:2] == key[:2]), None)
+        other = next((k for k in _TEACHERS if k[:2] == key[:2]), None)
         if other is not None:
-            _TEACHERS[key] = copy.deepcopy(other).to(dev)
+            _TEACHERS[key] = _TEACHERS.pop(other).to(dev)
         else:
             _TEACHERS[key] = _build_teacher(spec, key[1], dev)
             if _TEACHERS[key].is_random:

@@ -163,6 +163,12 @@ def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> boo
     if data is not raw:
         _fitting_tensors(path, nets, data, ('G', 'D'))
         return False
+    _check_same_networks(path, nets, raw)
+    return True
+
+
+def _check_same_networks(path: str, nets: dict, raw: dict) -> None:
+    """An exact resume needs G and D built with the snapshot's options: raise ``ValueError`` with the diff."""
     for key in ('G', 'D'):
         diff = _kwargs_diff(nets[key].init_kwargs, raw['networks'][key]['init_kwargs'])
         if diff:
@@ -171,7 +177,6 @@ def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> boo
                 + '\n'.join(diff)
                 + '\nResume with the original options (see training_options.json of that run).'
             )
-    return True
 
 
 def _fitting_tensors(path: str, nets: dict, data: dict, keys: tuple) -> dict:
@@ -203,14 +208,7 @@ def load_for_training(
     if raw is None or 'resume_state' not in raw:
         _warm_start(path, nets, rank)
         return None
-    for key in ('G', 'D'):
-        diff = _kwargs_diff(nets[key].init_kwargs, raw['networks'][key]['init_kwargs'])
-        if diff:
-            raise ValueError(
-                f"--resume={path}: the snapshot's {key} was built with other options than this run:\n"
-                + '\n'.join(diff)
-                + '\nResume with the original options (see training_options.json of that run).'
-            )
+    _check_same_networks(path, nets, raw)
     for key in ('G', 'D', 'G_ema', 'augment_pipe'):
         if nets[key] is not None and key in raw['networks']:
             _load_state(nets[key], raw['networks'][key]['state_dict'], f'{path}: {key}')

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import List, Optional
 
 import click
 import torch
@@ -36,7 +35,7 @@ from stylegan2_ada_kd import distributed, legacy
 _DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed', 'holdout')
 
 
-def parse_metrics(ctx: Optional[click.Context], param: Optional[click.Parameter], value: str) -> List[str]:
+def parse_metrics(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[str]:
     """Click callback: ``'fid50k_full,kid50k_full'`` -> list of registered metric names."""
     names = [name.strip() for name in value.split(',') if name.strip()]
     bad = [name for name in names if not metric_main.is_valid_metric(name)]
@@ -48,7 +47,7 @@ def parse_metrics(ctx: Optional[click.Context], param: Optional[click.Parameter]
 
 
 def resolve_dataset_kwargs(
-    training_set_kwargs: Optional[dict], data: Optional[str], mirror: Optional[bool], G: torch.nn.Module
+    training_set_kwargs: dict | None, data: str | None, mirror: bool | None, G: torch.nn.Module
 ) -> dict:
     """Dataset kwargs for the metrics: ``--data`` or the snapshot's training set, at G's resolution.
 
@@ -67,7 +66,7 @@ def resolve_dataset_kwargs(
     return kwargs
 
 
-def find_run_dir(network: str) -> Optional[str]:
+def find_run_dir(network: str) -> str | None:
     """The run directory holding ``network`` (it has ``training_options.json``), or None (URLs included)."""
     if '://' in network:
         return None
@@ -75,7 +74,7 @@ def find_run_dir(network: str) -> Optional[str]:
     return folder if os.path.isfile(os.path.join(folder, 'training_options.json')) else None
 
 
-def _worker(rank: int, args: dict, init_method: Optional[str]) -> None:
+def _worker(rank: int, args: dict, init_method: str | None) -> None:
     """Body of one process: load the network and compute every metric (rank 0 reports)."""
     device = distributed.init_process_group(rank, args['num_gpus'], init_method)
     try:

@@ -38,7 +38,7 @@ import os
 import re
 import sys
 import zipfile
-from typing import Any, Optional
+from typing import Any
 
 import click
 import numpy as np
@@ -66,7 +66,7 @@ def _subfolder_labels(names: list[str]) -> tuple[dict[str, int], list[str]]:
     return {n: index[n.split('/')[0]] for n in names}, class_names
 
 
-def _csv_labels(csv_path: str, names: list[str]) -> tuple[dict[str, int], Optional[list[str]]]:
+def _csv_labels(csv_path: str, names: list[str]) -> tuple[dict[str, int], list[str] | None]:
     """Rows ``relative_path,class``: all-integer classes are indices, otherwise names (sorted -> indices).
 
     A first row whose path cell is a header word (path, file, filename, image, name) is skipped.
@@ -98,7 +98,7 @@ def _csv_labels(csv_path: str, names: list[str]) -> tuple[dict[str, int], Option
     return {n: index[v] for n, v in entries.items()}, class_names
 
 
-def _choose_labels(src: Source, option: Optional[str]) -> tuple[Optional[dict], Optional[list[str]]]:
+def _choose_labels(src: Source, option: str | None) -> tuple[dict | None, list[str] | None]:
     """Labels and class names: from ``--labels`` if given, else from the source (dataset.json / CIFAR)."""
     if option is None:
         return src.labels, src.class_names
@@ -140,7 +140,7 @@ def to_mode(img: PIL.Image.Image, target: str) -> PIL.Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
-def _crop_size(size: tuple[int, int], transform: Optional[str]) -> tuple[int, int]:
+def _crop_size(size: tuple[int, int], transform: str | None) -> tuple[int, int]:
     """``(w, h)`` of the centre crop: whole image, largest square, or largest 2:1 (w = 2h) region."""
     w, h = size
     if transform == 'center-crop':
@@ -151,7 +151,7 @@ def _crop_size(size: tuple[int, int], transform: Optional[str]) -> tuple[int, in
 
 
 def transform_image(
-    img: PIL.Image.Image, transform: Optional[str], resolution: int, resample: int
+    img: PIL.Image.Image, transform: str | None, resolution: int, resample: int
 ) -> tuple[PIL.Image.Image, bool]:
     """Centre-crop per ``transform``, resize, and for ``center-crop-wide`` paste the ``R x R/2`` strip into
     the middle of a black ``R x R`` canvas. Returns ``(image R x R, whether it was upscaled)``."""
@@ -171,7 +171,7 @@ def transform_image(
     return img, upscaled
 
 
-def _infer_resolution(sizes: dict[str, tuple[int, int]], transform: Optional[str]) -> int:
+def _infer_resolution(sizes: dict[str, tuple[int, int]], transform: str | None) -> int:
     """The single output width the images give without resizing; an error if they differ or it is not 2^k."""
     widths: dict[int, list[str]] = {}
     for name, size in sizes.items():
@@ -185,7 +185,7 @@ def _infer_resolution(sizes: dict[str, tuple[int, int]], transform: Optional[str
     )
 
 
-def _scan(src: Source, max_images: Optional[int]) -> tuple[dict[str, tuple[int, int]], dict[str, str], list]:
+def _scan(src: Source, max_images: int | None) -> tuple[dict[str, tuple[int, int]], dict[str, str], list]:
     """Read every header: ``({name: size} of the first max_images readable, {name: mode}, [unreadable])``."""
     sizes, modes, skipped = {}, {}, []
     for name in src.names:
@@ -198,7 +198,7 @@ def _scan(src: Source, max_images: Optional[int]) -> tuple[dict[str, tuple[int, 
     return sizes, modes, skipped
 
 
-def _check_plan(sizes: dict, transform: Optional[str], labels: Optional[dict], src: Source) -> None:
+def _check_plan(sizes: dict, transform: str | None, labels: dict | None, src: Source) -> None:
     """Refuse non-square images without a transform, and missing labels when labels are used."""
     if not sizes:
         raise click.UsageError(f'--source={src.description}: no readable images found')
@@ -306,7 +306,7 @@ class _Writer:
 
 
 def _write_images(
-    src: Source, names: list[str], writer: _Writer, mode: str, plan: dict, labels: Optional[dict]
+    src: Source, names: list[str], writer: _Writer, mode: str, plan: dict, labels: dict | None
 ) -> tuple[list, list[str], int]:
     """Convert and store the images; returns ``(dataset.json labels, skipped files, upscaled count)``."""
     out_labels, skipped, upscaled = [], [], 0
@@ -333,12 +333,12 @@ def _write_images(
 def convert_dataset(
     source: str,
     dest: str,
-    resolution: Optional[int] = None,
-    transform: Optional[str] = None,
-    max_images: Optional[int] = None,
+    resolution: int | None = None,
+    transform: str | None = None,
+    max_images: int | None = None,
     resize_filter: str = 'lanczos',
-    labels: Optional[str] = None,
-    prompts: Optional[str] = None,
+    labels: str | None = None,
+    prompts: str | None = None,
 ) -> dict:
     """Convert ``source`` into a dataset at ``dest`` (see the module docstring); returns dataset.json's dict.
 
@@ -384,8 +384,8 @@ def convert_dataset(
 def _dataset_json(
     out_labels: list,
     use_labels: bool,
-    class_names: Optional[list[str]],
-    prompts: Optional[list[str]],
+    class_names: list[str] | None,
+    prompts: list[str] | None,
     plan: dict,
     mode: str,
     skipped: list[str],

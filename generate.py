@@ -8,8 +8,8 @@ Example::
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 import click
 import numpy as np
@@ -22,7 +22,7 @@ from stylegan2_ada_kd import legacy
 _MAX_SEED = 2**32 - 1
 
 
-def parse_seeds(ctx: Optional[click.Context], param: Optional[click.Parameter], value: str) -> List[int]:
+def parse_seeds(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[int]:
     """Click callback: turn ``'0-3,7'`` into a list of seeds, each usable with ``np.random.RandomState``."""
     try:
         seeds = dnnlib.util.parse_range(value)
@@ -45,7 +45,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_label(G: torch.nn.Module, class_idx: Optional[int], device: torch.device) -> torch.Tensor:
+def make_label(G: torch.nn.Module, class_idx: int | None, device: torch.device) -> torch.Tensor:
     """Return the ``[1, c_dim]`` one-hot label for ``class_idx``.
 
     Conditional generators need a class in range; unconditional ones refuse one (a click.UsageError naming
@@ -92,10 +92,10 @@ def generate_images(
     seeds: Sequence[int],
     outdir: str | os.PathLike,
     truncation_psi: float = 1.0,
-    class_idx: Optional[int] = None,
+    class_idx: int | None = None,
     noise_mode: str = 'const',
     device: torch.device | str = 'cpu',
-) -> List[Path]:
+) -> list[Path]:
     """Render one image per seed with generator ``G`` and save them as ``<outdir>/seed%04d.png``."""
     device = torch.device(device)
     label = make_label(G, class_idx, device)  # Before mkdir: a bad --class leaves no empty folder behind.
@@ -165,9 +165,9 @@ def load_generator(network: str, device: torch.device) -> torch.nn.Module:
 )
 def cli(
     network: str,
-    seeds: List[int],
+    seeds: list[int],
     truncation_psi: float,
-    class_idx: Optional[int],
+    class_idx: int | None,
     noise_mode: str,
     outdir: str,
     device: str,

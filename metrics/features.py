@@ -23,7 +23,8 @@ import re
 import tempfile
 import time
 import zipfile
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from collections.abc import Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -54,7 +55,7 @@ def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     return out.repeat(1, 3, 1, 1) if out.shape[1] == 1 else out
 
 
-def _file_sample_digest(path: str) -> Tuple[int, str]:
+def _file_sample_digest(path: str) -> tuple[int, str]:
     """(size, sha1 of the first, middle and last ``_SAMPLE_BYTES``) of a file."""
     size = os.path.getsize(path)
     h = hashlib.sha1()
@@ -86,7 +87,7 @@ def dataset_fingerprint(path: str, names: list) -> str:
     return h.hexdigest()
 
 
-def item_indices(num_items: int, max_items: Optional[int], seed: int = 0) -> np.ndarray:
+def item_indices(num_items: int, max_items: int | None, seed: int = 0) -> np.ndarray:
     """Dataset indices to use: all of them, or a seeded random ``max_items`` of them in ascending order."""
     if max_items is None or num_items <= max_items:
         return np.arange(num_items, dtype=np.int64)
@@ -116,7 +117,7 @@ class _Progress:
 
 
 def _collect(
-    batches: Iterator[Tuple[int, torch.Tensor]],
+    batches: Iterator[tuple[int, torch.Tensor]],
     detect: Callable[[torch.Tensor], torch.Tensor],
     moments: bool,
     progress: _Progress,
@@ -147,7 +148,7 @@ def _finish_features(parts: list) -> np.ndarray:
     return np.concatenate([p[1] for p in parts]).astype(np.float32)
 
 
-def _finish_moments(gathered: list) -> Dict[str, np.ndarray]:
+def _finish_moments(gathered: list) -> dict[str, np.ndarray]:
     """Combine per-rank ``(n, sum, X^T X)`` into ``mu [F]``, ``sigma [F, F]`` (float64) and ``num``."""
     pieces = [g for g in gathered if g[0] > 0]
     n = sum(p[0] for p in pieces)
@@ -159,13 +160,13 @@ def _finish_moments(gathered: list) -> Dict[str, np.ndarray]:
 
 
 def extract(
-    batches: Iterator[Tuple[int, torch.Tensor]],
+    batches: Iterator[tuple[int, torch.Tensor]],
     detect: Callable[[torch.Tensor], torch.Tensor],
     kind: str,
     total: int,
     label: str,
     progress: bool,
-) -> Dict[str, np.ndarray]:
+) -> dict[str, np.ndarray]:
     """Features of this rank's ``(global batch index, uint8 [n, 3, H, W])`` batches, gathered over ranks.
 
     ``kind='features'`` -> ``{'features': [N, F] float32}`` in global batch order; ``kind='mean_cov'`` ->
@@ -178,7 +179,7 @@ def extract(
     return {'features': _finish_features(result)}
 
 
-def moments(feats: np.ndarray) -> Dict[str, np.ndarray]:
+def moments(feats: np.ndarray) -> dict[str, np.ndarray]:
     """``mu``/``sigma``/``num`` of a ``[N, F]`` feature matrix by the same float64 formula as
     ``extract(kind='mean_cov')`` (used when FID reuses features already extracted for KID)."""
     x = np.asarray(feats, dtype=np.float64)
@@ -193,7 +194,7 @@ def _shard(num_items: int, batch_size: int) -> list:
 
 def real_batches(
     dataset: torch.utils.data.Dataset, indices: np.ndarray, batch_size: int, num_workers: int = 0
-) -> Iterator[Tuple[int, torch.Tensor]]:
+) -> Iterator[tuple[int, torch.Tensor]]:
     """This rank's batches of dataset items ``indices``: ``(global batch, uint8 [n, 3, H, W])``."""
     mine = _shard(len(indices), batch_size)
     flat = [int(i) for b in mine for i in indices[b * batch_size : (b + 1) * batch_size]]
@@ -211,12 +212,12 @@ def _batch_rng(seed: int, b: int) -> np.random.Generator:
 
 def latent_batches(
     G: torch.nn.Module,
-    labels: Optional[np.ndarray],
+    labels: np.ndarray | None,
     num: int,
     batch_size: int,
     seed: int,
     device: torch.device,
-) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor, int]]:
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, int]]:
     """This rank's ``(global batch, z [n, z_dim], c [n, c_dim], noise seed)`` for ``num`` samples.
 
     ``labels``: ``[L, c_dim]`` label pool to draw from uniformly (None or empty for unconditional G).
@@ -234,12 +235,12 @@ def latent_batches(
 
 def generated_batches(
     G: torch.nn.Module,
-    labels: Optional[np.ndarray],
+    labels: np.ndarray | None,
     num: int,
     batch_size: int,
     seed: int,
     device: torch.device,
-) -> Iterator[Tuple[int, torch.Tensor]]:
+) -> Iterator[tuple[int, torch.Tensor]]:
     """This rank's ``(global batch, uint8 [n, 3, H, W])`` images of ``G(z, c)``, z ~ N(0, I), no truncation.
 
     Uses a private eval copy of ``G`` on ``device``; per-pixel noise is random but seeded per batch.
@@ -261,7 +262,7 @@ def _safe(text: str) -> str:
 
 
 def stats_cache_path(
-    dataset: object, dataset_path: str, detector_name: str, kind: str, max_items: Optional[int]
+    dataset: object, dataset_path: str, detector_name: str, kind: str, max_items: int | None
 ) -> str:
     """Cache file of a dataset's real statistics (see the module docstring for what the key covers)."""
     names = list(dataset.files)
@@ -280,7 +281,7 @@ def stats_cache_path(
     return dnnlib.util.make_cache_dir_path('gan-metrics', name)
 
 
-def save_npz_atomic(path: str, arrays: Dict[str, np.ndarray]) -> None:
+def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` (.npz) through a temporary file in the same folder and ``os.replace``."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -294,13 +295,13 @@ def save_npz_atomic(path: str, arrays: Dict[str, np.ndarray]) -> None:
             os.remove(tmp)
 
 
-def load_npz(path: str) -> Dict[str, np.ndarray]:
+def load_npz(path: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (no pickles)."""
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
 
-def _try_cache(path: Optional[str]) -> Optional[Dict[str, np.ndarray]]:
+def _try_cache(path: str | None) -> dict[str, np.ndarray] | None:
     """Rank 0 reads the cache file and tells the others whether it could; every rank returns the arrays."""
     rank = torch.distributed.get_rank() if distributed.is_initialized() else 0
     stats = None
@@ -321,12 +322,12 @@ def real_stats(
     detector_name: str,
     *,
     kind: str,
-    max_items: Optional[int],
+    max_items: int | None,
     batch_size: int,
     cache: bool = True,
     progress: bool = True,
     num_workers: int = 0,
-) -> Dict[str, np.ndarray]:
+) -> dict[str, np.ndarray]:
     """Real-image statistics of up to ``max_items`` dataset items, from the disk cache when possible.
 
     Args:

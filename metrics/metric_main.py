@@ -29,7 +29,7 @@ import re
 import shutil
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -45,12 +45,12 @@ class MetricSpec:
 
     kind: str  # 'fid', 'kid', 'pr', 'is' or 'ppl'.
     num_gen: int  # Generated images (or PPL samples).
-    reals: Optional[str]  # 'full', 'legacy', 'train' or None (no reals).
-    max_reals: Optional[int]  # Cap on real items; None = all.
+    reals: str | None  # 'full', 'legacy', 'train' or None (no reals).
+    max_reals: int | None  # Cap on real items; None = all.
     doc: str
 
 
-_METRICS: Dict[str, MetricSpec] = {
+_METRICS: dict[str, MetricSpec] = {
     'fid50k_full': MetricSpec('fid', 50000, 'full', None, 'FID, 50k generated vs all reals (no mirror)'),
     'kid50k_full': MetricSpec('kid', 50000, 'full', 1000000, 'KID, 50k generated vs up to 1M reals'),
     'pr50k3_full': MetricSpec('pr', 50000, 'full', 200000, 'precision/recall (VGG16, k=3), up to 200k reals'),
@@ -76,7 +76,7 @@ _REALS_DOC = {'full': 'all reals (no mirror)', 'train': 'the training set as tra
 IMAGE_FOLDER_DATASET = 'stylegan2_ada_kd.dataset.ImageFolderDataset'
 
 
-def metric_spec(name: str) -> Optional[MetricSpec]:
+def metric_spec(name: str) -> MetricSpec | None:
     """The spec of a registered name or of a ``{fid,kid}<N>k_{full,train}`` name; None if neither."""
     if name in _METRICS:
         return _METRICS[name]
@@ -94,7 +94,7 @@ def is_valid_metric(name: str) -> bool:
     return metric_spec(name) is not None
 
 
-def list_valid_metrics() -> List[str]:
+def list_valid_metrics() -> list[str]:
     """Names of all registered metrics, in registry order."""
     return list(_METRICS)
 
@@ -106,7 +106,7 @@ def describe_metrics() -> str:
     return '\n'.join(lines)
 
 
-def feature_share(metrics: List[str]) -> Optional[dict]:
+def feature_share(metrics: list[str]) -> dict | None:
     """A fresh dict for :func:`calc_metric`'s ``shared`` when two or more of ``metrics`` are FID/KID with the
     same generated count (their generated-image features are then extracted once), else None."""
     specs = [metric_spec(name) for name in metrics]
@@ -124,14 +124,14 @@ class _Context:
     dataset_kwargs: dict
     device: torch.device
     cache: bool
-    detector_path: Optional[str]
-    vgg16_path: Optional[str]
-    ref_stats: Optional[str]
+    detector_path: str | None
+    vgg16_path: str | None
+    ref_stats: str | None
     num_gen: int
     seed: int
     progress: bool
     batch_size: int
-    shared: Optional[dict] = None
+    shared: dict | None = None
 
     @property
     def num_workers(self) -> int:
@@ -139,7 +139,7 @@ class _Context:
         return 3 if self.device.type == 'cuda' else 0
 
 
-def _open_dataset(ctx: _Context, reals: Optional[str]) -> torch.utils.data.Dataset:
+def _open_dataset(ctx: _Context, reals: str | None) -> torch.utils.data.Dataset:
     """Construct the dataset of ``ctx.dataset_kwargs`` adjusted for ``reals`` ('full', 'legacy', 'train')."""
     kwargs = dict(ctx.dataset_kwargs)
     if not kwargs.get('path'):
@@ -167,7 +167,7 @@ def _open_dataset(ctx: _Context, reals: Optional[str]) -> torch.utils.data.Datas
     return dataset
 
 
-def _label_pool(ctx: _Context, dataset: Optional[torch.utils.data.Dataset]) -> Optional[np.ndarray]:
+def _label_pool(ctx: _Context, dataset: torch.utils.data.Dataset | None) -> np.ndarray | None:
     """``[L, c_dim]`` labels to draw generated labels from (None for an unconditional G)."""
     if ctx.G.c_dim == 0:
         return None
@@ -180,16 +180,16 @@ def _gen_features(
     ctx: _Context,
     detect: Callable[[torch.Tensor], torch.Tensor],
     kind: str,
-    labels: Optional[np.ndarray],
-    share_as: Optional[str] = None,
-) -> Dict[str, np.ndarray]:
+    labels: np.ndarray | None,
+    share_as: str | None = None,
+) -> dict[str, np.ndarray]:
     """Detector statistics of ``ctx.num_gen`` generated images (see :func:`features.extract`).
 
     With ``ctx.shared`` and a detector name ``share_as``, the ``[N, F]`` features are kept there under the
     generation settings, so the next FID/KID of the same network reuses them instead of regenerating.
     """
 
-    def run(kind: str) -> Dict[str, np.ndarray]:
+    def run(kind: str) -> dict[str, np.ndarray]:
         batches = features.generated_batches(ctx.G, labels, ctx.num_gen, ctx.batch_size, ctx.seed, ctx.device)
         return features.extract(batches, detect, kind, ctx.num_gen, f'{ctx.name} generated', ctx.progress)
 
@@ -221,7 +221,7 @@ def _real_features(ctx: _Context, det: detectors.Detector, kind: str) -> tuple:
     return stats, _label_pool(ctx, dataset)
 
 
-def _load_ref_stats(path: str, feature_dim: int, detector_name: str) -> Dict[str, np.ndarray]:
+def _load_ref_stats(path: str, feature_dim: int, detector_name: str) -> dict[str, np.ndarray]:
     """``mu``/``sigma`` from a ``--ref-stats`` .npz, checked for shape (and detector, when recorded)."""
     try:
         stats = features.load_npz(path)
@@ -241,7 +241,7 @@ def _load_ref_stats(path: str, feature_dim: int, detector_name: str) -> Dict[str
     return stats
 
 
-def _fid(ctx: _Context) -> Dict[str, float]:
+def _fid(ctx: _Context) -> dict[str, float]:
     det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
     if ctx.ref_stats:
         fake = _gen_features(ctx, det, 'mean_cov', _label_pool(ctx, None), det.name)
@@ -279,14 +279,14 @@ def fid_with_progress(name: str, real: dict, fake: dict, show: bool) -> float:
     return value
 
 
-def _kid(ctx: _Context) -> Dict[str, float]:
+def _kid(ctx: _Context) -> dict[str, float]:
     det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
     real, labels = _real_features(ctx, det, 'features')
     fake = _gen_features(ctx, det, 'features', labels, det.name)
     return {ctx.name: scores.kid_from_features(real['features'], fake['features'], seed=ctx.seed)}
 
 
-def _pr(ctx: _Context) -> Dict[str, float]:
+def _pr(ctx: _Context) -> dict[str, float]:
     det = detectors.load_detector(detectors.VGG16, ctx.vgg16_path, ctx.device)
     real, labels = _real_features(ctx, det, 'features')
     fake = _gen_features(ctx, det, 'features', labels)
@@ -294,7 +294,7 @@ def _pr(ctx: _Context) -> Dict[str, float]:
     return {f'{ctx.name}_precision': precision, f'{ctx.name}_recall': recall}
 
 
-def _is(ctx: _Context) -> Dict[str, float]:
+def _is(ctx: _Context) -> dict[str, float]:
     det = detectors.load_detector(detectors.INCEPTION, ctx.detector_path, ctx.device)
     det.require_classifier()  # fail before generating if the detector has no softmax layer
     probs = _gen_features(ctx, det.probabilities, 'features', _label_pool(ctx, None))
@@ -302,7 +302,7 @@ def _is(ctx: _Context) -> Dict[str, float]:
     return {f'{ctx.name}_mean': mean, f'{ctx.name}_std': std}
 
 
-def _ppl(ctx: _Context) -> Dict[str, float]:
+def _ppl(ctx: _Context) -> dict[str, float]:
     det = detectors.load_detector(detectors.VGG16, ctx.vgg16_path, ctx.device)
     value = ppl.compute_ppl(
         ctx.G,
@@ -317,7 +317,7 @@ def _ppl(ctx: _Context) -> Dict[str, float]:
     return {ctx.name: value}
 
 
-_KINDS: Dict[str, Callable[[_Context], Dict[str, float]]] = {
+_KINDS: dict[str, Callable[[_Context], dict[str, float]]] = {
     'fid': _fid,
     'kid': _kid,
     'pr': _pr,
@@ -330,19 +330,19 @@ def calc_metric(
     metric: str,
     *,
     G: torch.nn.Module,
-    dataset_kwargs: Optional[dict] = None,
+    dataset_kwargs: dict | None = None,
     num_gpus: int = 1,
     rank: int = 0,
-    device: Optional[torch.device] = None,
+    device: torch.device | None = None,
     cache: bool = True,
-    detector_path: Optional[str] = None,
-    vgg16_path: Optional[str] = None,
-    ref_stats: Optional[str] = None,
-    num_gen: Optional[int] = None,
+    detector_path: str | None = None,
+    vgg16_path: str | None = None,
+    ref_stats: str | None = None,
+    num_gen: int | None = None,
     seed: int = 0,
     progress: bool = True,
     batch_size: int = 64,
-    shared: Optional[dict] = None,
+    shared: dict | None = None,
 ) -> dict:
     """Compute one registered metric of generator ``G``; every process of a group must call it together.
 
@@ -399,7 +399,7 @@ def _check_call(metric: str, num_gpus: int, rank: int) -> MetricSpec:
     return spec
 
 
-def _result(metric: str, results: Dict[str, float], seconds: float, num_gpus: int) -> dict:
+def _result(metric: str, results: dict[str, float], seconds: float, num_gpus: int) -> dict:
     """The dict :func:`calc_metric` returns."""
     return dict(
         results={k: float(v) for k, v in results.items()},
@@ -410,14 +410,14 @@ def _result(metric: str, results: Dict[str, float], seconds: float, num_gpus: in
     )
 
 
-def _relative(path: Optional[str], run_dir: Optional[str]) -> Optional[str]:
+def _relative(path: str | None, run_dir: str | None) -> str | None:
     """``path`` relative to ``run_dir`` (or unchanged when either is None)."""
     if path is None or run_dir is None:
         return path
     return os.path.relpath(os.path.abspath(path), os.path.abspath(run_dir))
 
 
-def report_metric(result: dict, run_dir: Optional[str] = None, snapshot_pkl: Optional[str] = None) -> None:
+def report_metric(result: dict, run_dir: str | None = None, snapshot_pkl: str | None = None) -> None:
     """Print a :func:`calc_metric` result as one JSON line and append it to ``<run_dir>/metric-<name>.jsonl``.
 
     The line holds ``results``, ``metric``, ``total_time``, ``total_time_str``, ``num_gpus``,
@@ -461,9 +461,9 @@ def update_best(
     run_dir: str,
     metric: str,
     result: dict,
-    snapshot_pkl: Optional[str],
-    key: Optional[str] = None,
-    lower_is_better: Optional[bool] = None,
+    snapshot_pkl: str | None,
+    key: str | None = None,
+    lower_is_better: bool | None = None,
 ) -> bool:
     """Track the best snapshot of ``metric`` in ``<run_dir>/best-<metric>.json``; True on a new best.
 

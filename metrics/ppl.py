@@ -11,7 +11,8 @@ PPL is the mean after discarding samples outside the 1st-99th percentile (:func:
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterator, Optional, Tuple
+from collections.abc import Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,13 +44,13 @@ def _randomize_noise(G: torch.nn.Module, seed: int) -> None:
 def _distance_batches(
     G: torch.nn.Module,
     lpips: Callable[[torch.Tensor], torch.Tensor],
-    labels: Optional[np.ndarray],
+    labels: np.ndarray | None,
     num: int,
     batch_size: int,
     seed: int,
     epsilon: float,
     device: torch.device,
-) -> Iterator[Tuple[int, torch.Tensor]]:
+) -> Iterator[tuple[int, torch.Tensor]]:
     """This rank's ``(global batch, distances [n, 1])``."""
     for b, z0, c, noise_seed in features.latent_batches(G, labels, num, batch_size, seed, device):
         z1 = torch.from_numpy(
@@ -70,7 +71,7 @@ def compute_ppl(
     G: torch.nn.Module,
     lpips: Callable[[torch.Tensor], torch.Tensor],
     *,
-    labels: Optional[np.ndarray],
+    labels: np.ndarray | None,
     num_samples: int,
     batch_size: int,
     seed: int,

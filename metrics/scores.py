@@ -10,15 +10,13 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 import scipy.linalg
 import scipy.special
 import torch
 
 
-def mean_cov(features: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean ``[F]`` and unbiased covariance ``[F, F]`` (float64) of features ``[N, F]`` (N >= 2)."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
@@ -152,8 +150,8 @@ def precision_recall(
     k: int = 3,
     row_batch: int = 10000,
     col_batch: int = 10000,
-    device: Optional[torch.device] = None,
-) -> Tuple[float, float]:
+    device: torch.device | None = None,
+) -> tuple[float, float]:
     """Improved precision and recall of a generated set against a real set.
 
     Args:
@@ -175,7 +173,7 @@ def precision_recall(
     return precision, recall
 
 
-def inception_score(probs: np.ndarray, splits: int = 10) -> Tuple[float, float]:
+def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """Inception Score of class probabilities ``[N, C]`` (rows sum to 1): mean and std over ``splits``.
 
     Each split ``s`` scores ``exp(mean_i KL(p(y|x_i) || p_s(y)))`` with ``p_s(y)`` the split's mean

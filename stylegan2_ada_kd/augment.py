@@ -16,7 +16,8 @@ controller that moves ``pipe.p`` towards the target ``r_t``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -173,7 +174,7 @@ class AugmentPipe(torch.nn.Module):
         cutout: float = 0,
         noise_std: float = 0.1,
         cutout_size: float = 0.5,
-        preset: Optional[str] = None,
+        preset: str | None = None,
     ) -> None:
         super().__init__()
         given = dict(locals())
@@ -191,7 +192,7 @@ class AugmentPipe(torch.nn.Module):
         self.register_buffer('p', torch.zeros([]))
         self.register_buffer('lowpass', wavelet_filter(SYM6_LOWPASS), persistent=False)
 
-    def _chance(self, prob: float, n: int, device: torch.device) -> Optional[torch.Tensor]:
+    def _chance(self, prob: float, n: int, device: torch.device) -> torch.Tensor | None:
         """``[N]`` float64 0/1 mask of the samples hit by an op of probability ``prob`` (None if ``<= 0``)."""
         if prob <= 0:
             return None
@@ -259,7 +260,7 @@ class AugmentPipe(torch.nn.Module):
 
     def sample_band_gains(
         self, n: int, p: float, device: torch.device
-    ) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Draw image-filter gains (ADA App. B, "image-space filtering"; one transformation per band, as in
         the reference): band ``i`` of each sample is amplified with probability
         ``min(1, imgfilter * imgfilter_bands[i] * p)`` by ``2^N(0, imgfilter_std^2)``, and the amplitudes
@@ -343,7 +344,7 @@ class AdaptiveP:
         self.batch_size = int(batch_size)
         self.sign_sum = 0.0
         self.count = 0
-        self.last_rt: Optional[float] = None
+        self.last_rt: float | None = None
 
     @property
     def adjust_per_step(self) -> float:
@@ -360,7 +361,7 @@ class AdaptiveP:
         not all-reduced, so under DDP prefer :meth:`accumulate` with reduced sums)."""
         self.accumulate(float(real_logits.detach().sign().sum()), real_logits.numel())
 
-    def step(self, pipe: torch.nn.Module) -> Optional[float]:
+    def step(self, pipe: torch.nn.Module) -> float | None:
         """Update ``pipe.p`` in place from the accumulated signs and reset them. Returns ``r_t``, or None
         (and leaves ``p`` alone) when nothing was accumulated."""
         if self.count == 0:
@@ -375,7 +376,7 @@ class AdaptiveP:
 
     def update(
         self, pipe: torch.nn.Module, stats: Mapping[str, Mapping[str, float]], key: str = 'Loss/signs/real'
-    ) -> Optional[float]:
+    ) -> float | None:
         """Training-loop adapter: :meth:`absorb` the stats, then :meth:`step`."""
         self.absorb(stats, key)
         return self.step(pipe)

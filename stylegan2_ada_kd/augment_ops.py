@@ -20,7 +20,7 @@ them w.r.t. the images to any order (R1 through the augmentation needs the secon
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -272,7 +272,7 @@ def _cover_pad(lo: float, hi: float, size: int, guard: int) -> tuple[int, int]:
 
 
 def warp_images(
-    images: torch.Tensor, inv_matrix: torch.Tensor, lowpass: Optional[torch.Tensor] = None
+    images: torch.Tensor, inv_matrix: torch.Tensor, lowpass: torch.Tensor | None = None
 ) -> torch.Tensor:
     """General geometric warp with wavelet anti-aliasing (ADA App. B, "geometric transformations").
 
@@ -318,7 +318,7 @@ def warp_images(
 
 
 def apply_geometric(
-    images: torch.Tensor, inv_matrix: torch.Tensor, lowpass: Optional[torch.Tensor] = None
+    images: torch.Tensor, inv_matrix: torch.Tensor, lowpass: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Apply ``inv_matrix`` (``[N, 3, 3]``) to ``[N, C, H, W]`` images with a single resampling.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
-from typing import IO, Optional
+from typing import IO
 
 import numpy as np
 import PIL.Image
@@ -81,8 +81,8 @@ class ImageFiles:
             self.is_zip = True
         else:
             raise DatasetError(f'{self.path} does not exist; check the path (a folder of images or a .zip)')
-        self._zip: Optional[zipfile.ZipFile] = None
-        self._zip_pid: Optional[int] = None
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_pid: int | None = None
         self.names = sorted(self._list())
 
     def _list(self) -> list[str]:
@@ -129,9 +129,9 @@ class ImageFiles:
         stat = os.stat(os.path.join(self.path, *name.split('/')))
         return stat.st_size, stat.st_mtime_ns
 
-    def content_keys(self, names: list[str]) -> list[Optional[tuple[int, int]]]:
+    def content_keys(self, names: list[str]) -> list[tuple[int, int] | None]:
         """``content_key`` of each name; None for a file that cannot be looked up."""
-        keys: list[Optional[tuple[int, int]]] = []
+        keys: list[tuple[int, int] | None] = []
         for name in names:
             try:
                 keys.append(self.content_key(name))
@@ -155,7 +155,7 @@ class ImageFiles:
             pass
 
 
-def split_indices(num: int, max_size: Optional[int], holdout: int, split: str, seed: int) -> np.ndarray:
+def split_indices(num: int, max_size: int | None, holdout: int, split: str, seed: int) -> np.ndarray:
     """Sorted int64 indices (into the ``num`` sorted image files) that one split of the dataset serves.
 
     ``holdout`` images are drawn first with ``seed``; ``split='holdout'`` returns them. ``split='train'``
@@ -220,12 +220,12 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         path: str,
-        resolution: Optional[int] = None,
+        resolution: int | None = None,
         use_labels: bool = False,
-        max_size: Optional[int] = None,
+        max_size: int | None = None,
         xflip: bool = False,
         random_seed: int = 0,
-        name: Optional[str] = None,
+        name: str | None = None,
         holdout: int = 0,
         split: str = 'train',
     ) -> None:
@@ -248,7 +248,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self._image_names = [all_names[i] for i in self._raw_idx]
         self._check(all_names, resolution, bool(use_labels))
 
-    def _check(self, all_names: list[str], resolution: Optional[int], use_labels: bool) -> None:
+    def _check(self, all_names: list[str], resolution: int | None, use_labels: bool) -> None:
         """Decode every served image once (cached), read dataset.json and the labels; raise on problems."""
         problems = Problems()
         meta = read_meta(self._files, problems)
@@ -371,11 +371,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return self.label_dim > 0
 
     @property
-    def class_names(self) -> Optional[list[str]]:
+    def class_names(self) -> list[str] | None:
         """``dataset.json`` ``class_names`` (index -> name), or None."""
         return None if self._class_names is None else list(self._class_names)
 
     @property
-    def prompts(self) -> Optional[list[str]]:
+    def prompts(self) -> list[str] | None:
         """``dataset.json`` ``prompts`` (text prompts stored by ``dataset_tool.py --prompts``), or None."""
         return None if self._prompts is None else list(self._prompts)

@@ -18,7 +18,7 @@ import io
 import json
 import os
 import shlex
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import PIL.Image
@@ -67,7 +67,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
 class Probe(NamedTuple):
     """What the check learnt about one file: ``size`` (w, h) or None, PIL ``mode`` and an ``error`` text."""
 
-    size: Optional[tuple[int, int]]
+    size: tuple[int, int] | None
     mode: str
     error: str
 
@@ -145,12 +145,12 @@ def _probe_many(files: ImageFiles, names: list[str]) -> list[Probe]:
         return list(pool.map(lambda n: probe(files, n), names, chunksize=8))
 
 
-def probe_all(files: ImageFiles, names: list[str], keys: list[Optional[tuple]]) -> list[Probe]:
+def probe_all(files: ImageFiles, names: list[str], keys: list[tuple | None]) -> list[Probe]:
     """``Probe`` of every name, decoding only the files whose content ``keys`` are not cached as good."""
     use_cache = len(names) >= CACHE_MIN_IMAGES
     path = cache_path(files) if use_cache else ''
     cached = _load_cache(path) if use_cache else {}
-    results: list[Optional[Probe]] = [None] * len(names)
+    results: list[Probe | None] = [None] * len(names)
     todo = []
     for i, (name, key) in enumerate(zip(names, keys)):
         hit = cached.get(name)
@@ -182,7 +182,7 @@ def _most_common(values: list[Any]) -> Any:
 
 
 def check_images(
-    names: list[str], infos: list[Probe], resolution: Optional[int], problems: Problems
+    names: list[str], infos: list[Probe], resolution: int | None, problems: Problems
 ) -> tuple[int, int]:
     """Report undecodable, non-L/RGB, non-square, non-power-of-2, odd-sized files; return (size, channels)."""
     ok = [(n, info.size, info.mode) for n, info in zip(names, infos) if info.size is not None]
@@ -208,7 +208,7 @@ def check_images(
     return ref, SUPPORTED_MODES[main_mode]
 
 
-def read_meta(files: ImageFiles, problems: Problems) -> Optional[dict]:
+def read_meta(files: ImageFiles, problems: Problems) -> dict | None:
     """``dataset.json`` as a dict (``{}`` when absent); None when it cannot be parsed as a JSON object.
 
     Every problem with the file as a whole is reported as ``bad_json``; a malformed ``class_names`` or
@@ -282,7 +282,7 @@ def label_entries(meta: dict, known: set[str], problems: Problems) -> dict[str, 
 
 
 def label_matrix(
-    names: list[str], entries: dict[str, Any], class_names: Optional[list[str]], problems: Problems
+    names: list[str], entries: dict[str, Any], class_names: list[str] | None, problems: Problems
 ) -> np.ndarray:
     """float32 ``[len(names), label_dim]``: one-hot rows for class indices, or the label lists as given.
 
@@ -384,7 +384,7 @@ class Context(NamedTuple):
     path: str  # The folder or zip.
     images: list[str]  # Images served (after the subset).
     all_images: list[str]  # Every image of the folder or zip.
-    meta: Optional[dict]  # dataset.json; None when it cannot be parsed.
+    meta: dict | None  # dataset.json; None when it cannot be parsed.
     size: int  # Requested resolution, else the most common image size; 0 when no image could be read.
     use_labels: bool
 
@@ -419,7 +419,7 @@ def _source_labels_state(ctx: Context) -> str:
     return 'ok' if set(source_label_problems(ctx.meta, ctx.all_images).items) <= {'unknown_file'} else 'bad'
 
 
-def _label_flag(ctx: Context, fixes: set[str]) -> Optional[str]:
+def _label_flag(ctx: Context, fixes: set[str]) -> str | None:
     """The ``--labels`` option the suggested dataset_tool command needs (None: keep dataset.json's)."""
     subfolders = '--labels=subfolders' if ctx.use_labels and _class_folders(ctx.all_images) else None
     state = _source_labels_state(ctx)
@@ -439,7 +439,7 @@ def _free_zip(stem: str) -> str:
     return path
 
 
-def _tool_command(ctx: Context, fixes: set[str], flag: Optional[str]) -> tuple[str, str]:
+def _tool_command(ctx: Context, fixes: set[str], flag: str | None) -> tuple[str, str]:
     """``(command line, destination)`` of the dataset_tool.py run that fixes the problems."""
     stem = os.path.splitext(ctx.path)[0] if ctx.path.lower().endswith('.zip') else ctx.path
     args = []
@@ -454,7 +454,7 @@ def _tool_command(ctx: Context, fixes: set[str], flag: Optional[str]) -> tuple[s
     return ' '.join(shlex.quote(a) for a in command), dest
 
 
-def _tool_advice(ctx: Context, fixes: set[str], flag: Optional[str]) -> list[str]:
+def _tool_advice(ctx: Context, fixes: set[str], flag: str | None) -> list[str]:
     """The dataset_tool.py command that fixes the problems, with what it does and how to train after."""
     command, dest = _tool_command(ctx, fixes, flag)
     note = {

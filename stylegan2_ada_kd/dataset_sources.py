@@ -12,7 +12,7 @@ import io
 import os
 import pickle
 import tarfile
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -36,9 +36,9 @@ class Source:
     names: list[str]
     header: Callable[[str], tuple[tuple[int, int], str]]
     load: Callable[[str], PIL.Image.Image]
-    labels: Optional[dict[str, Any]] = None
-    class_names: Optional[list[str]] = None
-    prompts: Optional[list[str]] = None
+    labels: dict[str, Any] | None = None
+    class_names: list[str] | None = None
+    prompts: list[str] | None = None
     is_cifar: bool = False
 
 
@@ -61,7 +61,7 @@ def _file_load(files: ImageFiles, name: str) -> PIL.Image.Image:
     return img
 
 
-def _source_meta(files: ImageFiles, labels_option: Optional[str]) -> dict:
+def _source_meta(files: ImageFiles, labels_option: str | None) -> dict:
     """The source's dataset.json; an unusable one is an error, unless ``--labels`` replaces its labels."""
     problems = Problems()
     meta = read_meta(files, problems)
@@ -77,7 +77,7 @@ def _source_meta(files: ImageFiles, labels_option: Optional[str]) -> dict:
     return {}
 
 
-def _source_labels(meta: dict, names: list[str], path: str) -> Optional[dict[str, Any]]:
+def _source_labels(meta: dict, names: list[str], path: str) -> dict[str, Any] | None:
     """dataset.json's labels as ``{name: label}``, checked as training checks them; None without labels."""
     if not meta.get('labels'):
         return None
@@ -98,7 +98,7 @@ def _source_labels(meta: dict, names: list[str], path: str) -> Optional[dict[str
     return entries
 
 
-def _files_source(path: str, labels_option: Optional[str] = None) -> Source:
+def _files_source(path: str, labels_option: str | None = None) -> Source:
     """A folder or zip of images; its ``dataset.json`` labels, class names and prompts are honoured.
 
     With ``labels_option`` (``--labels``) the labels of dataset.json are replaced, so they are not checked
@@ -188,7 +188,7 @@ def _cifar_tar(path: str) -> Source:
     return _cifar_source(path, blobs.__getitem__)
 
 
-def open_source(path: str, labels_option: Optional[str] = None) -> Source:
+def open_source(path: str, labels_option: str | None = None) -> Source:
     """Pick the reader for ``--source``: CIFAR-10 folder or archive, else a folder or zip of images.
 
     ``labels_option`` is ``--labels`` (None: use the labels the source provides).

@@ -24,7 +24,7 @@ augmentation needs the second order); everything is vectorised over the batch.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -146,14 +146,14 @@ def rand_cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ policies
 
 # Policy name -> ops applied in this order (DiffAugment Sec. 3).
-POLICIES: Dict[str, Tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = {
+POLICIES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = {
     'color': (rand_brightness, rand_saturation, rand_contrast),
     'translation': (rand_translation,),
     'cutout': (rand_cutout,),
 }
 
 
-def parse_policy(text: str) -> Tuple[str, ...]:
+def parse_policy(text: str) -> tuple[str, ...]:
     """Parse a ``--diffaug`` value such as ``'color,translation,cutout'`` into a tuple of policy names.
 
     Names are separated by commas (surrounding whitespace is ignored) and kept in the given order; a name
@@ -192,7 +192,7 @@ class DiffAugment(torch.nn.Module):
     def __init__(self, policy: str = 'color,translation,cutout') -> None:
         """``policy``: comma-separated names from :data:`POLICIES` (see :func:`parse_policy`)."""
         super().__init__()
-        self.policy: Tuple[str, ...] = parse_policy(policy)
+        self.policy: tuple[str, ...] = parse_policy(policy)
         self.init_kwargs = {'policy': policy}
         self.register_buffer('p', torch.ones([]))
 

@@ -5,8 +5,8 @@ any module call pattern (lazy regularisation, plugin heads) trains the same on 1
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Iterable, Optional
 
 import torch
 
@@ -26,13 +26,13 @@ def launched_by_torchrun() -> bool:
     return all(k in os.environ for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'))
 
 
-def torchrun_world_size() -> Optional[int]:
+def torchrun_world_size() -> int | None:
     """torchrun's WORLD_SIZE (all processes over all nodes), or None when torchrun did not start us."""
     return int(os.environ['WORLD_SIZE']) if launched_by_torchrun() else None
 
 
 def init_process_group(
-    rank: int, num_gpus: int, init_method: Optional[str] = None, timeout_min: float = 30
+    rank: int, num_gpus: int, init_method: str | None = None, timeout_min: float = 30
 ) -> torch.device:
     """Join the process group (NCCL on CUDA, gloo on CPU) and return this process's device.
 

@@ -28,7 +28,7 @@ import pickle
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Dict, Optional, Union
+from typing import Any, BinaryIO, Callable, Union
 
 import torch
 
@@ -90,12 +90,12 @@ def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
-def _cpu_state_dict(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+def _cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Return ``module.state_dict()`` with detached CPU tensors."""
     return {key: value.detach().cpu() for key, value in module.state_dict().items()}
 
 
-def _network_record(key: str, module: Any) -> Dict[str, Any]:
+def _network_record(key: str, module: Any) -> dict[str, Any]:
     """Return ``{'class_name', 'init_kwargs'}`` for a network that is about to be saved."""
     if not isinstance(module, torch.nn.Module):
         raise TypeError(f'{key}: expected a torch.nn.Module, got {type(module).__name__}.')
@@ -117,9 +117,9 @@ def save_network_snapshot(
     G: torch.nn.Module,
     D: torch.nn.Module,
     G_ema: torch.nn.Module,
-    augment_pipe: Optional[torch.nn.Module] = None,
-    training_set_kwargs: Optional[dict] = None,
-    extra: Optional[Dict[str, Any]] = None,
+    augment_pipe: torch.nn.Module | None = None,
+    training_set_kwargs: dict | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a snapshot in our format to ``path`` atomically (see the module docstring for the layout).
     ``extra`` adds top-level keys (plain data or tensors) that :func:`load_network_pkl` passes back unchanged.
@@ -148,7 +148,7 @@ def save_network_snapshot(
     _atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
-def export_state_dicts(data: Dict[str, Any], out_dir: PathLike) -> Dict[str, Path]:
+def export_state_dicts(data: dict[str, Any], out_dir: PathLike) -> dict[str, Path]:
     """Write ``G.pt``, ``D.pt``, ``G_ema.pt`` (plain state_dicts) and ``networks.json`` into ``out_dir``.
 
     ``data`` is a dict as returned by :func:`load_network_pkl`. ``networks.json`` records each network's class
@@ -156,8 +156,8 @@ def export_state_dicts(data: Dict[str, Any], out_dir: PathLike) -> Dict[str, Pat
     Returns the written paths by key (``'G'``, ``'D'``, ``'G_ema'``, ``'json'``).
     """
     out_dir = Path(out_dir)
-    manifest: Dict[str, Any] = {'format': STATE_DICTS_FORMAT, 'networks': {}}
-    written: Dict[str, Path] = {}
+    manifest: dict[str, Any] = {'format': STATE_DICTS_FORMAT, 'networks': {}}
+    written: dict[str, Path] = {}
     for key in NETWORK_KEYS:
         module = data.get(key)
         record = _network_record(f'export_state_dicts: data[{key!r}]', module)
@@ -175,7 +175,7 @@ def export_state_dicts(data: Dict[str, Any], out_dir: PathLike) -> Dict[str, Pat
     return written
 
 
-def _finalize(result: Dict[str, Any], device: Union[str, torch.device]) -> Dict[str, Any]:
+def _finalize(result: dict[str, Any], device: str | torch.device) -> dict[str, Any]:
     """Put every network of ``result`` in eval mode without gradients on ``device``."""
     for key in NETWORK_KEYS + ('augment_pipe',):
         module = result.get(key)
@@ -184,9 +184,7 @@ def _finalize(result: Dict[str, Any], device: Union[str, torch.device]) -> Dict[
     return result
 
 
-def load_network_pkl(
-    f: Union[BinaryIO, PathLike], *, device: Union[str, torch.device] = 'cpu'
-) -> Dict[str, Any]:
+def load_network_pkl(f: BinaryIO | PathLike, *, device: str | torch.device = 'cpu') -> dict[str, Any]:
     """Load networks from one of our snapshots or an official StyleGAN2-ADA pickle (path, URL or binary file).
 
     Returns a dict with ``G``, ``D``, ``G_ema`` (our modules, eval mode, ``requires_grad=False``, on
@@ -209,7 +207,7 @@ def load_network_pkl(
     return _finalize(result, device)
 
 
-def _load_snapshot(stream: BinaryIO, source: str) -> Dict[str, Any]:
+def _load_snapshot(stream: BinaryIO, source: str) -> dict[str, Any]:
     """Read one of our snapshots (``torch.load`` with ``weights_only=True``) and rebuild its networks."""
     try:
         raw = torch.load(stream, map_location='cpu', weights_only=True)
@@ -276,8 +274,8 @@ def _build_from_entry(entry: Any, where: str) -> torch.nn.Module:
 
 
 def convert_network_pkl(
-    source: PathLike, dest: Optional[PathLike] = None, state_dict_dir: Optional[PathLike] = None
-) -> Dict[str, Any]:
+    source: PathLike, dest: PathLike | None = None, state_dict_dir: PathLike | None = None
+) -> dict[str, Any]:
     """Load ``source`` (path or URL, any supported format) and write it as our snapshot and/or state_dicts.
 
     Keys beyond the standard ones (e.g. ``augment_pipe_kwargs``, ``augment_p``) are kept as snapshot extras.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ def generate_grid(
     return torch.cat(chunks)
 
 
-def tick_line(progress: Any, stats: dict, augment: Optional[str]) -> str:
+def tick_line(progress: Any, stats: dict, augment: str | None) -> str:
     """The console status line of one tick; ``augment`` is :func:`_augment_status`."""
     fields = [
         f'tick {progress.cur_tick:<5d}',
@@ -42,7 +42,7 @@ def tick_line(progress: Any, stats: dict, augment: Optional[str]) -> str:
     return ' '.join(fields)
 
 
-def augment_status(augment_pipe: Optional[torch.nn.Module]) -> Optional[str]:
+def augment_status(augment_pipe: torch.nn.Module | None) -> str | None:
     """What the tick line shows after 'augment': the probability p, or the pipe's own ``tick_status()``
     (DiffAugment has no probability and shows its policy)."""
     if augment_pipe is None:
@@ -51,7 +51,7 @@ def augment_status(augment_pipe: Optional[torch.nn.Module]) -> Optional[str]:
     return status() if callable(status) else f'{float(augment_pipe.p):.3f}'
 
 
-def tick_stats(progress: Any, timing: dict, augment_p: Optional[float], device: torch.device) -> dict:
+def tick_stats(progress: Any, timing: dict, augment_p: float | None, device: torch.device) -> dict:
     """Progress/Timing/Resources entries of one tick as ``{name: {'num', 'mean', 'std'}}``."""
     values = {
         'Progress/tick': progress.cur_tick,
@@ -81,11 +81,11 @@ def cpu_mem_gb() -> float:
 
 
 def evaluate_metrics(
-    metrics: Optional[list],
+    metrics: list | None,
     G_ema: torch.nn.Module,
     dataset_kwargs: dict,
     run_dir: str,
-    snapshot_pkl: Optional[str],
+    snapshot_pkl: str | None,
     rank: int,
     device: torch.device,
 ) -> dict:
@@ -137,7 +137,7 @@ def print_setup(
     dataset: torch.utils.data.Dataset,
     G: torch.nn.Module,
     D: torch.nn.Module,
-    augment_pipe: Optional[torch.nn.Module],
+    augment_pipe: torch.nn.Module | None,
     loss: object,
 ) -> None:
     """What is being trained, for log.txt: the data, the network sizes, the augmentation and the loss."""

@@ -12,7 +12,6 @@ D's logits, features (``Discriminator(return_features=True)``) and the augmented
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -64,7 +63,7 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
 
 
 def path_length_penalty(
-    lengths: torch.Tensor, pl_mean: torch.Tensor, pl_decay: float, batch_mean: Optional[torch.Tensor] = None
+    lengths: torch.Tensor, pl_mean: torch.Tensor, pl_decay: float, batch_mean: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Path-length penalty ``(|J^T y| - a)^2`` per sample (StyleGAN2, Eq. 4) and the updated mean ``a``.
 
@@ -128,7 +127,7 @@ class StyleGAN2Loss:
         device: torch.device,  # Device of G and D.
         G: torch.nn.Module,  # Generator (training copy).
         D: torch.nn.Module,  # Discriminator.
-        augment_pipe: Optional[torch.nn.Module] = None,  # Applied to every image D sees; None = off.
+        augment_pipe: torch.nn.Module | None = None,  # Applied to every image D sees; None = off.
         r1_gamma: float = 10,  # R1 weight gamma; the penalty is gamma / 2 * ||grad||^2.
         style_mixing_prob: float = 0.9,  # Probability of style mixing per G batch.
         pl_weight: float = 2,  # Path-length penalty weight; 0 = off.

@@ -4,7 +4,8 @@ the plain-data and strict-loading helpers that our snapshot format and the offic
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, Iterable, List
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ class UnsafePickleError(NetworkPickleError):
     """A pickle refers to a global (function or class) that is not on the loader's allow-list."""
 
 
-_NETWORK_CLASSES: Dict[str, type] = {}
+_NETWORK_CLASSES: dict[str, type] = {}
 _defaults_registered = False
 
 
@@ -44,7 +45,7 @@ def register_network_class(name: str, cls: type) -> None:
     _NETWORK_CLASSES[name] = cls
 
 
-def registry() -> Dict[str, type]:
+def registry() -> dict[str, type]:
     """Return the class registry, adding the default classes (G, D, AugmentPipe if present) on first use."""
     global _defaults_registered
     if not _defaults_registered:
@@ -108,7 +109,7 @@ def preview(keys: Iterable[str], limit: int = 6) -> str:
     return shown + (f', ... ({len(keys)} in total)' if len(keys) > limit else '')
 
 
-def construct(cls: type, args: List[Any], kwargs: Dict[str, Any], where: str) -> torch.nn.Module:
+def construct(cls: type, args: list[Any], kwargs: dict[str, Any], where: str) -> torch.nn.Module:
     """Instantiate ``cls(*args, **kwargs)``, turning constructor errors into a readable message."""
     try:
         return cls(*args, **kwargs)
@@ -119,7 +120,7 @@ def construct(cls: type, args: List[Any], kwargs: Dict[str, Any], where: str) ->
 
 
 def load_state_strict(
-    module: torch.nn.Module, state: Dict[str, Any], where: str, kwargs: Dict[str, Any]
+    module: torch.nn.Module, state: dict[str, Any], where: str, kwargs: dict[str, Any]
 ) -> None:
     """Load ``state`` into ``module`` with ``strict=True``, explaining any key or shape mismatch first."""
     expected = module.state_dict()

@@ -12,7 +12,7 @@ import dataclasses
 import io
 import pickle
 import warnings
-from typing import Any, BinaryIO, Dict, List, Tuple
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class _PersistentStub:
     """Inert stand-in for a pickled persistent object: its class name and attribute dict, nothing runnable."""
 
     class_name: str
-    state: Dict[str, Any]
+    state: dict[str, Any]
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -46,7 +46,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: BinaryIO, source: str) -> None:
         super().__init__(file)
         self.source = source
-        self._allowed: Dict[Tuple[str, str], Any] = {
+        self._allowed: dict[tuple[str, str], Any] = {
             ('torch_utils.persistence', '_reconstruct_persistent_obj'): self._persistent_obj,
             ('dnnlib.util', 'EasyDict'): dnnlib.util.EasyDict,
             ('collections', 'OrderedDict'): collections.OrderedDict,
@@ -150,7 +150,7 @@ def _unpickle_official(stream: BinaryIO, source: str) -> Any:
         ) from err
 
 
-def load_official(stream: BinaryIO, source: str) -> Dict[str, Any]:
+def load_official(stream: BinaryIO, source: str) -> dict[str, Any]:
     """Load an official StyleGAN2-ADA snapshot pickle into our classes."""
     raw = _unpickle_official(stream, source)
     if isinstance(raw, tuple) and len(raw) == 3:
@@ -164,7 +164,7 @@ def load_official(stream: BinaryIO, source: str) -> Dict[str, Any]:
             f'{source}: expected a StyleGAN2-ADA snapshot dict with networks {list(NETWORK_KEYS)}; '
             f'got {type(raw).__name__}.'
         )
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         'training_set_kwargs': to_plain(
             raw.get('training_set_kwargs'), f'{source}: training_set_kwargs', error=NetworkPickleError
         ),
@@ -179,7 +179,7 @@ def load_official(stream: BinaryIO, source: str) -> Dict[str, Any]:
     return result
 
 
-def _stub_init_args(stub: _PersistentStub, where: str) -> Tuple[List[Any], Dict[str, Any]]:
+def _stub_init_args(stub: _PersistentStub, where: str) -> tuple[list[Any], dict[str, Any]]:
     """Return the constructor arguments recorded in a stub, as plain data."""
     args = stub.state.get('_init_args', ())
     kwargs = stub.state.get('_init_kwargs', {})
@@ -206,10 +206,10 @@ def _build_official(stub: Any, expected_class: str, where: str) -> torch.nn.Modu
     return module
 
 
-def _collect_state_dict(root: _PersistentStub, where: str) -> Dict[str, torch.Tensor]:
+def _collect_state_dict(root: _PersistentStub, where: str) -> dict[str, torch.Tensor]:
     """Gather the persistent parameters and buffers of a stub tree into a flat state_dict."""
-    state_dict: Dict[str, torch.Tensor] = {}
-    pending: List[Tuple[str, _PersistentStub]] = [('', root)]
+    state_dict: dict[str, torch.Tensor] = {}
+    pending: list[tuple[str, _PersistentStub]] = [('', root)]
     seen = set()
     while pending:
         prefix, node = pending.pop()
@@ -234,7 +234,7 @@ def _collect_state_dict(root: _PersistentStub, where: str) -> Dict[str, torch.Te
     return state_dict
 
 
-def _augment_info(stub: Any, where: str) -> Dict[str, Any]:
+def _augment_info(stub: Any, where: str) -> dict[str, Any]:
     """Extract the constructor kwargs and the probability ``p`` of an official AugmentPipe stub."""
     if not isinstance(stub, _PersistentStub) or stub.class_name != 'AugmentPipe':
         found = getattr(stub, 'class_name', type(stub).__name__)

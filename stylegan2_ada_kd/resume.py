@@ -12,7 +12,7 @@ import glob
 import os
 import pickle
 import random
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def write_snapshot(
     training_set_kwargs: dict,
     rank: int,
     device: torch.device,
-) -> Optional[str]:
+) -> str | None:
     """Write ``network-snapshot-<kimg>.pkl`` atomically (rank 0); every rank must call (RNG gather)."""
     rng = distributed.gather_objects(_rng_state(device))
     if rank != 0:
@@ -108,7 +108,7 @@ def _kwargs_diff(ours: dict, theirs: dict, prefix: str = '') -> list[str]:
     return lines
 
 
-def _read_raw(path: str) -> Optional[dict]:
+def _read_raw(path: str) -> dict | None:
     """Our snapshot as plain data, or None when the file is not one of ours (official pickle).
 
     Raises :class:`legacy.NetworkPickleError` naming ``path`` for a zip that torch cannot read safely.
@@ -199,7 +199,7 @@ def _fitting_tensors(path: str, nets: dict, data: dict, keys: tuple) -> dict:
 
 def load_for_training(
     path: str, nets: dict, phases: list, loss: Any, ada: Any, progress: Any, rank: int
-) -> Optional[dict]:
+) -> dict | None:
     """Resume exactly from one of our snapshots (returns its state for :func:`restore_rng`), or warm-start.
 
     Raises ``ValueError`` with a readable kwargs diff when the snapshot's networks differ from this run's.

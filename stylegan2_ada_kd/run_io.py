@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from typing import Optional, TextIO, Union
+from typing import TextIO
 
 import numpy as np
 import PIL.Image
@@ -40,7 +40,7 @@ def choose_grid_indices(labels: np.ndarray, gw: int, gh: int, seed: int = 0) -> 
     return np.array(rows).reshape(-1)
 
 
-def save_image_grid(images: Union[np.ndarray, torch.Tensor], path: str, drange: tuple, grid: tuple) -> None:
+def save_image_grid(images: np.ndarray | torch.Tensor, path: str, drange: tuple, grid: tuple) -> None:
     """Tile ``[gw * gh, C, H, W]`` images (values in ``drange``) into one PNG, row-major."""
     img = torch.as_tensor(images).detach().cpu().to(torch.float32).numpy()
     lo, hi = drange
@@ -67,7 +67,7 @@ class StatsWriter:
         except ImportError:
             pass
 
-    def write(self, stats: dict, cur_nimg: int, timestamp: Optional[float] = None) -> None:
+    def write(self, stats: dict, cur_nimg: int, timestamp: float | None = None) -> None:
         """Write ``{name: {'num', 'mean', 'std'}}`` for the tick ending at ``cur_nimg`` images."""
         timestamp = time.time() if timestamp is None else timestamp
         self.jsonl.write(json.dumps(dict(stats, timestamp=timestamp)) + '\n')

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Optional
+from typing import Any
 
 import click
 
@@ -25,7 +25,7 @@ class Preset:
     lrate: float
     gamma: float
     ema: float
-    ramp: Optional[float]
+    ramp: float | None
     map: int
 
 
@@ -118,10 +118,10 @@ def check_batch(batch: int, batch_gpu: int, gpus: int, mbstd: int) -> None:
 
 def augment_kwargs(
     aug: str,
-    p: Optional[float],
-    target: Optional[float],
-    augpipe: Optional[str],
-    diffaug: Optional[str] = None,
+    p: float | None,
+    target: float | None,
+    augpipe: str | None,
+    diffaug: str | None = None,
 ) -> dict:
     """``augment_kwargs``, ``ada_kwargs`` and ``augment_p`` for ``--aug/--p/--target/--augpipe/--diffaug``."""
     if aug != 'fixed' and p is not None:
@@ -213,7 +213,7 @@ def run_desc(opts: dict, dataset_name: str, cfg_desc: str) -> str:
 
 
 def _load_dataset(
-    data: str, cond: bool, subset: Optional[int], mirror: bool, seed: int, holdout: int = 0
+    data: str, cond: bool, subset: int | None, mirror: bool, seed: int, holdout: int = 0
 ) -> tuple[EasyDict, Any]:
     """Dataset kwargs, and the dataset itself (every file validated now, before training)."""
     from stylegan2_ada_kd.dataset import DatasetError, ImageFiles, ImageFolderDataset
@@ -245,7 +245,7 @@ def _load_dataset(
     return kwargs, dataset
 
 
-def _check_holdout(holdout: int, subset: Optional[int], num_images: int) -> None:
+def _check_holdout(holdout: int, subset: int | None, num_images: int) -> None:
     """Reject a ``--holdout`` that cannot give a D-overfitting measurement and a training set."""
     if holdout < 2:
         raise click.UsageError(f'--holdout={holdout}: hold out at least 2 images (or 0 to turn it off)')
@@ -261,7 +261,7 @@ def _check_holdout(holdout: int, subset: Optional[int], num_images: int) -> None
         )
 
 
-def _overfit_kwargs(holdout: int, set_kwargs: dict) -> Optional[EasyDict]:
+def _overfit_kwargs(holdout: int, set_kwargs: dict) -> EasyDict | None:
     """Kwargs of the D-overfitting monitor (None without ``--holdout``), with the held-out file names."""
     if not holdout:
         return None
@@ -334,7 +334,7 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
     return c, run_desc(opts, dataset.name, cfg_desc), dataset
 
 
-def process_count(gpus: Optional[int]) -> int:
+def process_count(gpus: int | None) -> int:
     """The number of training processes: ``--gpus``, or torchrun's WORLD_SIZE when torchrun started us.
 
     Under torchrun every process parses the options, so the presets (batch per process, run-directory
@@ -354,7 +354,7 @@ def process_count(gpus: Optional[int]) -> int:
     return world
 
 
-def _parse_metrics(text: Optional[str]) -> list:
+def _parse_metrics(text: str | None) -> list:
     """``--metrics`` as a list of registered metric names ('none' = empty)."""
     if text is None or text == 'none':
         return []
@@ -370,7 +370,7 @@ def _parse_metrics(text: Optional[str]) -> list:
     return names
 
 
-def _apply_resume(c: EasyDict, resume: Optional[str], dataset: Any) -> None:
+def _apply_resume(c: EasyDict, resume: str | None, dataset: Any) -> None:
     """Exact resume for our snapshots; a warm start (ADA reacts 5x faster, no EMA rampup) otherwise.
 
     The file is checked now, before the run directory exists (see :func:`resume.check_resume`).

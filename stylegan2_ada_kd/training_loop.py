@@ -12,7 +12,7 @@ import copy
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ class Phase:
     module: torch.nn.Module
     opt: torch.optim.Optimizer
     interval: int
-    start_event: Optional[torch.cuda.Event] = None
-    end_event: Optional[torch.cuda.Event] = None
+    start_event: torch.cuda.Event | None = None
+    end_event: torch.cuda.Event | None = None
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _update_ema(G: torch.nn.Module, G_ema: torch.nn.Module, beta: float) -> None
         b_ema.copy_(b.detach())
 
 
-def ema_beta(batch_size: int, cur_nimg: int, ema_kimg: float, ema_rampup: Optional[float]) -> float:
+def ema_beta(batch_size: int, cur_nimg: int, ema_kimg: float, ema_rampup: float | None) -> float:
     """EMA decay per step from a half-life of ``ema_kimg`` thousand images, optionally ramped up."""
     ema_nimg = ema_kimg * 1000
     if ema_rampup is not None:
@@ -184,36 +184,36 @@ def ema_beta(batch_size: int, cur_nimg: int, ema_kimg: float, ema_rampup: Option
 
 def training_loop(
     run_dir: str = '.',  # Output directory (rank 0 writes here).
-    training_set_kwargs: Optional[dict] = None,  # Dataset: class_name + options.
-    data_loader_kwargs: Optional[dict] = None,  # torch DataLoader options (num_workers, pin_memory, ...).
-    G_kwargs: Optional[dict] = None,  # Generator: class_name + options.
-    D_kwargs: Optional[dict] = None,  # Discriminator: class_name + options.
-    G_opt_kwargs: Optional[dict] = None,  # G optimizer: class_name + options.
-    D_opt_kwargs: Optional[dict] = None,  # D optimizer: class_name + options.
-    augment_kwargs: Optional[dict] = None,  # Augmentation module: class_name + options; None = none.
-    ada_kwargs: Optional[dict] = None,  # ADA controller: class_name + options; None = fixed p.
-    loss_kwargs: Optional[dict] = None,  # Loss: class_name + options.
+    training_set_kwargs: dict | None = None,  # Dataset: class_name + options.
+    data_loader_kwargs: dict | None = None,  # torch DataLoader options (num_workers, pin_memory, ...).
+    G_kwargs: dict | None = None,  # Generator: class_name + options.
+    D_kwargs: dict | None = None,  # Discriminator: class_name + options.
+    G_opt_kwargs: dict | None = None,  # G optimizer: class_name + options.
+    D_opt_kwargs: dict | None = None,  # D optimizer: class_name + options.
+    augment_kwargs: dict | None = None,  # Augmentation module: class_name + options; None = none.
+    ada_kwargs: dict | None = None,  # ADA controller: class_name + options; None = fixed p.
+    loss_kwargs: dict | None = None,  # Loss: class_name + options.
     random_seed: int = 0,  # Global seed; each rank uses seed * num_gpus + rank.
     num_gpus: int = 1,  # Number of processes.
     rank: int = 0,  # This process's rank.
-    device: Optional[torch.device] = None,  # This process's device; None = cuda if available.
+    device: torch.device | None = None,  # This process's device; None = cuda if available.
     batch_size: int = 4,  # Total batch over all processes and accumulation rounds.
     batch_gpu: int = 4,  # Batch per process per round.
     ema_kimg: float = 10,  # G_ema half-life in kimg.
-    ema_rampup: Optional[float] = None,  # EMA rampup ratio; None = off.
-    G_reg_interval: Optional[int] = 4,  # Path-length regularisation interval in steps; None = not lazy.
-    D_reg_interval: Optional[int] = 16,  # R1 interval in steps; None = not lazy.
+    ema_rampup: float | None = None,  # EMA rampup ratio; None = off.
+    G_reg_interval: int | None = 4,  # Path-length regularisation interval in steps; None = not lazy.
+    D_reg_interval: int | None = 16,  # R1 interval in steps; None = not lazy.
     augment_p: float = 0,  # Initial augmentation probability.
     total_kimg: float = 25000,  # Training length in kimg.
     kimg_per_tick: float = 4,  # Progress interval in kimg.
-    image_snapshot_ticks: Optional[int] = 50,  # Image grid interval in ticks; None = never.
-    network_snapshot_ticks: Optional[int] = 50,  # Snapshot interval in ticks; None = only at the end.
-    resume_pkl: Optional[str] = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
+    image_snapshot_ticks: int | None = 50,  # Image grid interval in ticks; None = never.
+    network_snapshot_ticks: int | None = 50,  # Snapshot interval in ticks; None = only at the end.
+    resume_pkl: str | None = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
     cudnn_benchmark: bool = True,  # torch.backends.cudnn.benchmark.
     allow_tf32: bool = False,  # TF32 matmul/convolution on Ampere+.
-    metrics: Optional[list] = None,  # Metric names evaluated at each snapshot (calc by metrics.metric_main).
-    overfit_kwargs: Optional[dict] = None,  # D-overfitting monitor (held-out reals): class_name + options.
-    abort_fn: Optional[Callable[[], bool]] = None,  # Called each tick; True stops training after a snapshot.
+    metrics: list | None = None,  # Metric names evaluated at each snapshot (calc by metrics.metric_main).
+    overfit_kwargs: dict | None = None,  # D-overfitting monitor (held-out reals): class_name + options.
+    abort_fn: Callable[[], bool] | None = None,  # Called each tick; True stops training after a snapshot.
 ) -> None:
     """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature."""
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')

@@ -37,10 +37,10 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Sequence, Union
 
 import torch
 
@@ -69,7 +69,7 @@ class CustomOpsWarning(UserWarning):
 class BuildError(RuntimeError):
     """A plugin could not be built or loaded; ``reason`` says why and ``hint`` how to fix it."""
 
-    def __init__(self, reason: str, hint: str, log: Optional[str] = None) -> None:
+    def __init__(self, reason: str, hint: str, log: str | None = None) -> None:
         super().__init__(reason)
         self.reason, self.hint, self.log = reason, hint, log
 
@@ -80,11 +80,11 @@ class PluginState:
 
     name: str
     status: str  # 'loaded' or 'failed'
-    module: Optional[ModuleType] = None
-    path: Optional[str] = None
-    reason: Optional[str] = None
-    hint: Optional[str] = None
-    log: Optional[str] = None
+    module: ModuleType | None = None
+    path: str | None = None
+    reason: str | None = None
+    hint: str | None = None
+    log: str | None = None
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -118,7 +118,7 @@ def normalize_arch(arch: str) -> str:
     return ';'.join(parts)
 
 
-def target_arch(arch: Optional[str] = None, device: Optional[torch.device] = None) -> str:
+def target_arch(arch: str | None = None, device: torch.device | None = None) -> str:
     """Architectures to build for: ``arch``, else ``TORCH_CUDA_ARCH_LIST``, else the GPU's capability."""
     if arch:
         return normalize_arch(arch)
@@ -134,11 +134,11 @@ def target_arch(arch: Optional[str] = None, device: Optional[torch.device] = Non
 
 
 def cache_key(
-    files: Sequence[Union[str, Path]],
+    files: Sequence[str | Path],
     arch: str,
     flags: Sequence[str] = (),
-    torch_version: Optional[str] = None,
-    cuda_version: Optional[str] = None,
+    torch_version: str | None = None,
+    cuda_version: str | None = None,
 ) -> str:
     """SHA-256 hex digest of the files' names and contents, torch/CUDA versions, arch and flags."""
     h = hashlib.sha256()
@@ -159,13 +159,13 @@ class FileLock:
     dead process on this host, and gives up (``TimeoutError``) after waiting ``timeout`` seconds.
     """
 
-    def __init__(self, path: Union[str, Path], timeout: Optional[float] = None, poll: float = 0.2) -> None:
+    def __init__(self, path: str | Path, timeout: float | None = None, poll: float = 0.2) -> None:
         self.path = Path(path)
         self.timeout = float(timeout or os.environ.get(ENV_LOCK_TIMEOUT) or DEFAULT_LOCK_TIMEOUT)
         self.poll = poll
         self.waited = False
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def _holder(self) -> dict:
         try:
@@ -253,7 +253,7 @@ def _note(msg: str) -> None:
     print(f'sg2kd custom_ops: {msg}', file=sys.stderr, flush=True)
 
 
-def _toolchain_problem() -> Optional[BuildError]:
+def _toolchain_problem() -> BuildError | None:
     """Why a build cannot even start (no ninja, no nvcc, a CPU-only torch), or ``None``."""
     from torch.utils import cpp_extension
 
@@ -347,7 +347,7 @@ def _compile(r: _Recipe, build_dir: Path) -> ModuleType:
             os.environ['TORCH_CUDA_ARCH_LIST'] = saved
 
 
-def _load_built(name: str, build_dir: Path) -> Optional[ModuleType]:
+def _load_built(name: str, build_dir: Path) -> ModuleType | None:
     """The finished build in ``build_dir``, or ``None`` when there is none (or it does not import)."""
     lib = build_dir / (_module_name(name) + ('.pyd' if os.name == 'nt' else '.so'))
     if not ((build_dir / 'ok.json').exists() and lib.exists()):
@@ -360,7 +360,7 @@ def _load_built(name: str, build_dir: Path) -> Optional[ModuleType]:
         return None
 
 
-def _failure_during_wait(build_dir: Path, since: float) -> Optional[BuildError]:
+def _failure_during_wait(build_dir: Path, since: float) -> BuildError | None:
     """The failure that another process recorded while this one waited for the lock, if any."""
     try:
         info = json.loads((build_dir / 'failed.json').read_text())
@@ -428,15 +428,15 @@ def _warn_once(state: PluginState) -> None:
 
 def get_plugin(
     name: str,
-    sources: Sequence[Union[str, Path]],
-    headers: Sequence[Union[str, Path]] = (),
+    sources: Sequence[str | Path],
+    headers: Sequence[str | Path] = (),
     extra_cuda_cflags: Sequence[str] = DEFAULT_CUDA_CFLAGS,
     extra_cflags: Sequence[str] = DEFAULT_CFLAGS,
-    arch: Optional[str] = None,
-    device: Optional[torch.device] = None,
+    arch: str | None = None,
+    device: torch.device | None = None,
     required: bool = False,
     verbose: bool = False,
-) -> Optional[ModuleType]:
+) -> ModuleType | None:
     """Build (once per process) and load a CUDA extension, memoising success and failure by ``name``.
 
     Args:
@@ -476,9 +476,7 @@ def get_plugin(
     return state.module
 
 
-def load_op_plugin(
-    op: str, required: bool = False, device: Optional[torch.device] = None
-) -> Optional[ModuleType]:
+def load_op_plugin(op: str, required: bool = False, device: torch.device | None = None) -> ModuleType | None:
     """The plugin of one of :data:`PLUGINS` (built once per process), or ``None``; see :func:`get_plugin`."""
     state = _states.get(op)
     if state is not None and state.module is not None:  # the per-call fast path
@@ -486,7 +484,7 @@ def load_op_plugin(
     return get_plugin(op, [OPS_DIR / f for f in PLUGINS[op]], device=device, required=required)
 
 
-def plugin_for(op: str, x: torch.Tensor, impl: str = 'auto') -> Optional[ModuleType]:
+def plugin_for(op: str, x: torch.Tensor, impl: str = 'auto') -> ModuleType | None:
     """Decide the implementation of one call: the plugin module, or ``None`` for the reference path.
 
     Args:
@@ -521,7 +519,7 @@ def _plugin_report(op: str) -> dict:
     return report
 
 
-def active_impl(device: Union[None, str, torch.device] = None) -> dict:
+def active_impl(device: None | str | torch.device = None) -> dict:
     """Describe which implementation each op uses, for log.txt / training_options.json.
 
     Args:
@@ -558,7 +556,7 @@ def active_impl(device: Union[None, str, torch.device] = None) -> dict:
     }
 
 
-def prebuild(arch: Optional[str] = None, verbose: bool = False) -> dict[str, str]:
+def prebuild(arch: str | None = None, verbose: bool = False) -> dict[str, str]:
     """Build every plugin into the cache (no GPU needed when ``arch`` is given); return their paths."""
     paths = {}
     for op, files in PLUGINS.items():
@@ -567,7 +565,7 @@ def prebuild(arch: Optional[str] = None, verbose: bool = False) -> dict[str, str
     return paths
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m torch_utils.custom_ops --build [--arch=9.0] [--cache-dir=DIR]``."""
     parser = argparse.ArgumentParser(prog='python -m torch_utils.custom_ops', description=main.__doc__)
     parser.add_argument('--build', action='store_true', help='build every plugin into the cache')

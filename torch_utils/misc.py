@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
 
-def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[Optional[int]], name: str = 'tensor') -> None:
+def assert_shape(tensor: torch.Tensor, ref_shape: Sequence[int | None], name: str = 'tensor') -> None:
     """Raise ``ValueError`` unless ``tensor`` has ``len(ref_shape)`` dims matching ``ref_shape``.
 
     ``None`` in ``ref_shape`` matches any size. Sizes are compared as Python ints, so the check is

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Iterable, Iterator, Optional, Union
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -28,7 +28,7 @@ def set_enabled(enabled: bool) -> None:
 class Collector:
     """Accumulates the reports whose name is in ``names`` (None = every name) until :meth:`collect`."""
 
-    def __init__(self, names: Optional[Iterable[str]] = None) -> None:
+    def __init__(self, names: Iterable[str] | None = None) -> None:
         self.names = None if names is None else set(names)
         self.moments: dict[str, torch.Tensor] = {}  # name -> [count, sum, sum of squares], float64
         _collectors.append(self)
@@ -40,7 +40,7 @@ class Collector:
         acc = self.moments.get(name)
         self.moments[name] = moments if acc is None else acc + moments.to(acc.device)
 
-    def collect(self, device: Union[str, torch.device, None] = None) -> dict[str, dict[str, float]]:
+    def collect(self, device: str | torch.device | None = None) -> dict[str, dict[str, float]]:
         """Return ``{name: {'num', 'mean', 'std'}}`` since the last call, summed over processes when
         torch.distributed is initialised (then every process must call it), and reset.
 
@@ -73,7 +73,7 @@ class Collector:
 _collectors: list[Collector] = []
 
 
-def report(name: str, value: Union[torch.Tensor, float]) -> Union[torch.Tensor, float]:
+def report(name: str, value: torch.Tensor | float) -> torch.Tensor | float:
     """Add every element of ``value`` (any shape; non-finite elements are ignored) to stat ``name``
     in every open :class:`Collector`. Returns ``value`` unchanged, so it can wrap an expression."""
     if not _enabled or not _collectors:

@@ -9,7 +9,7 @@ sees in the real data. They are computed once and cached beside the run.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +73,7 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Ten
 
 
 def _cache_key(
-    teacher: Any, variant: str, dataset_len: int, k: int, seed: int, max_images: Optional[int]
+    teacher: Any, variant: str, dataset_len: int, k: int, seed: int, max_images: int | None
 ) -> tuple:
     """What the cached anchors depend on: teacher spec and weights, the teacher's preprocessing (the
     KD variant), dataset length, k, seed, image cap."""
@@ -88,7 +88,7 @@ def _cache_key(
     )
 
 
-def _load_cached(cache_path: str, key: tuple) -> Optional[torch.Tensor]:
+def _load_cached(cache_path: str, key: tuple) -> torch.Tensor | None:
     """Cached anchors when ``cache_path`` holds them for ``key``; None when absent, stale or unreadable."""
     if not os.path.isfile(cache_path):
         return None
@@ -128,10 +128,10 @@ def real_image_anchors(
     teacher: Any,
     dataset: Any,
     k: int,
-    cache_path: Optional[str],
+    cache_path: str | None,
     batch: int = 64,
-    device: Union[str, torch.device] = 'cpu',
-    max_images: Optional[int] = None,
+    device: str | torch.device = 'cpu',
+    max_images: int | None = None,
     seed: int = 0,
     variant: str = 'paper',
 ) -> torch.Tensor:

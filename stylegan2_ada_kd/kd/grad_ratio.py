@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from typing import Optional
 
 import click
 import numpy as np
@@ -68,7 +67,7 @@ def measure(
     cmax: int = 128,  # --cmax.
     batch: int = 32,  # Images per batch (reals and fakes each).
     teacher: str = 'random:ViT-B-32',  # --kd-teacher.
-    teacher_weights: Optional[str] = None,  # --kd-teacher-weights.
+    teacher_weights: str | None = None,  # --kd-teacher-weights.
     aug: str = 'noaug',  # 'noaug' (also ADA at initialisation, p = 0) or 'diffaug'.
     repeats: int = 4,  # Independent (G, D, batch) draws.
     seed: int = 0,  # Seed of the first draw.

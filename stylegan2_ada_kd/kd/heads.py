@@ -11,8 +11,6 @@ Two shapes, one per ``--kd-variant``: ``'paper'`` is C -> max(C, E) -> E with lr
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from stylegan2_ada_kd.networks.layers import FullyConnectedLayer
@@ -34,7 +32,7 @@ class KDHead(torch.nn.Module):
         self,
         in_features: int,  # Width of D's penultimate feature.
         embed_dim: int,  # Teacher embedding width E.
-        hidden_features: Optional[int] = None,  # Hidden width; None = max(in_features, embed_dim).
+        hidden_features: int | None = None,  # Hidden width; None = max(in_features, embed_dim).
         num_layers: int = 2,  # Number of FC layers (>= 1).
         activation: str = 'lrelu',  # Between layers: 'lrelu', or 'linear' (none: an affine map).
     ) -> None:

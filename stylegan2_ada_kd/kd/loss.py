@@ -16,7 +16,7 @@ KD gradient on D's trunk is than the adversarial one.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ def pairwise_diversity(corr: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_kd_settings(
-    variant: str, agkd_weight: Optional[float], cgkd_weight: Optional[float], cross_p: Optional[float]
+    variant: str, agkd_weight: float | None, cgkd_weight: float | None, cross_p: float | None
 ) -> dict[str, float]:
     """The ``agkd_weight``, ``cgkd_weight`` and ``cross_p`` that run, with every None resolved.
 
@@ -185,21 +185,21 @@ class KDLoss(StyleGAN2Loss):
         device: torch.device,  # Device of G and D.
         G: torch.nn.Module,  # Generator.
         D: torch.nn.Module,  # Discriminator (a KD head is attached to it).
-        augment_pipe: Optional[torch.nn.Module] = None,  # What D sees; the teacher sees the same images.
+        augment_pipe: torch.nn.Module | None = None,  # What D sees; the teacher sees the same images.
         kd_terms: Sequence[str] = KD_TERMS,  # Any of 'aggregated', 'correlated'.
         teacher: str = 'ViT-B-32:openai',  # Teacher spec (see kd.teacher.load_teacher).
-        teacher_weights: Optional[str] = None,  # Local weights file for the teacher.
+        teacher_weights: str | None = None,  # Local weights file for the teacher.
         variant: str = 'paper',  # 'paper' or 'official' formulation.
-        agkd_weight: Optional[float] = None,  # lambda_A; None = 1 (paper) or 10 (official).
-        cgkd_weight: Optional[float] = None,  # lambda_C; None = 1 (paper) or 10 (official).
-        cross_p: Optional[float] = None,  # P(AGKD cross terms); None = 0.7 (paper) or 1 (official, fixed).
+        agkd_weight: float | None = None,  # lambda_A; None = 1 (paper) or 10 (official).
+        cgkd_weight: float | None = None,  # lambda_C; None = 1 (paper) or 10 (official).
+        cross_p: float | None = None,  # P(AGKD cross terms); None = 0.7 (paper) or 1 (official, fixed).
         seed: int = 0,  # Run seed: the cross-term draw of a step is a function of (seed, cur_nimg).
         div_weight: float = 0.0,  # Weight of the G-side diversity term; 0 = off.
-        prompts: Optional[Sequence[str]] = None,  # CGKD prompts (K >= 2) for a CLIP teacher.
+        prompts: Sequence[str] | None = None,  # CGKD prompts (K >= 2) for a CLIP teacher.
         num_anchors: int = 16,  # K for a teacher without text: k-means prototypes of real embeddings.
-        anchor_dataset: Optional[dict] = None,  # Dataset kwargs (class_name, ...) for those prototypes.
-        anchor_cache: Optional[str] = None,  # File caching the prototypes (beside the run).
-        teacher_embed_dim: Optional[int] = None,  # Recorded in training_options.json; checked on load.
+        anchor_dataset: dict | None = None,  # Dataset kwargs (class_name, ...) for those prototypes.
+        anchor_cache: str | None = None,  # File caching the prototypes (beside the run).
+        teacher_embed_dim: int | None = None,  # Recorded in training_options.json; checked on load.
         **base_options,  # StyleGAN2Loss options (r1_gamma, pl_weight, ...); unknown names raise TypeError.
     ) -> None:
         super().__init__(device, G, D, augment_pipe, **base_options)
@@ -249,7 +249,7 @@ class KDLoss(StyleGAN2Loss):
         return text
 
     def _anchors(
-        self, prompts: Optional[Sequence[str]], k: int, dataset_kwargs: Optional[dict], cache: Optional[str]
+        self, prompts: Sequence[str] | None, k: int, dataset_kwargs: dict | None, cache: str | None
     ) -> torch.Tensor:
         """The ``[K, E]`` matrix A of CGKD: text embeddings of the prompts (CLIP), or k-means
         prototypes of the real images' teacher embeddings (teachers without text)."""

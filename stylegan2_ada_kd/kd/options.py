@@ -9,7 +9,8 @@ to the training device, not loaded again).
 
 from __future__ import annotations
 
-from typing import Any, Collection, Optional
+from collections.abc import Collection
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -20,7 +21,7 @@ from stylegan2_ada_kd.kd.prompts import CLASS_TEMPLATES, resolve_prompts
 from stylegan2_ada_kd.kd.teacher import Teacher, TeacherError, load_teacher
 
 
-def parse_kd_terms(text: Optional[str]) -> tuple[str, ...]:
+def parse_kd_terms(text: str | None) -> tuple[str, ...]:
     """``'aggregated,correlated'`` -> a tuple of terms; ``None``/``'none'`` -> empty."""
     if text is None or text == 'none':
         return ()
@@ -54,7 +55,7 @@ def _load(opts: dict) -> Teacher:
         raise click.UsageError(str(err)) from err
 
 
-def _prompts(opts: dict, dataset: Any, teacher: Teacher) -> Optional[list[str]]:
+def _prompts(opts: dict, dataset: Any, teacher: Teacher) -> list[str] | None:
     """CGKD's prompts for a CLIP teacher (class template per ``--kd-variant``); None for image-only ones."""
     if not teacher.has_text:
         if opts.get('kd_prompts'):

@@ -15,7 +15,7 @@ correlation is a constant and CGKD teaches nothing.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 PROMPTS_OPTION = '--kd-prompts'
 CLASS_TEMPLATE = 'a photo of a {}'
@@ -72,7 +72,7 @@ def _dedupe(prompts: Sequence[str]) -> list[str]:
     return list(seen)
 
 
-def _class_prompts(class_names: Optional[Sequence], template: str = CLASS_TEMPLATE) -> list[str]:
+def _class_prompts(class_names: Sequence | None, template: str = CLASS_TEMPLATE) -> list[str]:
     """One ``template.format(name)`` per class; PromptError when names are missing or empty."""
     if not class_names:
         raise PromptError(
@@ -93,9 +93,9 @@ def _class_prompts(class_names: Optional[Sequence], template: str = CLASS_TEMPLA
 def resolve_prompts(
     *,
     conditional: bool,
-    class_names: Optional[Sequence[str]],
-    dataset_prompts: Optional[Sequence[str]],
-    prompts_file: Optional[str],
+    class_names: Sequence[str] | None,
+    dataset_prompts: Sequence[str] | None,
+    prompts_file: str | None,
     class_template: str = CLASS_TEMPLATE,
 ) -> list[str]:
     """The K >= 2 prompts for CGKD (KD-DLGAN Sec. 3.3), from the first source that applies.

@@ -22,7 +22,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +52,7 @@ TINY_CLIP_CONFIG: dict[str, Any] = {
 }
 
 _TEACHERS: dict[tuple, Teacher] = {}
-_CONFIG_DIR: Optional[str] = None
+_CONFIG_DIR: str | None = None
 _REGISTERED: dict[str, dict] = {}
 
 
@@ -76,10 +77,10 @@ class Teacher(torch.nn.Module):
         input_size: int,
         mean: Sequence[float],
         std: Sequence[float],
-        tokenizer: Optional[Callable] = None,
+        tokenizer: Callable | None = None,
         is_random: bool = False,
-        weights: Optional[str] = None,
-        embed_dim: Optional[int] = None,
+        weights: str | None = None,
+        embed_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -306,7 +307,7 @@ def clear_teacher_cache() -> None:
 
 
 def load_teacher(
-    spec: str = DEFAULT_TEACHER, weights: Optional[str] = None, device: Union[str, torch.device] = 'cpu'
+    spec: str = DEFAULT_TEACHER, weights: str | None = None, device: str | torch.device = 'cpu'
 ) -> Teacher:
     """The frozen teacher for ``--kd-teacher=spec`` (and ``--kd-teacher-weights=weights``), on ``device``.
 
@@ -337,7 +338,7 @@ def load_teacher(
     return _TEACHERS[key]
 
 
-def _build_teacher(spec: str, weights: Optional[str], device: torch.device) -> Teacher:
+def _build_teacher(spec: str, weights: str | None, device: torch.device) -> Teacher:
     """Dispatch on the spec form; see :func:`load_teacher`."""
     if spec.startswith('torchscript:'):
         if weights:

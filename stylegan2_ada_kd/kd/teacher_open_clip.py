@@ -24,7 +24,8 @@ import logging
 import os
 import warnings
 import zipfile
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -105,7 +106,7 @@ def _sha256_matches(path: str, expected: str) -> bool:
     return digest.hexdigest().startswith(expected)
 
 
-def find_cached(src: WeightSources) -> Optional[str]:
+def find_cached(src: WeightSources) -> str | None:
     """A cached checkpoint for ``src`` without any network access, or None."""
     if src.repo:
         from huggingface_hub import try_to_load_from_cache
@@ -136,7 +137,7 @@ def _quiet_hub() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def download_once(src: WeightSources) -> tuple[Optional[str], str]:
+def download_once(src: WeightSources) -> tuple[str | None, str]:
     """``(path, '')`` after a download, or ``(None, what was tried and why it failed)``.
 
     The first request is a HEAD with no retries; a connection error or timeout ends the attempt there. A
@@ -154,7 +155,7 @@ def download_once(src: WeightSources) -> tuple[Optional[str], str]:
     return None, 'found no download source in the pretrained config'
 
 
-def _hf_download_once(src: WeightSources, timeout: float) -> tuple[Optional[str], str]:
+def _hf_download_once(src: WeightSources, timeout: float) -> tuple[str | None, str]:
     """One HEAD per candidate file (no retries) until one exists, then ``hf_hub_download`` of that file."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import EntryNotFoundError
@@ -172,7 +173,7 @@ def _hf_download_once(src: WeightSources, timeout: float) -> tuple[Optional[str]
     return None, f'found none of {src.files} in the Hugging Face repo {src.repo}'
 
 
-def _url_download_once(url: str, timeout: float) -> tuple[Optional[str], str]:
+def _url_download_once(url: str, timeout: float) -> tuple[str | None, str]:
     """One HEAD request to ``url`` (no retries); if it answers, open_clip's download into its URL cache."""
     import urllib.request
 
@@ -249,7 +250,7 @@ def check_model_name(spec: str, model_name: str) -> str:
     )
 
 
-def download_hint(model_name: str, tag: Optional[str], cfg: dict) -> str:
+def download_hint(model_name: str, tag: str | None, cfg: dict) -> str:
     """Where to fetch the weights of a pretrained tag by hand, from open_clip's pretrained config ``cfg``."""
     sources = []
     if cfg.get('url'):
@@ -268,7 +269,7 @@ def download_hint(model_name: str, tag: Optional[str], cfg: dict) -> str:
 
 
 def load_open_clip(
-    spec: str, model_name: str, tag: Optional[str], weights: Optional[str], device: torch.device
+    spec: str, model_name: str, tag: str | None, weights: str | None, device: torch.device
 ) -> Teacher:
     """Build an open_clip teacher: random init (``tag`` None, no weights), a pretrained tag, or a file."""
     import open_clip
@@ -299,7 +300,7 @@ def load_open_clip(
     return _wrap_open_clip(spec, model, tokenizer, weights, is_random=checkpoint is None)
 
 
-def _create_kwargs(tag_cfg: dict, checkpoint: Optional[str], device: torch.device) -> dict[str, Any]:
+def _create_kwargs(tag_cfg: dict, checkpoint: str | None, device: torch.device) -> dict[str, Any]:
     """Keyword arguments of ``open_clip.create_model_and_transforms`` for a checkpoint file of a tag.
 
     open_clip gets a file path, never the tag, so the tag's QuickGELU and preprocessing (mean, std,
@@ -323,9 +324,9 @@ def _create_kwargs(tag_cfg: dict, checkpoint: Optional[str], device: torch.devic
 def _open_clip_failure(
     spec: str,
     name: str,
-    tag: Optional[str],
-    weights: Optional[str],
-    checkpoint: Optional[str],
+    tag: str | None,
+    weights: str | None,
+    checkpoint: str | None,
     tag_cfg: dict,
     err: BaseException,
 ) -> str:
@@ -356,7 +357,7 @@ def _is_torchscript_archive(path: str) -> bool:
 
 
 def _wrap_open_clip(
-    spec: str, model: torch.nn.Module, tokenizer: Callable, weights: Optional[str], is_random: bool
+    spec: str, model: torch.nn.Module, tokenizer: Callable, weights: str | None, is_random: bool
 ) -> Teacher:
     """A Teacher around an open_clip model, with S / mean / std from its preprocess config."""
     import open_clip

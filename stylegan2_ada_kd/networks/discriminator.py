@@ -4,7 +4,7 @@ Freeze-D (Mo et al. 2020) and a feature hook for plugin heads (KD-DLGAN, Sec. 3)
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ class DiscriminatorBlock(torch.nn.Module):
         architecture: str = 'resnet',  # 'orig', 'skip' or 'resnet'.
         activation: str = 'lrelu',  # Activation name.
         resample_filter: Sequence[float] = DEFAULT_FILTER,  # FIR taps.
-        conv_clamp: Optional[float] = None,  # Activation clamp; None = no clamp.
+        conv_clamp: float | None = None,  # Activation clamp; None = no clamp.
         use_fp16: bool = False,  # Run this block in fp16.
         fp16_channels_last: bool = False,  # channels_last memory format for fp16.
         freeze_layers: int = 0,  # Layers with index < freeze_layers are frozen (Freeze-D).
@@ -67,8 +67,8 @@ class DiscriminatorBlock(torch.nn.Module):
             )
 
     def forward(
-        self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], force_fp32: bool = False
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Map ``x [N, in_channels, R, R]`` (None in the first block) and ``img [N, img_channels, R, R]``
         to ``[N, out_channels, R/2, R/2]`` and the downsampled image (skip) or None."""
         dtype = block_dtype(self.use_fp16, force_fp32, (x if x is not None else img).device)
@@ -104,7 +104,7 @@ class MinibatchStdLayer(torch.nn.Module):
     Samples ``i`` and ``j`` share a group when ``i % (N / G) == j % (N / G)``.
     """
 
-    def __init__(self, group_size: Optional[int], num_channels: int = 1) -> None:
+    def __init__(self, group_size: int | None, num_channels: int = 1) -> None:
         super().__init__()
         self.group_size = group_size
         self.num_channels = num_channels
@@ -140,10 +140,10 @@ class DiscriminatorEpilogue(torch.nn.Module):
         resolution: int,  # Resolution (4).
         img_channels: int,  # Image channels.
         architecture: str = 'resnet',  # 'orig', 'skip' or 'resnet'.
-        mbstd_group_size: Optional[int] = 4,  # Minibatch-stddev group; None = whole batch.
+        mbstd_group_size: int | None = 4,  # Minibatch-stddev group; None = whole batch.
         mbstd_num_channels: int = 1,  # Minibatch-stddev features; 0 = disable.
         activation: str = 'lrelu',  # Activation name.
-        conv_clamp: Optional[float] = None,  # Activation clamp; None = no clamp.
+        conv_clamp: float | None = None,  # Activation clamp; None = no clamp.
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
@@ -166,7 +166,7 @@ class DiscriminatorEpilogue(torch.nn.Module):
         self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
-    def features(self, x: torch.Tensor, img: Optional[torch.Tensor]) -> torch.Tensor:
+    def features(self, x: torch.Tensor, img: torch.Tensor | None) -> torch.Tensor:
         """Map ``[N, in_channels, 4, 4]`` features to the penultimate feature ``[N, in_channels]`` (fp32)."""
         assert_shape(x, [None, self.in_channels, self.resolution, self.resolution], 'epilogue x')
         x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -177,13 +177,11 @@ class DiscriminatorEpilogue(torch.nn.Module):
         x = self.conv(x)
         return self.fc(x.flatten(1))
 
-    def forward(
-        self, x: torch.Tensor, img: Optional[torch.Tensor], cmap: Optional[torch.Tensor]
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None) -> torch.Tensor:
         """Map ``[N, in_channels, 4, 4]`` features (and ``cmap [N, cmap_dim]``) to logits ``[N, 1]``."""
         return self.logits(self.features(x, img), cmap)
 
-    def logits(self, h: torch.Tensor, cmap: Optional[torch.Tensor]) -> torch.Tensor:
+    def logits(self, h: torch.Tensor, cmap: torch.Tensor | None) -> torch.Tensor:
         """Map the penultimate feature ``[N, in_channels]`` to logits ``[N, 1]``."""
         x = self.out(h)
         if self.cmap_dim > 0:
@@ -210,11 +208,11 @@ class Discriminator(torch.nn.Module):
         channel_base: int = 32768,  # Channels at resolution r are min(channel_base // r, channel_max).
         channel_max: int = 512,  # Maximum channels.
         num_fp16_res: int = 0,  # Run the top this-many resolutions in fp16.
-        conv_clamp: Optional[float] = None,  # Activation clamp; None = no clamp.
-        cmap_dim: Optional[int] = None,  # Projection width; None = channels at 4x4.
-        block_kwargs: Optional[dict] = None,  # DiscriminatorBlock options (freeze_layers, ...).
-        mapping_kwargs: Optional[dict] = None,  # Label MappingNetwork options.
-        epilogue_kwargs: Optional[dict] = None,  # DiscriminatorEpilogue options (mbstd_group_size, ...).
+        conv_clamp: float | None = None,  # Activation clamp; None = no clamp.
+        cmap_dim: int | None = None,  # Projection width; None = channels at 4x4.
+        block_kwargs: dict | None = None,  # DiscriminatorBlock options (freeze_layers, ...).
+        mapping_kwargs: dict | None = None,  # Label MappingNetwork options.
+        epilogue_kwargs: dict | None = None,  # DiscriminatorEpilogue options (mbstd_group_size, ...).
     ) -> None:
         super().__init__()
         if img_resolution < 4 or img_resolution & (img_resolution - 1):
@@ -283,7 +281,7 @@ class Discriminator(torch.nn.Module):
     def forward(
         self,
         img: torch.Tensor,
-        c: Optional[torch.Tensor],
+        c: torch.Tensor | None,
         return_features: bool = False,
         force_fp32: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:

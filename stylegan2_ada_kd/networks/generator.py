@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from stylegan2_ada_kd.networks.mapping import MappingNetwork
@@ -21,8 +19,8 @@ class Generator(torch.nn.Module):
         w_dim: int,  # Intermediate latent w width.
         img_resolution: int,  # Output resolution.
         img_channels: int,  # Output channels.
-        mapping_kwargs: Optional[dict] = None,  # MappingNetwork options (num_layers, lr_multiplier, ...).
-        synthesis_kwargs: Optional[dict] = None,  # SynthesisNetwork options (channel_base, ...).
+        mapping_kwargs: dict | None = None,  # MappingNetwork options (num_layers, lr_multiplier, ...).
+        synthesis_kwargs: dict | None = None,  # SynthesisNetwork options (channel_base, ...).
     ) -> None:
         super().__init__()
         mapping_kwargs = dict(mapping_kwargs or {})
@@ -52,9 +50,9 @@ class Generator(torch.nn.Module):
     def forward(
         self,
         z: torch.Tensor,
-        c: Optional[torch.Tensor],
+        c: torch.Tensor | None,
         truncation_psi: float = 1,
-        truncation_cutoff: Optional[int] = None,
+        truncation_cutoff: int | None = None,
         **synthesis_kwargs,
     ) -> torch.Tensor:
         """Generate images.

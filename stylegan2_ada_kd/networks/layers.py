@@ -7,7 +7,7 @@ Sec. 4.1): weights are stored as N(0, 1) / lr_mul and scaled at run time by lr_m
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ class Conv2dLayer(torch.nn.Module):
         up: int = 1,  # Upsampling factor (1 or 2).
         down: int = 1,  # Downsampling factor (1 or 2).
         resample_filter: Sequence[float] = DEFAULT_FILTER,  # FIR taps for resampling.
-        conv_clamp: Optional[float] = None,  # Clamp the output to +-conv_clamp; None = no clamp.
+        conv_clamp: float | None = None,  # Clamp the output to +-conv_clamp; None = no clamp.
         channels_last: bool = False,  # Store the weight in channels_last memory format.
         trainable: bool = True,  # False = weights are frozen buffers.
     ) -> None:
@@ -162,11 +162,11 @@ def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
     styles: torch.Tensor,
-    noise: Optional[torch.Tensor] = None,
+    noise: torch.Tensor | None = None,
     up: int = 1,
     down: int = 1,
     padding: int = 0,
-    resample_filter: Optional[torch.Tensor] = None,
+    resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     flip_weight: bool = True,
     fused_modconv: bool = True,

@@ -5,8 +5,6 @@ projection output (Miyato & Koyama 2018)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from stylegan2_ada_kd.networks.layers import FullyConnectedLayer, normalize_2nd_moment
@@ -21,13 +19,13 @@ class MappingNetwork(torch.nn.Module):
         z_dim: int,  # Latent z width; 0 = no latent (discriminator label mapping).
         c_dim: int,  # Conditioning label width; 0 = unconditional.
         w_dim: int,  # Output w width.
-        num_ws: Optional[int],  # Number of w copies to broadcast to; None = return [N, w_dim].
+        num_ws: int | None,  # Number of w copies to broadcast to; None = return [N, w_dim].
         num_layers: int = 8,  # Number of FC layers.
-        embed_features: Optional[int] = None,  # Label embedding width; None = w_dim.
-        layer_features: Optional[int] = None,  # Hidden width; None = w_dim.
+        embed_features: int | None = None,  # Label embedding width; None = w_dim.
+        layer_features: int | None = None,  # Hidden width; None = w_dim.
         activation: str = 'lrelu',  # Activation of the FC layers.
         lr_multiplier: float = 0.01,  # Learning-rate multiplier of the FC layers.
-        w_avg_beta: Optional[float] = 0.995,  # Decay of the running mean of w; None = no tracking.
+        w_avg_beta: float | None = 0.995,  # Decay of the running mean of w; None = no tracking.
     ) -> None:
         super().__init__()
         self.z_dim = z_dim
@@ -51,7 +49,7 @@ class MappingNetwork(torch.nn.Module):
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer('w_avg', torch.zeros([w_dim]))
 
-    def _embed_inputs(self, z: Optional[torch.Tensor], c: Optional[torch.Tensor]) -> torch.Tensor:
+    def _embed_inputs(self, z: torch.Tensor | None, c: torch.Tensor | None) -> torch.Tensor:
         """Normalise z and the label embedding and concatenate them: ``[N, z_dim + embed]``."""
         parts = []
         if self.z_dim > 0:
@@ -64,10 +62,10 @@ class MappingNetwork(torch.nn.Module):
 
     def forward(
         self,
-        z: Optional[torch.Tensor],
-        c: Optional[torch.Tensor],
+        z: torch.Tensor | None,
+        c: torch.Tensor | None,
         truncation_psi: float = 1,
-        truncation_cutoff: Optional[int] = None,
+        truncation_cutoff: int | None = None,
         skip_w_avg_update: bool = False,
     ) -> torch.Tensor:
         """Map latents and labels to w.

@@ -7,7 +7,7 @@ for the highest resolutions with activation clamping (ADA paper, Appendix D.2).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ class SynthesisLayer(torch.nn.Module):
         use_noise: bool = True,  # Add per-pixel noise.
         activation: str = 'lrelu',  # Activation name.
         resample_filter: Sequence[float] = DEFAULT_FILTER,  # FIR taps for upsampling.
-        conv_clamp: Optional[float] = None,  # Clamp activations to +-conv_clamp; None = no clamp.
+        conv_clamp: float | None = None,  # Clamp activations to +-conv_clamp; None = no clamp.
         channels_last: bool = False,  # Store the weight in channels_last memory format.
     ) -> None:
         super().__init__()
@@ -73,7 +73,7 @@ class SynthesisLayer(torch.nn.Module):
             self.noise_strength = torch.nn.Parameter(torch.zeros([]))
         self.bias = torch.nn.Parameter(torch.zeros([out_channels]))
 
-    def _noise(self, x: torch.Tensor, noise_mode: str) -> Optional[torch.Tensor]:
+    def _noise(self, x: torch.Tensor, noise_mode: str) -> torch.Tensor | None:
         """Noise image ``[N, 1, res, res]`` (random) or ``[res, res]`` (const), scaled, or None."""
         if not self.use_noise or noise_mode == 'none':
             return None
@@ -122,7 +122,7 @@ class ToRGBLayer(torch.nn.Module):
         out_channels: int,  # Image channels.
         w_dim: int,  # Width of w.
         kernel_size: int = 1,  # Kernel width.
-        conv_clamp: Optional[float] = None,  # Clamp the output to +-conv_clamp; None = no clamp.
+        conv_clamp: float | None = None,  # Clamp the output to +-conv_clamp; None = no clamp.
         channels_last: bool = False,  # Store the weight in channels_last memory format.
     ) -> None:
         super().__init__()
@@ -158,7 +158,7 @@ class SynthesisBlock(torch.nn.Module):
         is_last: bool,  # Last block (always has ToRGB).
         architecture: str = 'skip',  # 'orig', 'skip' or 'resnet'.
         resample_filter: Sequence[float] = DEFAULT_FILTER,  # FIR taps.
-        conv_clamp: Optional[float] = None,  # Activation clamp; None = no clamp.
+        conv_clamp: float | None = None,  # Activation clamp; None = no clamp.
         use_fp16: bool = False,  # Run this block in fp16.
         fp16_channels_last: bool = False,  # channels_last memory format for fp16.
         **layer_kwargs,  # Passed on to SynthesisLayer (use_noise, activation, kernel_size).
@@ -210,13 +210,13 @@ class SynthesisBlock(torch.nn.Module):
 
     def forward(
         self,
-        x: Optional[torch.Tensor],
-        img: Optional[torch.Tensor],
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
         ws: torch.Tensor,
         force_fp32: bool = False,
-        fused_modconv: Optional[bool] = None,
+        fused_modconv: bool | None = None,
         noise_mode: str = 'random',
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the block.
 
         Args:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,12 +47,12 @@ def get_activation(name: str) -> Activation:
 
 def bias_act(
     x: torch.Tensor,
-    b: Optional[torch.Tensor] = None,
+    b: torch.Tensor | None = None,
     dim: int = 1,
     act: str = 'linear',
-    alpha: Optional[float] = None,
-    gain: Optional[float] = None,
-    clamp: Optional[float] = None,
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
     impl: str = 'auto',
 ) -> torch.Tensor:
     """Add a bias, apply an activation, scale and clamp.

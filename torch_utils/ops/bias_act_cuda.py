@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -78,7 +78,7 @@ def _ref_derivative(z: torch.Tensor, cfg: _Cfg, order: int) -> torch.Tensor:
 
 class _BiasAct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, b: Optional[torch.Tensor], cfg: _Cfg) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, b: torch.Tensor | None, cfg: _Cfg) -> torch.Tensor:
         y = _kernel(cfg, 0, x, b, None, None, None)
         ctx.cfg, ctx.has_b = cfg, b is not None
         if cfg.act == 'linear' and cfg.clamp < 0:
@@ -104,7 +104,7 @@ class _BiasAct(torch.autograd.Function):
 class _BiasActGrad(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, dy: torch.Tensor, ref: torch.Tensor, b: Optional[torch.Tensor], cfg: _Cfg
+        ctx: Any, dy: torch.Tensor, ref: torch.Tensor, b: torch.Tensor | None, cfg: _Cfg
     ) -> torch.Tensor:
         ctx.cfg = cfg
         if cfg.ref_is_y:
@@ -133,7 +133,7 @@ class _BiasActGrad(torch.autograd.Function):
 class _BiasActGrad2(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, g1: torch.Tensor, g2: torch.Tensor, ref: torch.Tensor, b: Optional[torch.Tensor], cfg: _Cfg
+        ctx: Any, g1: torch.Tensor, g2: torch.Tensor, ref: torch.Tensor, b: torch.Tensor | None, cfg: _Cfg
     ) -> torch.Tensor:
         ctx.cfg = cfg
         ctx.save_for_backward(g1, g2, ref, b)
@@ -168,13 +168,13 @@ def _dense(x: torch.Tensor) -> torch.Tensor:
 
 def bias_act_cuda(
     x: torch.Tensor,
-    b: Optional[torch.Tensor],
+    b: torch.Tensor | None,
     plugin: ModuleType,
     dim: int = 1,
     act: str = 'linear',
     alpha: float = 0.0,
     gain: float = 1.0,
-    clamp: Optional[float] = None,
+    clamp: float | None = None,
 ) -> torch.Tensor:
     """:func:`~torch_utils.ops.bias_act.bias_act` on the compiled kernel, with resolved ``alpha``/``gain``.
 
@@ -198,14 +198,14 @@ def bias_act_cuda(
 
 def dispatch(
     x: torch.Tensor,
-    b: Optional[torch.Tensor],
+    b: torch.Tensor | None,
     dim: int,
     act: str,
     alpha: float,
     gain: float,
-    clamp: Optional[float],
+    clamp: float | None,
     impl: str,
-) -> Optional[torch.Tensor]:
+) -> torch.Tensor | None:
     """Run ``bias_act`` on the CUDA plugin when ``impl``/``SG2KD_OPS`` and the inputs allow it.
 
     Returns ``None`` when the reference path should run instead: CPU tensors, ``SG2KD_OPS=ref``, an

@@ -15,8 +15,6 @@ order gradients (R1, path length) work on any torch version.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +31,7 @@ def _transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
 def conv2d_resample(
     x: torch.Tensor,
     w: torch.Tensor,
-    f: Optional[torch.Tensor] = None,
+    f: torch.Tensor | None = None,
     up: int = 1,
     down: int = 1,
     padding: int = 0,

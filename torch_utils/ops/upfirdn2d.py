@@ -17,7 +17,8 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def _padding4(padding: IntPair) -> tuple[int, int, int, int]:
     return padding[0], padding[1], padding[2], padding[3]
 
 
-def filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
+def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     """Return ``(width, height)`` in taps of a 1-D or 2-D filter (``None`` counts as 1x1)."""
     if f is None:
         return 1, 1
@@ -59,11 +60,11 @@ def filter_size(f: Optional[torch.Tensor]) -> tuple[int, int]:
 
 def setup_filter(
     f: FilterLike,
-    device: Union[str, torch.device] = 'cpu',
+    device: str | torch.device = 'cpu',
     normalize: bool = True,
     flip_filter: bool = False,
     gain: float = 1,
-    separable: Optional[bool] = None,
+    separable: bool | None = None,
 ) -> torch.Tensor:
     """Turn filter taps into a float32 tensor ready for :func:`upfirdn2d`.
 
@@ -109,7 +110,7 @@ def _pad_or_crop(x: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.T
 
 def upfirdn2d(
     x: torch.Tensor,
-    f: Optional[torch.Tensor],
+    f: torch.Tensor | None,
     up: IntPair = 1,
     down: IntPair = 1,
     padding: IntPair = 0,
@@ -169,7 +170,7 @@ def upfirdn2d(
 
 def filter2d(
     x: torch.Tensor,
-    f: Optional[torch.Tensor],
+    f: torch.Tensor | None,
     padding: IntPair = 0,
     flip_filter: bool = False,
     gain: float = 1,
@@ -186,7 +187,7 @@ def filter2d(
 
 def upsample2d(
     x: torch.Tensor,
-    f: Optional[torch.Tensor],
+    f: torch.Tensor | None,
     up: IntPair = 2,
     padding: IntPair = 0,
     flip_filter: bool = False,
@@ -210,7 +211,7 @@ def upsample2d(
 
 def downsample2d(
     x: torch.Tensor,
-    f: Optional[torch.Tensor],
+    f: torch.Tensor | None,
     down: IntPair = 2,
     padding: IntPair = 0,
     flip_filter: bool = False,

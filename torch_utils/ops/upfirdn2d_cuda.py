@@ -13,7 +13,7 @@ Importing this module compiles nothing.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -73,7 +73,7 @@ class _UpFirDn2dPass(torch.autograd.Function):
 
 def upfirdn2d_cuda(
     x: torch.Tensor,
-    f: Optional[torch.Tensor],
+    f: torch.Tensor | None,
     plugin: ModuleType,
     up: IntPair = 1,
     down: IntPair = 1,
@@ -110,14 +110,14 @@ def upfirdn2d_cuda(
 
 def dispatch(
     x: torch.Tensor,
-    f: Optional[torch.Tensor],
+    f: torch.Tensor | None,
     up: IntPair,
     down: IntPair,
     padding: IntPair,
     flip_filter: bool,
     gain: float,
     impl: str,
-) -> Optional[torch.Tensor]:
+) -> torch.Tensor | None:
     """Run ``upfirdn2d`` on the CUDA plugin when ``impl``/``SG2KD_OPS`` and the inputs allow it.
 
     Returns ``None`` when the reference path should run instead: CPU tensors, ``SG2KD_OPS=ref``, an

@@ -42,6 +42,18 @@ TINY_D = dict(
 )
 
 
+class TinyImageEncoder(torch.nn.Module):
+    """A small image encoder ``[N, 3, H, W] -> [N, 12]`` standing in for a TorchScript KD teacher."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
+        self.fc = torch.nn.Linear(8, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean(dim=[2, 3]))
+
+
 def make_image_folder(root: Path, n: int = 16, res: int = 16, seed: int = 0) -> str:
     """``n`` RGB ``res``x``res`` PNGs, each a flat colour with a coloured square, in ``root``."""
     import numpy as np

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_D, TINY_G, make_image_folder
+from conftest import TINY_D, TINY_G, TinyImageEncoder, make_image_folder
 
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
@@ -201,17 +201,8 @@ def test_kd_resume_restores_head_and_lecam_exactly(tmp_path, data16, teacher_spe
 
 
 def test_torchscript_teacher_with_kmeans_anchors(tmp_path, data16):
-    class Tiny(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
-            self.fc = torch.nn.Linear(8, 12)
-
-        def forward(self, x):
-            return self.fc(self.conv(x).mean(dim=[2, 3]))
-
     path = tmp_path / 'encoder.pt'
-    torch.jit.script(Tiny()).save(str(path))
+    torch.jit.script(TinyImageEncoder()).save(str(path))
     _train(
         [
             f'--outdir={tmp_path / "runs"}',

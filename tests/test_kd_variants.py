@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_D, TINY_G, make_image_folder
+from conftest import TINY_D, TINY_G, TinyImageEncoder, make_image_folder
 
 from stylegan2_ada_kd.kd import anchors as anchors_mod
 from stylegan2_ada_kd.kd import loss as kd_loss
@@ -114,19 +114,9 @@ def test_official_head_is_two_linear_layers_through_1024():
 # ---------------------------------------------------------------- anchors cached per preprocessing
 
 
-class _ImageEncoder(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3, stride=4)
-        self.fc = torch.nn.Linear(8, 12)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).mean(dim=[2, 3]))
-
-
 def test_kmeans_anchor_cache_depends_on_the_variant(tmp_path, monkeypatch):
     path = tmp_path / 'encoder.pt'
-    torch.jit.script(_ImageEncoder()).save(str(path))
+    torch.jit.script(TinyImageEncoder()).save(str(path))
     spec = f'torchscript:{path}'
     data = dict(
         class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=make_image_folder(tmp_path, n=8)

@@ -50,6 +50,7 @@ def _worker(rank: int, c: EasyDict, init_method: str | None) -> None:
         training_loop(rank=rank, device=device, **c)
         if rank == 0:
             print(f'Done. Snapshots, image grids, stats.jsonl and log.txt are in {c.run_dir}')
+        distributed.barrier()  # all ranks leave together: a rank tearing down gloo early can abort another
     finally:
         if tee is not None:
             tee.close()

@@ -55,10 +55,11 @@ class TinyImageEncoder(torch.nn.Module):
 
 
 def make_image_folder(root: Path, n: int = 16, res: int = 16, seed: int = 0) -> str:
-    """``n`` RGB ``res``x``res`` PNGs, each a flat colour with a coloured square, in ``root``."""
+    """``n`` RGB ``res``x``res`` PNGs, each a flat colour with a coloured square, in ``root`` (created)."""
     import numpy as np
     import PIL.Image
 
+    root.mkdir(parents=True, exist_ok=True)
     rnd = np.random.RandomState(seed)
     for i in range(n):
         img = np.zeros([res, res, 3], np.uint8) + rnd.randint(0, 255, size=3).astype(np.uint8)

@@ -11,8 +11,9 @@
 # so lambda = 0.003, 0.03 and 0.3 put the KD gradient on D's trunk at about 0.1x, 1x and 10x the
 # adversarial one (the ratio is linear in lambda).
 #
-# The pick, fixed before any result was seen: the KD weight with the lowest FID1k at 10 kimg (KID1k only
-# reported). Stage 2 then runs at that weight with other seeds.
+# The pick, fixed before this run's results: the KD weight with the lowest FID1k at 10 kimg (KID1k only
+# reported). Stage 2 then runs at that weight with other seeds. (A first run of this stage, lost with its
+# machine, had evaluated only DA and lambda = 0.003.)
 set -euo pipefail
 OUT=${OUT:-../exp/obama32-kd/stage1}
 W1=${W1:-0.003}; W2=${W2:-0.03}; W3=${W3:-0.3}

@@ -30,7 +30,8 @@ import torch
 
 from dnnlib.util import BOOL
 from metrics import detectors, metric_main
-from stylegan2_ada_kd import distributed, legacy
+from stylegan2_ada_kd import checkpoint
+from torch_utils import distributed
 
 _DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed', 'holdout')
 
@@ -78,7 +79,7 @@ def _worker(rank: int, args: dict, init_method: str | None) -> None:
     """Body of one process: load the network and compute every metric (rank 0 reports)."""
     device = distributed.init_process_group(rank, args['num_gpus'], init_method)
     try:
-        G = args.get('G') or legacy.load_network_pkl(args['network'])['G_ema']
+        G = args.get('G') or checkpoint.load_network_pkl(args['network'])['G_ema']
         G = G.to(device)
         shared = metric_main.feature_share(args['metrics'])
         for metric in args['metrics']:
@@ -140,7 +141,7 @@ def main(**args: object) -> None:
     if args['verbose']:
         print(f'Loading network from {network}...', flush=True)
     try:
-        loaded = legacy.load_network_pkl(network)
+        loaded = checkpoint.load_network_pkl(network)
     except (OSError, ValueError) as err:
         raise click.BadParameter(str(err), param_hint='--network') from err
     G = loaded['G_ema']

@@ -17,7 +17,7 @@ import PIL.Image
 import torch
 
 import dnnlib
-from stylegan2_ada_kd import legacy
+from stylegan2_ada_kd import checkpoint
 
 _MAX_SEED = 2**32 - 1
 
@@ -116,8 +116,8 @@ def load_generator(network: str, device: torch.device) -> torch.nn.Module:
     """Load ``G_ema`` from a network file (path or URL) onto ``device``."""
     try:
         with dnnlib.util.open_url(network) as handle:
-            return legacy.load_network_pkl(handle, device=device)['G_ema']
-    except (legacy.NetworkPickleError, OSError, ValueError) as err:
+            return checkpoint.load_network_pkl(handle, device=device)['G_ema']
+    except (checkpoint.NetworkPickleError, OSError, ValueError) as err:
         raise click.ClickException(f'Cannot load --network={network}: {err}') from err
 
 

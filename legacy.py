@@ -3,13 +3,21 @@
 Example::
 
     python legacy.py --source=network-snapshot-000200.pkl --dest=converted.pkl --state-dict-dir=weights/
+
+As in stylegan2-ada-pytorch, the module also serves the loader to scripts run from the repository root::
+
+    import dnnlib, legacy
+    with dnnlib.util.open_url(url_or_path) as f:
+        G = legacy.load_network_pkl(f)['G_ema']
 """
 
 from __future__ import annotations
 
 import click
 
-from stylegan2_ada_kd import legacy
+from stylegan2_ada_kd.checkpoint import NetworkPickleError, convert_network_pkl, load_network_pkl
+
+__all__ = ['cli', 'load_network_pkl', 'main']
 
 
 @click.command()
@@ -36,8 +44,8 @@ def cli(source: str, dest: str | None, state_dict_dir: str | None) -> None:
     if dest is None and state_dict_dir is None:
         raise click.UsageError('Nothing to write: give --dest=FILE and/or --state-dict-dir=DIR.')
     try:
-        legacy.convert_network_pkl(source, dest=dest, state_dict_dir=state_dict_dir)
-    except (legacy.NetworkPickleError, OSError, TypeError) as err:
+        convert_network_pkl(source, dest=dest, state_dict_dir=state_dict_dir)
+    except (NetworkPickleError, OSError, TypeError) as err:
         raise click.ClickException(str(err)) from err
     if dest is not None:
         click.echo(f'Wrote snapshot {dest}')

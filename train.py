@@ -283,9 +283,10 @@ def main(**opts: object) -> None:
     if opts['dry_run']:
         print('Dry run; exiting.')
         return
-    from stylegan2_ada_kd.launcher import launch
+    from stylegan2_ada_kd.training_loop import training_loop
+    from torch_utils.launcher import launch
 
-    launch(c)
+    launch(c, training_loop)
 
 
 if __name__ == '__main__':

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from stylegan2_ada_kd import distributed
+from torch_utils import distributed
 
 CACHE_VERSION = 1
 _SAMPLE_BYTES = 1024  # Bytes read at the start, middle and end of each image file for the content hash.

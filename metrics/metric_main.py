@@ -36,7 +36,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, features, ppl, scores
-from stylegan2_ada_kd import distributed
+from torch_utils import distributed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylegan2_ada_kd import distributed, run_io
+from torch_utils import distributed, run_io
 
 
 @torch.no_grad()

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylegan2_ada_kd import distributed
-from torch_utils import training_stats
+from torch_utils import distributed, training_stats
 from torch_utils.misc import assert_shape
 
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')

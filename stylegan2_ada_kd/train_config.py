@@ -341,7 +341,7 @@ def process_count(gpus: int | None) -> int:
     name ``autoN``) must be resolved for the processes that actually run; a ``--gpus`` that disagrees
     with torchrun's ``--nproc_per_node`` x ``--nnodes`` is an error rather than a run that trains nothing.
     """
-    from stylegan2_ada_kd.distributed import torchrun_world_size
+    from torch_utils.distributed import torchrun_world_size
 
     world = torchrun_world_size()
     if world is None:
@@ -373,11 +373,12 @@ def _parse_metrics(text: str | None) -> list:
 def _apply_resume(c: EasyDict, resume: str | None, dataset: Any) -> None:
     """Exact resume for our snapshots; a warm start (ADA reacts 5x faster, no EMA rampup) otherwise.
 
-    The file is checked now, before the run directory exists (see :func:`resume.check_resume`).
+    The file is checked now, before the run directory exists (see
+    :func:`stylegan2_ada_kd.checkpoint.check_resume`).
     """
     if resume is None or resume == 'noresume':
         return
-    from stylegan2_ada_kd.resume import check_resume
+    from stylegan2_ada_kd.checkpoint import check_resume
 
     c.resume_pkl = RESUME_SPECS.get(resume, resume)
     common = dict(

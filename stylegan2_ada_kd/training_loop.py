@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
-from stylegan2_ada_kd import distributed, loop_report, resume, run_io
-from torch_utils import training_stats
+from stylegan2_ada_kd import checkpoint, loop_report
+from torch_utils import distributed, run_io, training_stats
 
 
 @dataclass
@@ -241,9 +241,9 @@ def training_loop(
     phases = _build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
     progress = Progress()
     nets = dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe)
-    resumed = (
-        resume.load_for_training(resume_pkl, nets, phases, loss, ada, progress, rank) if resume_pkl else None
-    )
+    resumed = None
+    if resume_pkl:
+        resumed = checkpoint.load_for_training(resume_pkl, nets, phases, loss, ada, progress, rank)
     for module in (G, D, augment_pipe):
         if module is not None:
             distributed.broadcast_module(module)
@@ -272,7 +272,7 @@ def training_loop(
     ada_stats = training_stats.Collector(['Loss/signs/real'])
     writer = run_io.StatsWriter(run_dir, start_time) if rank == 0 else None
     if resumed is not None:
-        resume.restore_rng(resumed, rank, device)
+        checkpoint.restore_rng(resumed, rank, device)
     print(f'Training for {total_kimg} kimg...\n' if rank == 0 else '', end='')
 
     tick_start_time = time.time()
@@ -328,7 +328,7 @@ def training_loop(
         if done or (network_snapshot_ticks and tick % network_snapshot_ticks == 0):
             if ada is not None:  # pending signs go into the snapshot, so resume is exact
                 ada.absorb(ada_stats.collect(device))
-            snapshot_pkl = resume.write_snapshot(
+            snapshot_pkl = checkpoint.write_snapshot(
                 run_dir, nets, phases, loss, ada, progress, training_set_kwargs, rank, device
             )
             stats.update(

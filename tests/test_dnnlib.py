@@ -147,7 +147,8 @@ def test_remove_stale_temp_files_keeps_live_and_foreign_ones(tmp_path):
 def test_atomic_writes_use_names_the_cleaner_recognises(tmp_path):
     import numpy as np
 
-    from stylegan2_ada_kd import legacy, run_io
+    from stylegan2_ada_kd.checkpoint import snapshot
+    from torch_utils import run_io
 
     seen = []
 
@@ -155,7 +156,7 @@ def test_atomic_writes_use_names_the_cleaner_recognises(tmp_path):
         seen.extend(p.name for p in tmp_path.iterdir())
         handle.write(b'data')
 
-    legacy._atomic_write(tmp_path / 'network-snapshot-000000.pkl', write)
+    snapshot._atomic_write(tmp_path / 'network-snapshot-000000.pkl', write)
     assert len(seen) == 1 and util._TEMP_NAME.match(seen[0]), seen
     assert util.temp_file_prefix(tmp_path / 'fakes.png') + 'tmp.png' != 'fakes.png'
     assert util._TEMP_NAME.match(util.temp_file_prefix(tmp_path / 'fakes.png') + 'tmp.png')

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from stylegan2_ada_kd import legacy
+from stylegan2_ada_kd import checkpoint
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def save_tiny_snapshot(path, c_dim=0, img_channels=3):
         channel_max=16,
         epilogue_kwargs=dict(mbstd_group_size=2),
     )
-    legacy.save_network_snapshot(path, G=G, D=D, G_ema=G)
+    checkpoint.save_network_snapshot(path, G=G, D=D, G_ema=G)
     return path
 
 

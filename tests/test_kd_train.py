@@ -171,7 +171,7 @@ def test_kd_training_writes_kd_stats(tmp_path, data16, teacher_spec, aug, lecam)
     assert len(opts['loss_kwargs']['prompts']) >= 2
     raw = torch.load(run_dir / 'network-snapshot-000000.pkl', weights_only=True)
     assert 'heads.kd.fc0.weight' in raw['networks']['D']['state_dict']
-    from stylegan2_ada_kd.legacy import load_network_pkl
+    from stylegan2_ada_kd.checkpoint import load_network_pkl
 
     assert load_network_pkl(str(run_dir / 'network-snapshot-000000.pkl'))['G_ema'].img_resolution == 16
 

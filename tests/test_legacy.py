@@ -1,4 +1,5 @@
-"""Tests for stylegan2_ada_kd.legacy: our snapshot format, official-pickle import, unsafe-pickle refusal."""
+"""Tests for stylegan2_ada_kd.checkpoint: our snapshot format, official-pickle import, unsafe-pickle refusal,
+and the reference's ``import legacy; legacy.load_network_pkl(f)`` idiom from the repository root."""
 
 import builtins
 import collections
@@ -6,17 +7,19 @@ import io
 import json
 import os
 import pickle
+import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_D, TINY_G
+from conftest import REPO, SUBPROCESS_TIMEOUT, TINY_D, TINY_G
 
 import torch_utils
 from dnnlib.util import EasyDict
-from stylegan2_ada_kd import legacy, official_pickle
+from stylegan2_ada_kd import checkpoint
+from stylegan2_ada_kd.checkpoint import official
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
 G_KWARGS = TINY_G
@@ -70,7 +73,7 @@ def assert_same_state(a, b):
 def test_snapshot_round_trip(tmp_path):
     G, D, G_ema = tiny_nets()
     path = tmp_path / 'snap.pkl'
-    legacy.save_network_snapshot(
+    checkpoint.save_network_snapshot(
         path,
         G=G,
         D=D,
@@ -79,11 +82,11 @@ def test_snapshot_round_trip(tmp_path):
         extra={'cur_nimg': 4000, 'pl_mean': torch.tensor(0.5)},
     )
     raw = torch.load(path, weights_only=True)  # readable without our code
-    assert raw['format'] == legacy.SNAPSHOT_FORMAT
+    assert raw['format'] == checkpoint.SNAPSHOT_FORMAT
     assert raw['networks']['G']['class_name'] == 'stylegan2_ada_kd.networks.Generator'
     assert raw['networks']['D']['init_kwargs']['epilogue_kwargs'] == {'mbstd_group_size': 2}
 
-    data = legacy.load_network_pkl(path)
+    data = checkpoint.load_network_pkl(path)
     assert data['training_set_kwargs'] == {'path': 'data.zip', 'resolution': 16, 'xflip': True}
     assert data['cur_nimg'] == 4000 and float(data['pl_mean']) == 0.5
     assert data['augment_pipe'] is None
@@ -95,7 +98,7 @@ def test_snapshot_round_trip(tmp_path):
     assert torch.equal(g_output(data['G_ema']), g_output(G_ema))
     assert torch.equal(d_output(data['D']), d_output(D))
     with open(path, 'rb') as handle:  # file objects work too
-        assert_same_state(legacy.load_network_pkl(handle)['G'], G)
+        assert_same_state(checkpoint.load_network_pkl(handle)['G'], G)
 
 
 def test_snapshot_extra_keeps_optimizer_state(tmp_path):
@@ -105,10 +108,10 @@ def test_snapshot_extra_keeps_optimizer_state(tmp_path):
     G(torch.randn(2, 8), torch.zeros(2, 0)).sum().backward()
     opt.step()
     path = tmp_path / 'snap.pkl'
-    legacy.save_network_snapshot(
+    checkpoint.save_network_snapshot(
         path, G=G, D=D, G_ema=G_ema, extra={'resume_state': {'opt': opt.state_dict()}}
     )
-    restored = legacy.load_network_pkl(path)['resume_state']['opt']
+    restored = checkpoint.load_network_pkl(path)['resume_state']['opt']
     assert sorted(restored['state']) == sorted(opt.state_dict()['state'])  # int keys survive
     fresh = torch.optim.Adam(G.parameters(), lr=0.002)
     fresh.load_state_dict(restored)
@@ -117,8 +120,8 @@ def test_snapshot_extra_keeps_optimizer_state(tmp_path):
 
 def test_snapshot_rebuilds_from_init_kwargs(tmp_path):
     G, D, G_ema = tiny_nets()
-    legacy.save_network_snapshot(tmp_path / 's.pkl', G=G, D=D, G_ema=G_ema)
-    G2 = legacy.load_network_pkl(tmp_path / 's.pkl')['G']
+    checkpoint.save_network_snapshot(tmp_path / 's.pkl', G=G, D=D, G_ema=G_ema)
+    G2 = checkpoint.load_network_pkl(tmp_path / 's.pkl')['G']
     assert G2.init_kwargs == G.init_kwargs
     assert type(G2)(**G2.init_kwargs).state_dict().keys() == G.state_dict().keys()
 
@@ -133,48 +136,48 @@ def test_snapshot_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, 'save', failing_save)
     with pytest.raises(OSError, match='simulated'):
-        legacy.save_network_snapshot(dest, G=G, D=D, G_ema=G_ema)
+        checkpoint.save_network_snapshot(dest, G=G, D=D, G_ema=G_ema)
     assert list(tmp_path.iterdir()) == []  # neither the destination nor a temporary file
 
 
 def test_failed_overwrite_keeps_old_snapshot(tmp_path, monkeypatch):
     G, D, G_ema = tiny_nets()
     dest = tmp_path / 'snap.pkl'
-    legacy.save_network_snapshot(dest, G=G, D=D, G_ema=G_ema)
+    checkpoint.save_network_snapshot(dest, G=G, D=D, G_ema=G_ema)
     monkeypatch.setattr(torch, 'save', lambda *a, **k: (_ for _ in ()).throw(OSError('simulated')))
     with pytest.raises(OSError):
-        legacy.save_network_snapshot(dest, G=G_ema, D=D, G_ema=G)
+        checkpoint.save_network_snapshot(dest, G=G_ema, D=D, G_ema=G)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ['snap.pkl']
-    assert_same_state(legacy.load_network_pkl(dest)['G'], G)
+    assert_same_state(checkpoint.load_network_pkl(dest)['G'], G)
 
 
 def test_snapshot_rejects_bad_input(tmp_path):
     G, D, G_ema = tiny_nets()
     with pytest.raises(ValueError, match='reserved'):
-        legacy.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=D, G_ema=G_ema, extra={'G': 1})
+        checkpoint.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=D, G_ema=G_ema, extra={'G': 1})
     with pytest.raises(TypeError, match='extra'):
-        legacy.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=D, G_ema=G_ema, extra={'x': object()})
+        checkpoint.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=D, G_ema=G_ema, extra={'x': object()})
     with pytest.raises(TypeError, match='init_kwargs'):
-        legacy.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=torch.nn.Linear(2, 2), G_ema=G_ema)
+        checkpoint.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=torch.nn.Linear(2, 2), G_ema=G_ema)
     linear = torch.nn.Linear(2, 2)
     linear.init_kwargs = dict(in_features=2, out_features=2)
     with pytest.raises(TypeError, match='not registered'):
-        legacy.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=linear, G_ema=G_ema)
+        checkpoint.save_network_snapshot(tmp_path / 'a.pkl', G=G, D=linear, G_ema=G_ema)
     assert not (tmp_path / 'a.pkl').exists()
 
 
 def test_snapshot_mismatch_is_explained(tmp_path):
     G, D, G_ema = tiny_nets()
     path = tmp_path / 'snap.pkl'
-    legacy.save_network_snapshot(path, G=G, D=D, G_ema=G_ema)
+    checkpoint.save_network_snapshot(path, G=G, D=D, G_ema=G_ema)
     raw = torch.load(path, weights_only=True)
     state = raw['networks']['G']['state_dict']
     state.pop('mapping.w_avg')
     state['extra.weight'] = torch.zeros(1)
     torch.save(raw, path)
-    with pytest.raises(legacy.NetworkPickleError) as info:
-        legacy.load_network_pkl(path)
+    with pytest.raises(checkpoint.NetworkPickleError) as info:
+        checkpoint.load_network_pkl(path)
     message = str(info.value)
     assert str(path) in message and 'mapping.w_avg' in message and 'extra.weight' in message
     assert "networks['G']" in message
@@ -183,30 +186,30 @@ def test_snapshot_mismatch_is_explained(tmp_path):
 def test_unknown_snapshot_class_is_refused(tmp_path):
     G, D, G_ema = tiny_nets()
     path = tmp_path / 'snap.pkl'
-    legacy.save_network_snapshot(path, G=G, D=D, G_ema=G_ema)
+    checkpoint.save_network_snapshot(path, G=G, D=D, G_ema=G_ema)
     raw = torch.load(path, weights_only=True)
     raw['networks']['D']['class_name'] = 'os.system'
     torch.save(raw, path)
-    with pytest.raises(legacy.NetworkPickleError, match='not registered'):
-        legacy.load_network_pkl(path)
+    with pytest.raises(checkpoint.NetworkPickleError, match='not registered'):
+        checkpoint.load_network_pkl(path)
 
 
 def test_register_network_class():
     class Extra(torch.nn.Module):
         pass
 
-    legacy.register_network_class('tests.Extra', Extra)
-    legacy.register_network_class('tests.Extra', Extra)  # idempotent
+    checkpoint.register_network_class('tests.Extra', Extra)
+    checkpoint.register_network_class('tests.Extra', Extra)  # idempotent
     with pytest.raises(ValueError, match='already'):
-        legacy.register_network_class('tests.Extra', torch.nn.Identity)
+        checkpoint.register_network_class('tests.Extra', torch.nn.Identity)
     with pytest.raises(TypeError):
-        legacy.register_network_class('tests.bad', int)
+        checkpoint.register_network_class('tests.bad', int)
 
 
 def test_export_state_dicts(tmp_path):
     G, D, G_ema = tiny_nets()
     data = {'G': G, 'D': D, 'G_ema': G_ema, 'augment_pipe': None, 'training_set_kwargs': {'path': 'x.zip'}}
-    written = legacy.export_state_dicts(data, tmp_path / 'out')
+    written = checkpoint.export_state_dicts(data, tmp_path / 'out')
     assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
         'D.pt',
         'G.pt',
@@ -222,17 +225,37 @@ def test_export_state_dicts(tmp_path):
         assert_same_state(rebuilt, module)
 
 
+def test_reference_idiom_import_legacy_from_the_repository_root(tmp_path):
+    """stylegan2-ada-pytorch's scripts do ``import legacy; G = legacy.load_network_pkl(f)['G_ema']``."""
+    G, D, G_ema = tiny_nets()
+    path = tmp_path / 'snap.pkl'
+    checkpoint.save_network_snapshot(path, G=G, D=D, G_ema=G_ema)
+    script = (
+        'import sys, torch, dnnlib, legacy\n'
+        'with dnnlib.util.open_url(sys.argv[1]) as f:\n'
+        '    G = legacy.load_network_pkl(f)["G_ema"]\n'
+        'torch.save(G.state_dict(), sys.argv[2])\n'
+    )
+    out = tmp_path / 'G_ema.pt'
+    cmd = [sys.executable, '-c', script, str(path), str(out)]
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = torch.load(out, weights_only=True)
+    assert state.keys() == G_ema.state_dict().keys()
+    assert all(torch.equal(state[key], value) for key, value in G_ema.state_dict().items())
+
+
 def test_garbage_and_tensorflow_files_are_refused(tmp_path):
     garbage = tmp_path / 'garbage.pkl'
     garbage.write_bytes(b'this is not a pickle at all')
-    with pytest.raises(legacy.NetworkPickleError, match='garbage.pkl'):
-        legacy.load_network_pkl(garbage)
+    with pytest.raises(checkpoint.NetworkPickleError, match='garbage.pkl'):
+        checkpoint.load_network_pkl(garbage)
     tf_pickle = tmp_path / 'tf.pkl'
     tf_pickle.write_bytes(b'cdnnlib.tflib.network\nNetwork\n.')
-    with pytest.raises(legacy.NetworkPickleError, match='TensorFlow'):
-        legacy.load_network_pkl(tf_pickle)
+    with pytest.raises(checkpoint.NetworkPickleError, match='TensorFlow'):
+        checkpoint.load_network_pkl(tf_pickle)
     with pytest.raises(FileNotFoundError, match='missing.pkl'):
-        legacy.load_network_pkl(tmp_path / 'missing.pkl')
+        checkpoint.load_network_pkl(tmp_path / 'missing.pkl')
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -316,7 +339,7 @@ def test_official_pickle_loads_without_running_code(tmp_path, fake_persistence, 
         pickle.dump(official_snapshot(fake_persistence, marker, nets), handle)
     monkeypatch.delitem(sys.modules, 'torch_utils.persistence')  # the loader must not need it
 
-    data = legacy.load_network_pkl(str(path))
+    data = checkpoint.load_network_pkl(str(path))
     assert not marker.exists()
     G, D, G_ema = nets
     assert isinstance(data['G_ema'], Generator) and isinstance(data['D'], Discriminator)
@@ -337,8 +360,8 @@ def test_official_pickle_converts_to_snapshot(tmp_path, fake_persistence, monkey
     src = tmp_path / 'official.pkl'
     src.write_bytes(pickle.dumps(official_snapshot(fake_persistence, marker, nets)))
     monkeypatch.delitem(sys.modules, 'torch_utils.persistence')
-    legacy.convert_network_pkl(src, dest=tmp_path / 'ours.pkl', state_dict_dir=tmp_path / 'sd')
-    data = legacy.load_network_pkl(tmp_path / 'ours.pkl')
+    checkpoint.convert_network_pkl(src, dest=tmp_path / 'ours.pkl', state_dict_dir=tmp_path / 'sd')
+    data = checkpoint.load_network_pkl(tmp_path / 'ours.pkl')
     assert data['augment_p'] == 0.25 and data['augment_pipe_kwargs']['rotate90'] == 1
     assert torch.equal(g_output(data['G_ema']), g_output(nets[2]))
     assert (tmp_path / 'sd' / 'G_ema.pt').is_file() and not marker.exists()
@@ -348,8 +371,8 @@ def test_official_pickle_kwargs_mismatch_is_explained(tmp_path, fake_persistence
     wrong = dict(D_KWARGS, channel_max=8)
     path = tmp_path / 'official.pkl'
     path.write_bytes(pickle.dumps(official_snapshot(fake_persistence, tmp_path / 'M', tiny_nets(), wrong)))
-    with pytest.raises(legacy.NetworkPickleError) as info:
-        legacy.load_network_pkl(path)
+    with pytest.raises(checkpoint.NetworkPickleError) as info:
+        checkpoint.load_network_pkl(path)
     message = str(info.value)
     assert 'official.pkl: D' in message and 'shape' in message and "'channel_max': 8" in message
 
@@ -359,8 +382,8 @@ def test_official_pickle_with_wrong_class_is_refused(tmp_path, fake_persistence)
     snapshot['D'] = snapshot['G']
     path = tmp_path / 'official.pkl'
     path.write_bytes(pickle.dumps(snapshot))
-    with pytest.raises(legacy.NetworkPickleError, match="'Generator'; expected 'Discriminator'"):
-        legacy.load_network_pkl(path)
+    with pytest.raises(checkpoint.NetworkPickleError, match="'Generator'; expected 'Discriminator'"):
+        checkpoint.load_network_pkl(path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -381,8 +404,8 @@ def test_malicious_pickle_is_refused(tmp_path, func):
     code = f'touch {marker}' if func is os.system else f'open({str(marker)!r}, "w")'
     path = tmp_path / 'evil.pkl'
     path.write_bytes(pickle.dumps({'G': CallsOnLoad(func, code), 'D': None, 'G_ema': None}))
-    with pytest.raises(legacy.UnsafePickleError) as info:
-        legacy.load_network_pkl(path)
+    with pytest.raises(checkpoint.UnsafePickleError) as info:
+        checkpoint.load_network_pkl(path)
     message = str(info.value)
     assert 'evil.pkl' in message and func.__name__ in message and 'malicious' in message
     assert not marker.exists()
@@ -394,13 +417,13 @@ def test_malicious_object_inside_persistent_state_is_refused(tmp_path, fake_pers
     snapshot['G'].meta['state']['payload'] = CallsOnLoad(os.system, f'touch {marker}')
     path = tmp_path / 'evil.pkl'
     path.write_bytes(pickle.dumps(snapshot))
-    with pytest.raises(legacy.UnsafePickleError, match='system'):
-        legacy.load_network_pkl(path)
+    with pytest.raises(checkpoint.UnsafePickleError, match='system'):
+        checkpoint.load_network_pkl(path)
     assert not marker.exists()
 
 
 def unpickle(data):
-    return official_pickle.RestrictedUnpickler(io.BytesIO(data), 'test.pkl').load()
+    return official.RestrictedUnpickler(io.BytesIO(data), 'test.pkl').load()
 
 
 def test_numpy_scalars_from_numpy1_and_numpy2_pickles():
@@ -410,13 +433,13 @@ def test_numpy_scalars_from_numpy1_and_numpy2_pickles():
     for data in (new, old):
         value = unpickle(data)
         assert isinstance(value, np.float64) and value == 0.995
-    with pytest.raises(legacy.NetworkPickleError, match='object dtypes'):
+    with pytest.raises(checkpoint.NetworkPickleError, match='object dtypes'):
         unpickle(b'cnumpy\ndtype\n(VO8\nI00\nI01\ntR.')
 
 
 def test_tensor_past_its_storage_is_refused():
-    unpickler = official_pickle.RestrictedUnpickler(io.BytesIO(b''), 'test.pkl')
+    unpickler = official.RestrictedUnpickler(io.BytesIO(b''), 'test.pkl')
     storage = torch.zeros(4).storage()
-    with pytest.raises(legacy.NetworkPickleError, match='past its storage'):
+    with pytest.raises(checkpoint.NetworkPickleError, match='past its storage'):
         unpickler._rebuild_tensor(storage, 0, (100,), (1,), False, collections.OrderedDict())
     assert unpickler._rebuild_tensor(storage, 1, (3,), (1,), False, collections.OrderedDict()).shape == (3,)

@@ -15,7 +15,7 @@ from conftest import REPO, TINY_D, TINY_G, make_image_folder
 sys.path.insert(0, str(REPO))
 import calc_metrics  # noqa: E402
 from metrics import detectors, features, metric_main  # noqa: E402
-from stylegan2_ada_kd import legacy  # noqa: E402
+from stylegan2_ada_kd import checkpoint  # noqa: E402
 from stylegan2_ada_kd.networks import Discriminator, Generator  # noqa: E402
 
 FOLDER_CLASS = 'stylegan2_ada_kd.dataset.ImageFolderDataset'
@@ -65,7 +65,7 @@ def setup(tmp_path_factory):
     G = Generator(**TINY_G)
     kw = dict(class_name=FOLDER_CLASS, path=data, use_labels=False, max_size=16, xflip=True, resolution=16)
     snap = run / 'network-snapshot-000004.pkl'
-    legacy.save_network_snapshot(snap, G=G, D=Discriminator(**TINY_D), G_ema=G, training_set_kwargs=kw)
+    checkpoint.save_network_snapshot(snap, G=G, D=Discriminator(**TINY_D), G_ema=G, training_set_kwargs=kw)
     return dict(root=root, plain=str(plain), keyword=str(keyword), data=data, run=run, G=G, kw=kw, snap=snap)
 
 

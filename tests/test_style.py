@@ -120,3 +120,47 @@ def test_training_loop_names_no_loss_or_augment_class():
     text = (REPO / 'stylegan2_ada_kd' / 'training_loop.py').read_text()
     assert not re.search(r'^\s*(from|import)\s+\S*(loss|augment|diffaugment)\b', text, re.MULTILINE)
     assert not re.search(r'\bKD\b|agkd|cgkd', text)
+
+
+def _imported_modules(path):
+    """Dotted names of every module ``path`` imports, lazy imports inside functions included.
+
+    ``from a.b import c`` gives ``a.b`` and ``a.b.c`` (``c`` may be a submodule); relative imports are
+    resolved against the file's package.
+    """
+    package = list(path.relative_to(REPO).parent.parts)
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = '.'.join(base + ([node.module] if node.module else []))
+            names.add(module)
+            names.update(f'{module}.{alias.name}' for alias in node.names)
+    return names
+
+
+def _imports_of(dirs, forbidden):
+    """``file: module`` for every import in ``dirs`` of a module in or below one of ``forbidden``."""
+    return [
+        f'{path.relative_to(REPO)}: {name}'
+        for path in _py_files(dirs)
+        for name in sorted(_imported_modules(path))
+        if any(name == prefix or name.startswith(prefix + '.') for prefix in forbidden)
+    ]
+
+
+def test_platform_packages_import_no_method_code():
+    """torch_utils/ and dnnlib/ are the platform (as in NVlabs/edm): they never import the method."""
+    offenders = _imports_of(['torch_utils', 'dnnlib'], ['stylegan2_ada_kd', 'metrics'])
+    assert not offenders, 'the platform imports the method:\n' + '\n'.join(offenders)
+
+
+def test_metrics_and_the_core_have_no_import_cycle():
+    """The core imports metrics (evaluation at snapshots), so metrics takes its helpers from torch_utils."""
+    moved = ['stylegan2_ada_kd.distributed', 'stylegan2_ada_kd.run_io', 'stylegan2_ada_kd.launcher']
+    offenders = _imports_of(['metrics'], moved)
+    assert not offenders, 'metrics imports modules that live in torch_utils now:\n' + '\n'.join(offenders)
+    offenders = _imports_of(['metrics'], ['stylegan2_ada_kd'])
+    assert not offenders, 'metrics imports the core, which imports metrics:\n' + '\n'.join(offenders)

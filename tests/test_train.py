@@ -201,7 +201,7 @@ def test_short_run_writes_every_file(data16, tmp_path):
     assert 'tick 0' in log
     assert 'Dataset: ' in log and '16 images, 3x16x16, label dim 0' in log
     assert 'Networks: G ' in log and 'Loss: StyleGAN2Loss: r1_gamma=' in log and 'Augmentation: ' in log
-    from stylegan2_ada_kd.legacy import load_network_pkl
+    from stylegan2_ada_kd.checkpoint import load_network_pkl
 
     data = load_network_pkl(str(run_dir / 'network-snapshot-000000.pkl'))
     assert data['G_ema'].img_resolution == 16 and data['training_set_kwargs']['path'] == data16

@@ -1,5 +1,6 @@
 """The network classes that checkpoint files may rebuild (an allow-list), the errors of the loaders, and
-the plain-data and strict-loading helpers that our snapshot format and the official-pickle reader share."""
+the plain-data and strict-loading helpers that our snapshots, the official-pickle reader and exact resume
+share."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def registered_name(module: torch.nn.Module, where: str) -> str:
             return name
     raise TypeError(
         f'{where}: class {type(module).__module__}.{type(module).__qualname__} is not registered for '
-        'snapshots; call stylegan2_ada_kd.legacy.register_network_class(name, cls) first.'
+        'snapshots; call stylegan2_ada_kd.checkpoint.register_network_class(name, cls) first.'
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import dnnlib
-from stylegan2_ada_kd.network_classes import (
+from stylegan2_ada_kd.checkpoint.classes import (
     NETWORK_KEYS,
     NetworkPickleError,
     UnsafePickleError,

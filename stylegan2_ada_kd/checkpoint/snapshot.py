@@ -13,9 +13,11 @@
 * **Official StyleGAN2-ADA pickles** (``network-snapshot-*.pkl``), which embed their classes' source code and
   would run it under a plain ``pickle.load``. A restricted unpickler accepts a short list of globals, turns
   each embedded object into an inert stub (never running its source) and copies the tensors into our classes
-  (:mod:`stylegan2_ada_kd.official_pickle`).
+  (:mod:`stylegan2_ada_kd.checkpoint.official`).
 
-:func:`export_state_dicts` writes the simplest recoverable form: plain state_dicts plus a JSON description.
+:func:`read_snapshot` is the one reader of our files' raw data (for :func:`load_network_pkl` and for exact
+resume, :mod:`stylegan2_ada_kd.checkpoint.training_state`). :func:`export_state_dicts` writes the simplest
+recoverable form: plain state_dicts plus a JSON description.
 """
 
 from __future__ import annotations
@@ -27,33 +29,31 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
 
 import torch
 
 import dnnlib
-from stylegan2_ada_kd.network_classes import (
+from stylegan2_ada_kd.checkpoint.classes import (
     NETWORK_KEYS,
     NetworkPickleError,
     UnsafePickleError,
     construct,
     load_state_strict,
-    register_network_class,
     registered_name,
     registry,
     to_plain,
 )
-from stylegan2_ada_kd.official_pickle import load_official
+from stylegan2_ada_kd.checkpoint.official import load_official
 
 __all__ = [
-    'NETWORK_KEYS',
-    'NetworkPickleError',
-    'UnsafePickleError',
+    'SNAPSHOT_FORMAT',
     'convert_network_pkl',
     'export_state_dicts',
     'load_network_pkl',
-    'register_network_class',
+    'read_snapshot',
     'save_network_snapshot',
     'torch_load_error',
 ]
@@ -192,25 +192,49 @@ def load_network_pkl(f: BinaryIO | PathLike, *, device: str | torch.device = 'cp
     ``augment_pipe_kwargs`` and ``augment_p`` (None without an augment pipe); our snapshots give back their
     ``extra`` keys. Raises :class:`NetworkPickleError` (or :class:`UnsafePickleError`) with the file name.
     """
-    if isinstance(f, (str, os.PathLike)):
-        with dnnlib.util.open_url(f) as handle:
-            return load_network_pkl(handle, device=device)
-    source = str(getattr(f, 'name', '<stream>'))
-    stream: BinaryIO = f if f.seekable() else io.BytesIO(f.read())
-    start = stream.tell()
-    head = stream.read(len(_ZIP_MAGIC))
-    stream.seek(start)
-    if head == _ZIP_MAGIC:
-        result = _load_snapshot(stream, source)
-    else:
-        result = load_official(stream, source)
+    with _opened(f) as (stream, source, local_path):
+        raw = _read_raw(stream, source, local_path)
+        result = load_official(stream, source) if raw is None else _build_networks(raw, source)
     return _finalize(result, device)
 
 
-def _load_snapshot(stream: BinaryIO, source: str) -> dict[str, Any]:
-    """Read one of our snapshots (``torch.load`` with ``weights_only=True``) and rebuild its networks."""
+def read_snapshot(f: BinaryIO | PathLike) -> dict[str, Any] | None:
+    """The plain data of our snapshot ``f`` (path, URL or binary file), or None for an official pickle.
+
+    Nothing is rebuilt: networks stay ``{'class_name', 'init_kwargs', 'state_dict'}`` records. A local file is
+    memory-mapped rather than read into memory (the ``--resume`` check and the training loop share its pages).
+    Raises :class:`NetworkPickleError` naming the file for a zip that is not a readable snapshot of ours.
+    """
+    with _opened(f) as (stream, source, local_path):
+        return _read_raw(stream, source, local_path)
+
+
+@contextlib.contextmanager
+def _opened(f: BinaryIO | PathLike) -> Iterator[tuple[BinaryIO, str, str | None]]:
+    """Yield ``(seekable stream, name for messages, local path or None)`` for a path, URL or binary file."""
+    if isinstance(f, (str, os.PathLike)):
+        local_path = os.fspath(f) if os.path.isfile(f) else None
+        with dnnlib.util.open_url(f) as handle:
+            yield handle, str(getattr(handle, 'name', '<stream>')), local_path
+        return
+    yield (f if f.seekable() else io.BytesIO(f.read())), str(getattr(f, 'name', '<stream>')), None
+
+
+def _read_raw(stream: BinaryIO, source: str, local_path: str | None) -> dict[str, Any] | None:
+    """Our snapshot's plain data (``torch.load`` with ``weights_only=True``), or None when not a zip.
+
+    ``stream`` is left at its start position for the official reader. ``local_path`` is memory-mapped.
+    """
+    start = stream.tell()
+    head = stream.read(len(_ZIP_MAGIC))
+    stream.seek(start)
+    if head != _ZIP_MAGIC:
+        return None
     try:
-        raw = torch.load(stream, map_location='cpu', weights_only=True)
+        if local_path is not None:
+            raw = torch.load(local_path, map_location='cpu', weights_only=True, mmap=True)
+        else:
+            raw = torch.load(stream, map_location='cpu', weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
         raise torch_load_error(source, err) from err
     fmt = raw.get('format') if isinstance(raw, dict) else None
@@ -224,10 +248,15 @@ def _load_snapshot(stream: BinaryIO, source: str) -> dict[str, Any]:
         raise NetworkPickleError(
             f'{source}: the snapshot must hold networks {list(NETWORK_KEYS)}; it is damaged.'
         )
+    return raw
+
+
+def _build_networks(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """Rebuild the networks of a snapshot read by :func:`_read_raw`; other keys pass through."""
     result = {key: value for key, value in raw.items() if key not in ('format', 'networks')}
     result.setdefault('training_set_kwargs', None)
     result['augment_pipe'] = None
-    for key, entry in networks.items():
+    for key, entry in raw['networks'].items():
         result[key] = _build_from_entry(entry, f'{source}: networks[{key!r}]')
     return result
 

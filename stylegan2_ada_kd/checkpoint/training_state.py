@@ -1,6 +1,6 @@
 """Snapshots with the full training state, exact resume, and warm starts from other pickles.
 
-A snapshot written here is one of ``legacy.save_network_snapshot``'s files plus a ``resume_state``
+A snapshot written here is one of ``snapshot.save_network_snapshot``'s files plus a ``resume_state``
 entry (counters, optimizer states, loss and ADA state, every rank's RNG state), so
 ``--resume=network-snapshot-NNNNNN.pkl`` continues the run exactly. Any other pickle (an official
 StyleGAN2-ADA one, or one of ours without resume state) is a warm start: weights only, said loudly.
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import glob
 import os
-import pickle
 import random
 from typing import Any
 
 import numpy as np
 import torch
 
-from dnnlib.util import construct_class_by_name, open_url
-from stylegan2_ada_kd import distributed, legacy
+from dnnlib.util import construct_class_by_name
+from stylegan2_ada_kd.checkpoint.classes import NetworkPickleError, load_state_strict
+from stylegan2_ada_kd.checkpoint.snapshot import load_network_pkl, read_snapshot, save_network_snapshot
+from torch_utils import distributed
 
 RESUME_VERSION = 1
 
@@ -84,7 +85,7 @@ def write_snapshot(
         'rng': rng,
     }
     path = os.path.join(run_dir, f'network-snapshot-{progress.cur_nimg // 1000:06d}.pkl')
-    legacy.save_network_snapshot(
+    save_network_snapshot(
         path,
         G=nets['G'],
         D=nets['D'],
@@ -106,26 +107,6 @@ def _kwargs_diff(ours: dict, theirs: dict, prefix: str = '') -> list[str]:
         elif a != b:
             lines.append(f'  {prefix}{key}: this run {a!r}, snapshot {b!r}')
     return lines
-
-
-def _read_raw(path: str) -> dict | None:
-    """Our snapshot as plain data, or None when the file is not one of ours (official pickle).
-
-    Raises :class:`legacy.NetworkPickleError` naming ``path`` for a zip that torch cannot read safely.
-    """
-    with open_url(path) as f:
-        head = f.read(4)
-        f.seek(0)
-        if head != b'PK\x03\x04':
-            return None
-        try:
-            if os.path.isfile(path):  # memory-mapped: the parse-time check and the loop share the pages
-                raw = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
-            else:
-                raw = torch.load(f, map_location='cpu', weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-            raise legacy.torch_load_error(path, err) from err
-    return raw if isinstance(raw, dict) and raw.get('format') == legacy.SNAPSHOT_FORMAT else None
 
 
 def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> bool:
@@ -153,9 +134,9 @@ def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> boo
         )
         raise ValueError(f'--resume={path} is a directory; {hint}')
     try:
-        raw = _read_raw(path)
-        data = raw if raw is not None and 'resume_state' in raw else legacy.load_network_pkl(path)
-    except legacy.NetworkPickleError as err:
+        raw = read_snapshot(path)
+        data = raw if raw is not None and 'resume_state' in raw else load_network_pkl(path)
+    except NetworkPickleError as err:
         raise ValueError(f'--resume: {err}') from err
     nets = {
         key: construct_class_by_name(**kwargs, **common) for key, kwargs in (('G', G_kwargs), ('D', D_kwargs))
@@ -202,16 +183,18 @@ def load_for_training(
 ) -> dict | None:
     """Resume exactly from one of our snapshots (returns its state for :func:`restore_rng`), or warm-start.
 
-    Raises ``ValueError`` with a readable kwargs diff when the snapshot's networks differ from this run's.
+    Raises ``ValueError`` with a readable kwargs diff when the snapshot's networks differ from this run's,
+    and :class:`NetworkPickleError` (a ``ValueError``) naming the keys when its weights do not fit them.
     """
-    raw = _read_raw(path)
+    raw = read_snapshot(path)
     if raw is None or 'resume_state' not in raw:
         _warm_start(path, nets, rank)
         return None
     _check_same_networks(path, nets, raw)
     for key in ('G', 'D', 'G_ema', 'augment_pipe'):
         if nets[key] is not None and key in raw['networks']:
-            _load_state(nets[key], raw['networks'][key]['state_dict'], f'{path}: {key}')
+            entry = raw['networks'][key]
+            load_state_strict(nets[key], entry['state_dict'], f'{path}: {key}', entry['init_kwargs'])
     state = raw['resume_state']
     for key, value in state['progress'].items():
         setattr(progress, key, value)
@@ -225,22 +208,9 @@ def load_for_training(
     return state
 
 
-def _load_state(module: torch.nn.Module, state_dict: dict, where: str) -> None:
-    """Strict load that names the offending keys instead of a tensor-size error."""
-    ours = module.state_dict()
-    missing = sorted(set(ours) - set(state_dict))
-    extra = sorted(set(state_dict) - set(ours))
-    shape = sorted(k for k in set(ours) & set(state_dict) if ours[k].shape != state_dict[k].shape)
-    if missing or extra or shape:
-        raise ValueError(
-            f'{where}: state does not fit (missing {missing[:5]}, unexpected {extra[:5]}, shape {shape[:5]})'
-        )
-    module.load_state_dict(state_dict)
-
-
 def _warm_start(path: str, nets: dict, rank: int) -> None:
     """Copy every tensor whose name and shape match from ``path``'s G, D and G_ema; report the rest."""
-    data = legacy.load_network_pkl(path)
+    data = load_network_pkl(path)
     report = []
     for key, matched in _fitting_tensors(path, nets, data, ('G', 'D', 'G_ema')).items():
         nets[key].load_state_dict(matched, strict=False)

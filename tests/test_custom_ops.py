@@ -1,14 +1,15 @@
 """CUDA plugin machinery on the CPU: settings, build-once memoisation, locks, cache keys, dispatch, and the
-autograd plumbing of the CUDA paths driven by stand-in kernels. Nothing here compiles anything, except
-the opt-in ``emulation`` test (``SG2KD_TEST_EMULATION=1``), which builds a small CPU extension that
-replays the CUDA kernels' per-thread code."""
+autograd plumbing of the CUDA paths driven by stand-in kernels. Nothing here compiles (builds are faked) but
+the opt-in ``emulation`` test (``SG2KD_TEST_EMULATION=1``): a CPU extension replaying the kernels' code."""
 
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,9 @@ def _fresh_state(monkeypatch, tmp_path):
     """Each test starts with no remembered builds, an empty cache folder and no SG2KD_OPS setting."""
     monkeypatch.setattr(custom_ops, '_states', {})
     monkeypatch.setattr(custom_ops, '_warned', set())
-    monkeypatch.setattr(custom_ops, '_used', {})
     monkeypatch.setenv(custom_ops.ENV_CACHE, str(tmp_path / 'cache'))
-    monkeypatch.delenv(custom_ops.ENV_MODE, raising=False)
-    monkeypatch.delenv('TORCH_CUDA_ARCH_LIST', raising=False)
+    for name in (custom_ops.ENV_MODE, custom_ops.ENV_LOCK_TIMEOUT, 'TORCH_CUDA_ARCH_LIST'):
+        monkeypatch.delenv(name, raising=False)
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -67,9 +67,12 @@ def test_plugin_for_decisions_on_cpu(monkeypatch):
 
 def test_arch_selection(monkeypatch):
     assert custom_ops.normalize_arch(' 8.0 8.6,9.0+PTX;') == '8.0;8.6;9.0+PTX'
+    with pytest.raises(ValueError, match='empty'):
+        custom_ops.normalize_arch(' ;, ')
     assert custom_ops.target_arch('9.0') == '9.0'
     monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '8.0 9.0')
     assert custom_ops.target_arch() == '8.0;9.0'
+    assert custom_ops.target_arch('8.6') == '8.6'  # an explicit arch wins over the env var
     monkeypatch.delenv('TORCH_CUDA_ARCH_LIST')
     if not torch.cuda.is_available():
         with pytest.raises(custom_ops.BuildError, match='arch'):
@@ -77,23 +80,18 @@ def test_arch_selection(monkeypatch):
 
 
 def test_cache_key_tracks_sources_versions_arch_and_flags(tmp_path):
-    src = tmp_path / 'k.cu'
-    src.write_text('// v1')
-    hdr = tmp_path / 'k.h'
-    hdr.write_text('// h')
-    files = [src, hdr]
-    base = custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4')
-    assert base == custom_ops.cache_key(
-        files[::-1], '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4'
-    )
-    variants = [
-        custom_ops.cache_key(files, '8.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4'),
-        custom_ops.cache_key(files, '9.0', ['-O2'], torch_version='2.5.0', cuda_version='12.4'),
-        custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.6.0', cuda_version='12.4'),
-        custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.6'),
-    ]
-    hdr.write_text('// h changed')
-    variants.append(custom_ops.cache_key(files, '9.0', ['-O3'], torch_version='2.5.0', cuda_version='12.4'))
+    files = [tmp_path / 'k.cu', tmp_path / 'k.h']
+    for f in files:
+        f.write_text('// v1')
+
+    def key(arch='9.0', flags=('-O3',), tv='2.5.0', cv='12.4', order=1):
+        return custom_ops.cache_key(files[::order], arch, flags, torch_version=tv, cuda_version=cv)
+
+    base = key()
+    assert base == key(order=-1)
+    variants = [key(arch='8.0'), key(flags=('-O2',)), key(tv='2.6.0'), key(cv='12.6')]
+    files[1].write_text('// header changed')
+    variants.append(key())
     assert len({base, *variants}) == len(variants) + 1
 
 
@@ -109,8 +107,8 @@ def test_real_plugin_sources_exist_and_key_is_stable():
 
 
 def _failing_build(calls, reason='ninja is not installed', hint='pip install ninja'):
-    def build(recipe):
-        calls.append(recipe)
+    def build(op, arch, verbose=False):
+        calls.append((op, arch))
         raise custom_ops.BuildError(reason, hint)
 
     return build
@@ -127,68 +125,98 @@ def test_failed_build_warns_once_and_is_not_retried(monkeypatch):
     assert len(record) == 1
     text = str(record[0].message)
     assert 'ninja is not installed' in text and 'pip install ninja' in text and 'SG2KD_OPS=ref' in text
-    assert len(calls) == 2  # one attempt per plugin, none repeated
+    assert calls == [('upfirdn2d', '9.0'), ('bias_act', '9.0')]  # one attempt per plugin, none repeated
     # A later strict request re-raises the remembered failure without rebuilding.
-    with pytest.raises(RuntimeError, match='ninja is not installed'):
+    with pytest.raises(RuntimeError, match='ninja is not installed(.|\n)*fix: pip install ninja'):
         custom_ops.load_op_plugin('upfirdn2d', required=True)
     assert len(calls) == 2
     report = custom_ops.active_impl()
     assert report['plugins']['upfirdn2d']['status'] == 'failed'
+    assert report['plugins']['upfirdn2d']['hint'] == 'pip install ninja'
     assert report['ops']['upfirdn2d'] == 'ref'
-    json.dumps(report)
 
 
-def test_required_build_raises_with_the_fix(monkeypatch):
-    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '9.0')
+def test_active_impl_on_cuda_attempts_each_plugin_once_and_raises_in_cuda_mode(monkeypatch):
     calls = []
-    monkeypatch.setattr(
-        custom_ops, '_build_or_load', _failing_build(calls, 'nvcc not found', 'set CUDA_HOME')
-    )
-    with pytest.raises(RuntimeError, match='set CUDA_HOME'):
-        custom_ops.load_op_plugin('bias_act', required=True)
-    with pytest.warns(custom_ops.CustomOpsWarning, match='nvcc not found'):
-        assert custom_ops.load_op_plugin('bias_act', required=False) is None
-    assert len(calls) == 1
 
-
-def test_unexpected_exceptions_become_a_failure_not_a_crash(monkeypatch):
-    def explode(recipe):
+    def explode(op, arch, verbose=False):  # not a BuildError: still a remembered failure, not a crash
+        calls.append(op)
         raise OSError('disk full')
 
     monkeypatch.setattr(custom_ops, '_build_or_load', explode)
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '9.0')
+    monkeypatch.setenv('SG2KD_OPS', 'cuda')
+    with pytest.raises(RuntimeError, match='OSError: disk full'):
+        custom_ops.active_impl('cuda')
+    monkeypatch.setenv('SG2KD_OPS', 'auto')
     with pytest.warns(custom_ops.CustomOpsWarning, match='disk full'):
-        assert custom_ops.get_plugin('bias_act', [custom_ops.OPS_DIR / 'bias_act.cu'], arch='9.0') is None
+        first = custom_ops.active_impl('cuda')
+    assert first['ops'] == {'upfirdn2d': 'ref', 'bias_act': 'ref'} and first['device'] == 'cuda'
+    assert custom_ops.active_impl('cuda') == first and calls == ['upfirdn2d', 'bias_act']
 
 
-def test_compile_failure_is_recorded_and_releases_the_lock(monkeypatch):
-    compiled = []
+@pytest.fixture
+def fake_load(monkeypatch):
+    """``cpp_extension.load`` as a recorder (raising ``.fail`` if set); the toolchain check passes."""
+    from torch.utils import cpp_extension
 
-    def fake_compile(recipe, build_dir):
-        compiled.append(build_dir)
-        raise custom_ops.BuildError('compilation failed: boom', 'see the log', str(build_dir / 'build.log'))
+    rec = types.SimpleNamespace(calls=[], fail=None)
 
-    monkeypatch.setattr(custom_ops, '_compile', fake_compile)
-    files = tuple(custom_ops.OPS_DIR / n for n in custom_ops.PLUGINS['bias_act'])
-    recipe = custom_ops._Recipe('bias_act', files, '9.0', (), ())
-    with pytest.raises(custom_ops.BuildError, match='boom'):
-        custom_ops._build_or_load(recipe)
-    (build_dir,) = compiled
-    assert build_dir.parent == custom_ops.cache_root()
-    assert not (build_dir / 'build.lock').exists()
-    assert json.loads((build_dir / 'failed.json').read_text())['reason'] == 'compilation failed: boom'
+    def load(name, sources, build_directory, extra_include_paths, **flags):
+        folder, headers = Path(build_directory), Path(extra_include_paths[0]).glob('*.h')
+        files = sorted(Path(f).name for f in sources) + sorted(h.name for h in headers)
+        arch, baton = os.environ.get('TORCH_CUDA_ARCH_LIST'), (folder / 'lock').exists()
+        rec.calls.append(dict(folder=folder, files=files, arch=arch, baton=baton))
+        if rec.fail:
+            raise RuntimeError(rec.fail)
+        return types.SimpleNamespace(__file__=str(folder / f'{name}.so'))
+
+    monkeypatch.setattr(cpp_extension, 'load', load)
+    monkeypatch.setattr(custom_ops, '_toolchain_problem', lambda: None)
+    return rec
+
+
+def test_compile_drives_cpp_extension_load_and_clears_a_leftover_filebaton(monkeypatch, fake_load):
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '9.0')
+    build_dir = custom_ops.build_dir_for('upfirdn2d', '8.6')
+    build_dir.mkdir(parents=True)
+    (build_dir / 'lock').write_text('')  # an older torch's FileBaton, left by a killed build
+    module, folder = custom_ops._build_or_load('upfirdn2d', '8.6')
+    (call,) = fake_load.calls
+    assert folder == call['folder'] == build_dir and build_dir.parent == custom_ops.cache_root()
+    assert module.__file__ == str(folder / 'sg2kd_upfirdn2d_plugin.so')
+    assert call['files'] == ['upfirdn2d.cpp', 'upfirdn2d.cu', 'sg2kd_common.h', 'upfirdn2d.h']
+    assert call['arch'] == '8.6' and not call['baton']  # load() would have waited forever on the baton
+    assert os.environ['TORCH_CUDA_ARCH_LIST'] == '9.0'  # restored
+    assert json.loads((build_dir / 'ok.json').read_text())['arch'] == '8.6'
+
+
+def test_compile_failure_is_logged_recorded_and_retried_by_the_next_process(fake_load):
+    fake_load.fail = "ninja: build stopped\nnvcc fatal   : Unsupported gpu architecture 'compute_90'"
+    with pytest.raises(custom_ops.BuildError) as info:
+        custom_ops._build_or_load('bias_act', '9.0')
+    build_dir, err = custom_ops.build_dir_for('bias_act', '9.0'), info.value
+    assert 'Unsupported gpu architecture' in err.reason and 'too old' in err.hint
+    assert err.log == str(build_dir / 'build.log') and 'build stopped' in Path(err.log).read_text()
+    assert 'TORCH_CUDA_ARCH_LIST' not in os.environ and not (build_dir / 'ok.json').exists()
+    assert 'too old' in json.loads((build_dir / 'failed.json').read_text())['hint']
+    with custom_ops.build_lock(build_dir, timeout=0):  # released: free at once
+        pass
+    # Recorded before this call started: a new process (here: a new call) retries instead of trusting it.
+    with pytest.raises(custom_ops.BuildError, match='Unsupported'):
+        custom_ops._build_or_load('bias_act', '9.0')
+    assert len(fake_load.calls) == 2
+
+
+def test_finished_build_is_imported_directly_and_a_broken_one_is_dropped():
+    build_dir = custom_ops.build_dir_for('bias_act', '9.0')
+    build_dir.mkdir(parents=True)
+    assert custom_ops._load_built('bias_act', build_dir) is None  # nothing built yet
+    (build_dir / 'sg2kd_bias_act_plugin.so').write_bytes(b'not a shared library')
+    assert custom_ops._load_built('bias_act', build_dir) is None  # no ok.json: an unfinished build
+    (build_dir / 'ok.json').write_text('{}')
+    assert custom_ops._load_built('bias_act', build_dir) is None  # does not import: forgotten, rebuilt next
     assert not (build_dir / 'ok.json').exists()
-    # Not a waiter: a new process (here: a new call) retries instead of trusting the old failure.
-    with pytest.raises(custom_ops.BuildError, match='boom'):
-        custom_ops._build_or_load(recipe)
-    assert len(compiled) == 2
-
-
-def test_waiter_reuses_a_failure_recorded_while_it_waited(tmp_path):
-    build_dir = tmp_path / 'b'
-    build_dir.mkdir()
-    (build_dir / 'failed.json').write_text(json.dumps({'time': time.time(), 'reason': 'r', 'hint': 'h'}))
-    assert custom_ops._failure_during_wait(build_dir, time.time() - 5) is not None
-    assert custom_ops._failure_during_wait(build_dir, time.time() + 5) is None
 
 
 def test_toolchain_problem_names_the_fix(monkeypatch):
@@ -210,71 +238,63 @@ def test_hints_for_common_build_logs():
     assert 'compiler' in custom_ops._hint_for_log('error: #error -- unsupported GNU version!')
 
 
-# ------------------------------------------------------------------------------------ locks
+# ------------------------------------------------------------------------------------ ranks and locks
 
 
-def _write_lock(path, pid, age=0.0, host=None):
-    import socket
+@pytest.mark.parametrize('outcome', ['built', 'failed'])
+def test_waiter_takes_the_outcome_of_the_rank_that_held_the_lock(monkeypatch, outcome):
+    """A rank waits for the builder, then loads its build (or reports its failure) without compiling."""
+    compiled, fake, holding = [], types.SimpleNamespace(__file__='plugin.so'), threading.Event()
+    monkeypatch.setattr(custom_ops, '_compile', lambda *args: compiled.append(args))
+    monkeypatch.setattr(custom_ops, '_load_built', lambda op, d: fake if (d / 'ok.json').exists() else None)
+    build_dir = custom_ops.build_dir_for('bias_act', '9.0')
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({'pid': pid, 'host': host or socket.gethostname(), 'time': time.time()}))
-    past = time.time() - age
-    os.utime(path, (past, past))
+    def builder():  # the rank that builds: it holds the lock while the waiter arrives
+        with custom_ops.build_lock(build_dir):
+            holding.set()
+            time.sleep(0.5)
+            failure = {'time': time.time(), 'reason': 'compilation failed: boom', 'hint': 'h'}
+            name, text = ('ok.json', '{}') if outcome == 'built' else ('failed.json', json.dumps(failure))
+            (build_dir / name).write_text(text)
+
+    thread = threading.Thread(target=builder)
+    thread.start()
+    holding.wait()
+    if outcome == 'built':
+        assert custom_ops._build_or_load('bias_act', '9.0') == (fake, build_dir)
+    else:
+        with pytest.raises(custom_ops.BuildError, match='another process failed .*boom'):
+            custom_ops._build_or_load('bias_act', '9.0')
+    thread.join()
+    assert compiled == []
 
 
-def test_lock_older_than_its_timeout_is_removed(tmp_path):
-    path = tmp_path / 'x' / 'build.lock'
-    _write_lock(path, os.getpid(), age=100.0, host='another-host')
-    lock = custom_ops.FileLock(path, timeout=10.0, poll=0.01)
-    lock.acquire()
-    assert json.loads(path.read_text())['pid'] == os.getpid()
-    lock.release()
-    assert not path.exists()
+HOLD_LOCK = (  # the FileLock stays referenced: a collected one releases itself
+    'import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]); lock.acquire(); '
+    'print("held", flush=True); time.sleep(60)'
+)
 
 
-def test_lock_of_a_dead_process_on_this_host_is_removed(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True
-    )
-    path = tmp_path / 'build.lock'
-    _write_lock(path, int(proc.stdout))
-    lock = custom_ops.FileLock(path, timeout=10.0, poll=0.01)
+def test_a_live_holder_times_out_waiters_and_a_killed_one_blocks_nobody(monkeypatch, tmp_path):
+    build_dir = tmp_path / 'b'
+    build_dir.mkdir()
+    cmd = [sys.executable, '-c', HOLD_LOCK, str(build_dir / 'build.lock')]
+    holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        monkeypatch.setenv(custom_ops.ENV_LOCK_TIMEOUT, '0.3')  # a live holder: give up, do not steal it
+        start = time.time()
+        with pytest.raises(custom_ops.BuildError, match='timed out') as info:
+            custom_ops.build_lock(build_dir).__enter__()
+        assert 0.25 < time.time() - start < 5 and custom_ops.ENV_LOCK_TIMEOUT in info.value.hint
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, as for an OOM-killed or cancelled build
+        holder.wait()
+        holder.stdout.close()
+    assert (build_dir / 'build.lock').exists()  # the killed holder's file is still there ...
     start = time.time()
-    lock.acquire()
-    assert time.time() - start < 5
-    lock.release()
-
-
-def test_live_lock_makes_a_waiter_time_out(tmp_path):
-    path = tmp_path / 'build.lock'
-    holder = custom_ops.FileLock(path, timeout=0.3, poll=0.01)
-    holder.acquire()
-    try:
-        waiter = custom_ops.FileLock(path, timeout=0.3, poll=0.02)
-        with pytest.raises(TimeoutError):
-            waiter.acquire()
-        assert waiter.waited and path.exists()
-    finally:
-        holder.release()
-
-
-def test_holder_heartbeat_keeps_its_lock_fresh(tmp_path):
-    path = tmp_path / 'build.lock'
-    holder = custom_ops.FileLock(path, timeout=0.4, poll=0.01)
-    holder.acquire()
-    try:
-        time.sleep(0.8)  # twice the timeout: only the heartbeat keeps it from being stale
-        assert not custom_ops.FileLock(path, timeout=0.4).is_stale()
-    finally:
-        holder.release()
-
-
-def test_failed_build_leaves_no_lock_for_the_next_process(monkeypatch):
-    monkeypatch.setattr(custom_ops, '_toolchain_problem', lambda: custom_ops.BuildError('no ninja', 'pip'))
-    files = tuple(custom_ops.OPS_DIR / n for n in custom_ops.PLUGINS['upfirdn2d'])
-    with pytest.raises(custom_ops.BuildError, match='no ninja'):
-        custom_ops._build_or_load(custom_ops._Recipe('upfirdn2d', files, '9.0', (), ()))
-    assert not list(custom_ops.cache_root().glob('*/build.lock'))
+    with custom_ops.build_lock(build_dir, timeout=30):  # ... but it does not block the next run
+        assert time.time() - start < 2
 
 
 # ------------------------------------------------------------------------------------ dispatch
@@ -284,7 +304,7 @@ def _forbid_builds(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError('a plugin was requested for a CPU tensor')
 
-    monkeypatch.setattr(custom_ops, 'get_plugin', fail)
+    monkeypatch.setattr(custom_ops, 'load_op_plugin', fail)
 
 
 @pytest.mark.parametrize('mode', ['auto', 'cuda', 'ref'])
@@ -299,6 +319,7 @@ def test_cpu_tensors_take_the_reference_path(monkeypatch, mode):
     assert torch.equal(y, bias_act(x, b, act='lrelu', clamp=1.0, impl='ref'))
     report = custom_ops.active_impl('cpu')
     assert report['ops'] == {'upfirdn2d': 'ref', 'bias_act': 'ref'} and report['mode'] == mode
+    assert custom_ops._states == {}
     json.dumps(report)
 
 
@@ -314,8 +335,22 @@ def test_active_impl_reports_without_building(monkeypatch):
     report = custom_ops.active_impl()
     assert report['ops'] == {'upfirdn2d': 'undecided', 'bias_act': 'undecided'}
     assert report['plugins']['bias_act'] == {'status': 'not attempted'}
+    assert report['cache_dir'] == str(custom_ops.cache_root()) and report['device'] is None
     monkeypatch.setenv('SG2KD_OPS', 'ref')
     assert custom_ops.active_impl('cuda')['ops'] == {'upfirdn2d': 'ref', 'bias_act': 'ref'}
+
+
+def test_active_impl_on_cuda_attempts_every_plugin_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(custom_ops, '_build_or_load', _failing_build(calls, 'no nvcc', 'install it'))
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '9.0')
+    with pytest.warns(custom_ops.CustomOpsWarning):
+        first = custom_ops.active_impl('cuda')
+    assert first['ops'] == {'upfirdn2d': 'ref', 'bias_act': 'ref'} and len(calls) == 2
+    assert custom_ops.active_impl('cuda') == first and len(calls) == 2
+    monkeypatch.setenv('SG2KD_OPS', 'cuda')
+    with pytest.raises(RuntimeError, match='no nvcc'):
+        custom_ops.active_impl('cuda')
 
 
 IMPORT_CHECK = """
@@ -354,19 +389,24 @@ def test_cli_reports_and_explains_a_missing_arch(tmp_path):
         assert res.returncode == 1 and '--arch' in res.stderr, res.stdout + res.stderr
 
 
-def test_prebuild_cli_builds_every_plugin_for_the_given_arch(monkeypatch, capsys):
+def test_prebuild_cli_builds_every_plugin_once_for_the_given_arch(monkeypatch, capsys, tmp_path):
     seen = []
 
-    def fake_get_plugin(name, sources, arch=None, required=False, verbose=False, **kw):
-        seen.append((name, arch, required))
-        custom_ops._states[name] = custom_ops.PluginState(
-            name, 'loaded', path=f'/x/{name}.so', extra={'arch': arch}
-        )
+    def fake_build(op, arch, verbose=False):
+        seen.append((op, arch, os.environ[custom_ops.ENV_CACHE]))
+        return types.SimpleNamespace(__file__=f'/x/{op}.so'), Path('/x')
 
-    monkeypatch.setattr(custom_ops, 'get_plugin', fake_get_plugin)
-    assert custom_ops.main(['--build', '--arch=9.0']) == 0
-    assert seen == [('upfirdn2d', '9.0', True), ('bias_act', '9.0', True)]
-    assert '/x/bias_act.so' in capsys.readouterr().out
+    monkeypatch.setattr(custom_ops, '_build_or_load', fake_build)
+    assert custom_ops.main(['--build', '--arch=9.0', f'--cache-dir={tmp_path}']) == 0
+    assert seen == [('upfirdn2d', '9.0', str(tmp_path)), ('bias_act', '9.0', str(tmp_path))]
+    out = capsys.readouterr().out
+    assert 'bias_act: /x/bias_act.so' in out and 'for arch 9.0' in out
+    assert custom_ops.load_op_plugin('bias_act', required=True).__file__ == '/x/bias_act.so'
+    assert len(seen) == 2  # remembered: not loaded again
+    report = custom_ops.active_impl()
+    assert report['ops'] == {'upfirdn2d': 'cuda', 'bias_act': 'cuda'}
+    plugin = report['plugins']['bias_act']
+    assert plugin['status'] == 'loaded' and plugin['arch'] == '9.0'
 
 
 # ------------------------------------------------------------------------------------ autograd plumbing
@@ -483,11 +523,8 @@ def test_bias_act_third_order_falls_back_to_the_reference(act):
 
 
 def test_bias_act_function_handles_channels_last_and_strided_grads():
-    x = (
-        torch.randn(2, 3, 4, 5, dtype=torch.float64)
-        .to(memory_format=torch.channels_last)
-        .requires_grad_(True)
-    )
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64).to(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     b = torch.randn(3, dtype=torch.float64, requires_grad=True)
     y = bias_act_cuda.bias_act_cuda(x, b, FakeBiasActPlugin(), 1, 'lrelu', 0.2, 2**0.5, 0.5)
     assert y.is_contiguous(memory_format=torch.channels_last)
@@ -520,12 +557,8 @@ def test_emulation_upfirdn2d_tiles_match_reference(emulation):
     checked = 0
     while checked < 150:
         ux, uy, dx, dy = (pick([1, 1, 2, 3, 4]) for _ in range(4))
-        fw, fh, h, w = (
-            pick([1, 2, 3, 4, 5, 8, 12]),
-            pick([1, 2, 3, 4, 6]),
-            pick(range(1, 14)),
-            pick(range(1, 14)),
-        )
+        fw, fh = pick([1, 2, 3, 4, 5, 8, 12]), pick([1, 2, 3, 4, 6])
+        h, w = pick(range(1, 14)), pick(range(1, 14))
         pad = [pick(range(-3, 7)) for _ in range(4)]
         if (w * ux + pad[0] + pad[1] - fw) < 0 or (h * uy + pad[2] + pad[3] - fh) < 0:
             continue
@@ -535,16 +568,8 @@ def test_emulation_upfirdn2d_tiles_match_reference(emulation):
         ref = upfirdn2d(x, f, [ux, uy], [dx, dy], pad, flip, 2.5, impl='ref')
         for tw, th, nt, direct in [(1, 1, 1, 0), (4, 2, 3, 0), (32, 32, 256, 0), (8, 1, 32, 0), (0, 0, 0, 1)]:
             y = emulation.ufd(x, f, [ux, uy, dx, dy], pad, flip, 2.5, tw, th, nt, bool(direct))
-            assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12), (
-                ux,
-                uy,
-                dx,
-                dy,
-                fw,
-                fh,
-                pad,
-                tw,
-            )
+            case = (ux, uy, dx, dy, fw, fh, pad, tw)
+            assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12), case
         checked += 1
 
 

@@ -25,6 +25,7 @@ CLIP. The same command runs at 64 or 256 px on a GPU (``--res``; train.py picks 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -42,9 +43,14 @@ DEFAULT_VARIANTS = ('DiffAugment=', 'DiffAugment+KD=--kd=aggregated,correlated')
 COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf']
 
 
-def run(cmd):
-    print('+ ' + shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+def run(cmd, log=None):
+    """Run ``cmd`` in the repository root; its output goes to ``log`` (a file path) when given."""
+    print('+ ' + shlex.join(cmd) + (f'  > {log}' if log else ''), flush=True)
+    if log is None:
+        subprocess.run(cmd, check=True, cwd=REPO)
+        return
+    with open(log, 'a') as f:
+        subprocess.run(cmd, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
 
 
 def run_dirs(root):
@@ -235,24 +241,46 @@ def make_teacher(teacher, outdir):
     return teacher
 
 
-def train_run(root, common, extra, kimg):
+def train_run(root, common, extra, kimg, log=None):
     """Train one run into ``root``, continuing from its newest snapshot; skip a finished run."""
     if finished(root, kimg):
         print(f'{root}: finished, skipped', flush=True)
         return
     snaps = snapshots(root)
     resume = [f'--resume={snaps[max(snaps)]}'] if snaps else []
-    run([sys.executable, 'train.py', f'--outdir={root}', *common, *extra, *resume])
+    run([sys.executable, 'train.py', f'--outdir={root}', *common, *extra, *resume], log)
 
 
-def evaluate(root, kimgs, metrics):
+def train_all(jobs, runs, kimg):
+    """Train ``runs`` (``[(root, common, extra)]``), ``jobs`` at a time (one GPU can hold several small
+    runs); with ``jobs > 1`` each run's output goes to ``<root>.log``. Raises if any run failed."""
+    if jobs == 1:
+        for root, common, extra in runs:
+            train_run(root, common, extra, kimg)
+        return
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(train_run, *r, kimg, r[0] + '.log') for r in runs]
+        for future in futures:
+            future.result()
+
+
+def evaluate(root, kimgs, metrics, detector=None):
     """Evaluate ``metrics`` of the snapshots at ``kimgs`` that have no result yet."""
     snaps = snapshots(root)
+    extra = [f'--detector={detector}'] if detector else []
     for k in kimgs:
         have = [dict(read_metric_all(root, m)).get(k) for m in metrics]
         if k not in snaps or all(v is not None for v in have):
             continue
-        run([sys.executable, 'calc_metrics.py', f'--network={snaps[k]}', f'--metrics={",".join(metrics)}'])
+        run(
+            [
+                sys.executable,
+                'calc_metrics.py',
+                f'--network={snaps[k]}',
+                f'--metrics={",".join(metrics)}',
+                *extra,
+            ]
+        )
 
 
 def _check_args(metrics, eval_kimg, kimg, tick, snap):
@@ -272,7 +300,8 @@ def _check_args(metrics, eval_kimg, kimg, tick, snap):
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True))
-@click.option('--source', required=True, help='Folder of the few-shot images')
+@click.option('--source', help='Folder of the few-shot images (centre-cropped to --res)')
+@click.option('--data', 'data_zip', help='A prepared dataset zip at --res instead of --source')
 @click.option('--outdir', required=True)
 @click.option('--res', type=int, default=64, show_default=True)
 @click.option('--kimg', type=float, default=300, show_default=True)
@@ -291,21 +320,42 @@ def _check_args(metrics, eval_kimg, kimg, tick, snap):
 @click.option(
     '--metrics', default='fid5k_train,kid5k_train', show_default=True, help='One FID and one KID metric'
 )
+@click.option('--detector', help='calc_metrics.py --detector (Inception TorchScript file)')
 @click.option('--seeds', default='0', show_default=True, help='Comma list of training seeds')
+@click.option('--jobs', type=click.IntRange(min=1), default=1, show_default=True, help='Runs trained at once')
+@click.option('--eval-only', is_flag=True, help='Train nothing; evaluate and report the snapshots there are')
 @click.option(
     '--variant', 'variants', multiple=True, help='NAME=TRAIN_ARGS (repeat)  [default: DA and DA+KD]'
 )
 @click.argument('train_args', nargs=-1, type=click.UNPROCESSED)
 def main(
-    source, outdir, res, kimg, tick, snap, eval_kimg, holdout, teacher, metrics, seeds, variants, train_args
+    source,
+    data_zip,
+    outdir,
+    res,
+    kimg,
+    tick,
+    snap,
+    eval_kimg,
+    holdout,
+    teacher,
+    metrics,
+    detector,
+    seeds,
+    jobs,
+    eval_only,
+    variants,
+    train_args,
 ):
     if eval_kimg is None:
         eval_kimg = ','.join(str(int(k)) for k in np.arange(0, kimg + 1e-9, tick * snap))
     names, kimgs = _check_args(metrics, eval_kimg, kimg, tick, snap)
     variants = parse_variants(variants or DEFAULT_VARIANTS)
+    if (source is None) == (data_zip is None):
+        raise click.UsageError('give the images with exactly one of --source=FOLDER and --data=ZIP')
     os.makedirs(outdir, exist_ok=True)
     outdir = os.path.abspath(outdir)
-    data = os.path.join(outdir, f'data-{res}.zip')
+    data = os.path.abspath(data_zip) if data_zip else os.path.join(outdir, f'data-{res}.zip')
     if not os.path.exists(data):
         cmd = [
             'dataset_tool.py',
@@ -318,7 +368,7 @@ def main(
         teacher = make_teacher(teacher, outdir)
     common = [f'--data={data}', f'--kimg={kimg}', f'--tick={tick}', f'--snap={snap}', '--aug=diffaug']
     common += [f'--holdout={holdout}', '--metrics=none', '--workers=1', *train_args]
-    runs, roots = {}, {}
+    runs, roots, todo = {}, {}, []
     for seed in [int(s) for s in seeds.split(',')]:
         for name, extra in variants.items():
             if any(a.startswith('--kd=') for a in extra) and not any(
@@ -326,13 +376,15 @@ def main(
             ):
                 extra = [*extra, f'--kd-teacher={teacher}']
             root = roots[f'{name} s{seed}'] = os.path.join(outdir, f'{name}-s{seed}')
-            train_run(root, [*common, f'--seed={seed}'], extra, kimg)
+            todo.append((root, [*common, f'--seed={seed}'], extra))
+    if not eval_only:
+        train_all(jobs, todo, kimg)
     for label, root in roots.items():
-        evaluate(root, kimgs, names)
+        evaluate(root, kimgs, names, detector)
         fid, kid = (read_metric_all(root, m) for m in names)
         runs[label] = dict(variant=label.rsplit(' s', 1)[0], fid=fid, kid=kid)
     write_table(os.path.join(outdir, 'results.md'), runs, teacher, names)
-    title = os.path.basename(os.path.abspath(source))
+    title = os.path.basename(os.path.abspath(source or data))
     plot({k: v['fid'] for k, v in runs.items()}, os.path.join(outdir, 'fid.png'), title)
     plot({k: v['kid'] for k, v in runs.items()}, os.path.join(outdir, 'kid.png'), title, ylabel='KID')
     if holdout:

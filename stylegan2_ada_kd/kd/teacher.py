@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from torch_utils import torchscript
 from torch_utils.misc import assert_shape
 
 DEFAULT_TEACHER = 'ViT-B-32:openai'
@@ -388,7 +389,7 @@ def _load_torchscript(spec: str, path: str, device: torch.device) -> Teacher:
             'file written by torch.jit.save(torch.jit.script(encoder), PATH)'
         )
     try:
-        module = torch.jit.load(path, map_location=device)
+        module = torchscript.load(path, map_location=device)  # an fp16 file computes in fp32
     except Exception as err:
         raise TeacherError(
             f'--kd-teacher={spec}: torch.jit.load({path!r}) failed ({_one_line(err)}); the file must be a '

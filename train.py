@@ -1,4 +1,4 @@
-"""Train a StyleGAN2-ADA generator, optionally with KD-DLGAN knowledge distillation.
+"""Train a StyleGAN2-ADA generator; plugins add their options.
 
 Examples:
 
@@ -19,12 +19,12 @@ Examples:
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
 from dnnlib.util import BOOL
-from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwargs, next_run_dir
+from stylegan2_ada_kd import plugins
+from stylegan2_ada_kd.train_config import PRESETS, build_training_kwargs
 
 
 @click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
@@ -42,6 +42,13 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
     default=50,
     show_default=True,
     metavar='INT',
+)
+@click.option(
+    '--grid',
+    help="Columns x rows of the snapshot image grids, 'auto' (about 7680x4320 pixels) or 'none' (no grids)",
+    default='auto',
+    show_default=True,
+    metavar='COLSxROWS',
 )
 @click.option(
     '--metrics',
@@ -109,99 +116,7 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
     type=click.IntRange(min=1),
     metavar='INT',
 )
-@click.option(
-    '--aug', help='Augmentation mode [default: ada]', type=click.Choice(['noaug', 'ada', 'fixed', 'diffaug'])
-)
-@click.option(
-    '--diffaug',
-    help='DiffAugment policy for --aug=diffaug [default: color,translation,cutout]',
-    metavar='LIST',
-)
-@click.option(
-    '--lecam',
-    help='LeCam regularisation weight (0 = off)',
-    type=click.FloatRange(min=0),
-    default=0,
-    show_default=True,
-    metavar='FLOAT',
-)
-@click.option(
-    '--lecam-decay',
-    help="Decay of LeCam's EMAs of D's outputs",
-    type=click.FloatRange(0, 1),
-    default=0.99,
-    show_default=True,
-    metavar='FLOAT',
-)
-@click.option(
-    '--kd',
-    help="KD-DLGAN terms: 'aggregated', 'correlated', both (comma list) or 'none'; every --kd-* needs it",
-    metavar='LIST',
-)
-@click.option(
-    '--kd-teacher',
-    help='Teacher: MODEL:PRETRAINED (open_clip), torchscript:PATH, or random:MODEL (smoke tests only)',
-    default='ViT-B-32:openai',
-    show_default=True,
-    metavar='SPEC',
-)
-@click.option(
-    '--kd-teacher-weights', help='Local teacher weights file (OpenAI or open_clip format)', metavar='PATH'
-)
-@click.option(
-    '--kd-variant',
-    help="'paper' formulas, or 'official' (the released code's distances, weights, head and prompts)",
-    type=click.Choice(['paper', 'official']),
-    default='paper',
-    show_default=True,
-)
-@click.option(
-    '--kd-agkd-weight',
-    help='AGKD weight lambda_A [default: 1, official: 10]',
-    type=click.FloatRange(min=0),
-    metavar='FLOAT',
-)
-@click.option(
-    '--kd-cgkd-weight',
-    help='CGKD weight lambda_C [default: 1, official: 10; official sums CGKD over the batch per process '
-    'and round (--batch-gpu), as the released code does, so its effective weight grows with that batch]',
-    type=click.FloatRange(min=0),
-    metavar='FLOAT',
-)
-@click.option(
-    '--kd-p',
-    help="Probability of AGKD's cross terms, drawn once per D step [default: 0.7; not with "
-    '--kd-variant=official, whose cross terms are always on]',
-    type=click.FloatRange(0, 1),
-    metavar='FLOAT',
-)
-@click.option('--kd-prompts', help='CGKD prompts file (one per line)', metavar='FILE')
-@click.option(
-    '--kd-div-weight',
-    help='Weight of the G-side diversity term (extension; 0 = off)',
-    type=click.FloatRange(min=0),
-    default=0,
-    show_default=True,
-    metavar='FLOAT',
-)
-@click.option(
-    '--kd-anchors',
-    help='CGKD anchors for a teacher without text: k-means prototypes of real embeddings',
-    type=click.IntRange(min=2),
-    default=16,
-    show_default=True,
-    metavar='INT',
-)
-@click.option(
-    '--p', help='Augmentation probability for --aug=fixed', type=click.FloatRange(0, 1), metavar='FLOAT'
-)
-@click.option(
-    '--target',
-    help='ADA target for the sign of D(real) [default: 0.6]',
-    type=click.FloatRange(0, 1),
-    metavar='FLOAT',
-)
-@click.option('--augpipe', help='Enabled augmentations [default: bgc]', type=click.Choice(AUGPIPES))
+@plugins.add_options
 @click.option(
     '--resume',
     help='Our snapshot (exact resume), or a pickle path/URL/name to warm-start from',
@@ -268,16 +183,7 @@ from stylegan2_ada_kd.train_config import AUGPIPES, PRESETS, build_training_kwar
 @click.option('--desc', help='Extra text appended to the run directory name', metavar='STR')
 def main(**opts: object) -> None:
     """Resolve the options, then train (or print them with --dry-run)."""
-    opts['aug_given'] = opts['aug'] is not None
-    opts['aug'] = opts['aug'] or 'ada'
-    c, desc, dataset = build_training_kwargs(opts)
-    from stylegan2_ada_kd.kd.options import apply_kd_options, given_kd_options
-
-    if apply_kd_options(c, opts, dataset, given_kd_options(click.get_current_context())):
-        desc += '-kd'
-    c.run_dir = next_run_dir(opts['outdir'], desc)
-    if c.loss_kwargs.get('anchor_dataset') is not None:
-        c.loss_kwargs.anchor_cache = os.path.join(c.run_dir, 'kd_anchors.pt')
+    c = build_training_kwargs(opts, plugins.given_options(click.get_current_context()))
     print(json.dumps(c, indent=2, default=str))
     print(f'\nRun directory: {c.run_dir}')
     if opts['dry_run']:

@@ -1,8 +1,8 @@
 """Training speed: sec/kimg and peak GPU memory of full training steps (all phases, lazy-reg intervals,
-augmentation), KD off and on, fixed seeds, warm-up excluded.
+augmentation, G_ema), KD off and on, fixed seeds, warm-up excluded.
 
-The steps are the training loop's own (`_build_phases`, `_run_phase`) on random images of the
-dataset's size, so the numbers are what train.py achieves minus data loading and ticks.
+The steps are the training loop's own (``training_run.build_training_run`` and ``training_step``) on random
+images of the dataset's size, so the numbers are what train.py achieves minus data loading and ticks.
 
     python benchmarks/train_speed.py --cfg=paper256 --res=256 --kd=both --results            # GPU
     python benchmarks/train_speed.py --res=32 --cbase=4096 --cmax=128 --batch=16 --kd=both    # CPU
@@ -22,74 +22,62 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from dnnlib import EasyDict  # noqa: E402
-from stylegan2_ada_kd.networks import Discriminator, Generator  # noqa: E402
-from stylegan2_ada_kd.train_config import PRESETS, network_kwargs, resolve_preset  # noqa: E402
-from stylegan2_ada_kd.training_loop import _build_phases, _run_phase  # noqa: E402
+from stylegan2_ada_kd.train_config import PRESETS, network_kwargs, optimizer_kwargs, resolve_preset  # noqa: E402
+from stylegan2_ada_kd.training_run import TrainingRun, build_training_run, training_step  # noqa: E402
 
 WARMUP_STEPS = 16  # one full lazy-regularisation cycle, cuDNN autotuning and the teacher's first call
+PROMPTS = ['a photo', 'a painting', 'a sketch', 'a close-up photo']
 
 
-def build_nets(cfg, res, cbase, cmax, fp32, device):
+def build_run(cfg, res, cbase, cmax, fp32, batch, device, loss_kwargs, augment_kwargs=None, augment_p=0.0):
+    """The training loop's G, D, G_ema, augment pipe, loss and phases (``--cfg`` preset at ``res``, one
+    process); ``loss_kwargs`` gets the preset's ``r1_gamma`` unless it sets one."""
     spec = resolve_preset(cfg, 1, res)
     G_kwargs, D_kwargs = network_kwargs(spec, cfg, fp32=fp32, nhwc=False, freezed=0)
-    for kw in (G_kwargs, D_kwargs):
-        kw.pop('class_name')
     if cbase:
         G_kwargs.synthesis_kwargs.channel_base = D_kwargs.channel_base = cbase
     if cmax:
         G_kwargs.synthesis_kwargs.channel_max = D_kwargs.channel_max = cmax
-    G = Generator(c_dim=0, img_resolution=res, img_channels=3, **G_kwargs)
-    D = Discriminator(c_dim=0, img_resolution=res, img_channels=3, **D_kwargs)
-    return spec, G.train().requires_grad_(False).to(device), D.train().requires_grad_(False).to(device)
+    return build_training_run(
+        device=device,
+        common=dict(c_dim=0, img_resolution=res, img_channels=3),
+        G_kwargs=G_kwargs,
+        D_kwargs=D_kwargs,
+        G_opt_kwargs=optimizer_kwargs(spec),
+        D_opt_kwargs=optimizer_kwargs(spec),
+        loss_kwargs={'r1_gamma': spec.gamma, **loss_kwargs},
+        batch_size=batch,
+        augment_kwargs=augment_kwargs,
+        augment_p=augment_p,
+        ema_kimg=spec.ema,
+        ema_rampup=spec.ramp,
+    )
 
 
-def build_loss(kd, teacher, spec, G, D, augment_p, device):
-    from stylegan2_ada_kd.augment import AugmentPipe
-
-    pipe = None
-    if augment_p > 0:
-        pipe = AugmentPipe(preset='bgc').train().requires_grad_(False).to(device)
-        pipe.p.copy_(torch.as_tensor(augment_p))
-    kw = dict(device=device, G=G, D=D, augment_pipe=pipe, r1_gamma=spec.gamma)
+def loss_config(kd, teacher):
+    """The StyleGAN2 loss, or KD-DLGAN's with ``teacher`` and four generic prompts."""
     if not kd:
-        from stylegan2_ada_kd.loss import StyleGAN2Loss
-
-        return StyleGAN2Loss(**kw)
-    from stylegan2_ada_kd.kd.loss import KDLoss
-
-    return KDLoss(**kw, teacher=teacher, prompts=['a photo', 'a painting', 'a sketch', 'a close-up photo'])
+        return dict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss')
+    return dict(class_name='stylegan2_ada_kd.kd.loss.KDLoss', teacher=teacher, prompts=PROMPTS)
 
 
-def seconds_per_step(loss, G, D, spec, batch, batch_gpu, steps, device):
-    """Mean wall time of one training step after WARMUP_STEPS, with the step's own phase schedule."""
-    opt = EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0.0, 0.99], eps=1e-8)
-    phases = _build_phases(G, D, opt, opt, 4, 16)
-    rounds = batch // batch_gpu
-    res = G.img_resolution
-    gen = torch.Generator(device=device).manual_seed(0)
+def timed_steps(run: TrainingRun, batch_gpu, rounds, warmup=WARMUP_STEPS, seed=0):
+    """``steps -> None``: run that many training steps (the loop's own, every phase due, G_ema, counters)
+    on random reals ``[batch_gpu, 3, res, res]`` per round, after ``warmup`` untimed ones."""
+    res, device = run.G.img_resolution, run.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    labels = lambda n: torch.zeros([n, 0], device=device)
 
-    def step(batch_idx):
-        reals = [
-            torch.rand([batch_gpu, 3, res, res], device=device, generator=gen) * 2 - 1 for _ in range(rounds)
-        ]
-        cs = [torch.zeros([batch_gpu, 0], device=device)] * rounds
-        for phase in phases:
-            if batch_idx % phase.interval == 0:
-                zs = list(torch.randn([batch, G.z_dim], device=device, generator=gen).split(batch_gpu))
-                _run_phase(phase, loss, reals, cs, zs, cs, 0)
+    def steps(count):
+        for _ in range(count):
+            reals = [
+                torch.rand([batch_gpu, 3, res, res], device=device, generator=gen) * 2 - 1
+                for _ in range(rounds)
+            ]
+            training_step(run, reals, [labels(batch_gpu)] * rounds, labels)
 
-    for i in range(WARMUP_STEPS):
-        step(i)
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    if device.type == 'cuda':
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    steps(warmup)
+    return steps
 
 
 def measure(kd, cfg, res, cbase, cmax, batch, batch_gpu, steps, teacher, augment_p, fp32):
@@ -97,12 +85,21 @@ def measure(kd, cfg, res, cbase, cmax, batch, batch_gpu, steps, teacher, augment
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    spec, G, D = build_nets(cfg, res, cbase, cmax, fp32, device)
     if batch is None:
+        spec = resolve_preset(cfg, 1, res)
         batch, batch_gpu = spec.mb, batch_gpu or max(spec.mb // spec.ref_gpus, 1)
     batch_gpu = batch_gpu or batch
-    loss = build_loss(kd, teacher, spec, G, D, augment_p, device)
-    sec = seconds_per_step(loss, G, D, spec, batch, batch_gpu, steps, device)
+    pipe = dict(class_name='stylegan2_ada_kd.augment.AugmentPipe', preset='bgc') if augment_p > 0 else None
+    run = build_run(cfg, res, cbase, cmax, fp32, batch, device, loss_config(kd, teacher), pipe, augment_p)
+    run_steps = timed_steps(run, batch_gpu, batch // batch_gpu)
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    run_steps(steps)
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+    sec = (time.perf_counter() - start) / steps
     mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == 'cuda' else 0.0
     return dict(
         sec_per_step=sec,

@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Callable
 
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+from torch_utils import torchscript  # noqa: E402
 
 MODEL_NAME = 'efficientnet-lite0'
 NATIVE_SIZE = 224  # The size the ImageNet weights were trained at.
@@ -106,8 +106,7 @@ def build(dest: str, size: int = DEFAULT_SIZE) -> str:
     eager.net._fc = torch.nn.Identity()  # the ImageNet classifier is not used: leave its weights out
     gen = torch.Generator().manual_seed(0)
     example = torch.randn([2, 3, size, size], generator=gen)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter('ignore', FutureWarning)  # torch.jit.* is deprecated in torch 2.9+
+    with torchscript.quiet_jit(), torch.no_grad():
         traced = torch.jit.trace(eager, example)
         module = torch.jit.script(EfficientNetTeacher(traced, size).eval())
         x = torch.randn([3, 3, size, size], generator=gen)
@@ -148,40 +147,16 @@ def _random_folder(root: str, n: int, res: int) -> str:
 
 def _step_fn(teacher: str | None, res: int, cbase: int, cmax: int, batch: int, anchors_dir: str):
     """One training step (all phases due at that step, lazy intervals 4 / 16) at the few-shot config."""
-    from benchmarks.train_speed import build_nets
-    from dnnlib import EasyDict
-    from stylegan2_ada_kd.diffaugment import DiffAugment
-    from stylegan2_ada_kd.training_loop import _build_phases, _run_phase
+    from benchmarks.train_speed import build_run, loss_config, timed_steps
 
     torch.manual_seed(0)
-    device = torch.device('cpu')
-    spec, G, D = build_nets('auto', res, cbase, cmax, False, device)
-    kw = dict(device=device, G=G, D=D, augment_pipe=DiffAugment(), r1_gamma=spec.gamma)
-    if teacher is None:
-        from stylegan2_ada_kd.loss import StyleGAN2Loss
-
-        loss = StyleGAN2Loss(**kw)
-    else:
-        from stylegan2_ada_kd.kd.loss import KDLoss
-
+    loss = loss_config(teacher is not None, teacher)
+    if teacher is not None:  # CGKD anchors: k-means prototypes of the images in anchors_dir
         data = dict(class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=anchors_dir)
-        loss = KDLoss(**kw, teacher=teacher, anchor_dataset=data, num_anchors=16)
-    opt = EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0.0, 0.99], eps=1e-8)
-    phases = _build_phases(G, D, opt, opt, 4, 16)
-    gen = torch.Generator().manual_seed(0)
-    count = [0]
-
-    def step() -> None:
-        reals = [torch.rand([batch, 3, res, res], generator=gen) * 2 - 1]
-        cs = [torch.zeros([batch, 0])]
-        for phase in phases:
-            if count[0] % phase.interval == 0:
-                _run_phase(phase, loss, reals, cs, [torch.randn([batch, G.z_dim], generator=gen)], cs, 0)
-        count[0] += 1
-
-    for _ in range(3):  # warm-up; a timed block of 16 steps holds one full lazy-regularisation cycle
-        step()
-    return lambda steps: [step() for _ in range(steps)]
+        loss.update(prompts=None, anchor_dataset=data, num_anchors=16)
+    pipe = dict(class_name='stylegan2_ada_kd.diffaugment.DiffAugment')
+    run = build_run('auto', res, cbase, cmax, False, batch, torch.device('cpu'), loss, pipe, None)
+    return timed_steps(run, batch, 1, warmup=3)  # a timed block of 16 steps holds one lazy-reg. cycle
 
 
 def _teacher_fn(path: str, images: torch.Tensor) -> Callable[[], None]:

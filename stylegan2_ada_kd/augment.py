@@ -40,6 +40,7 @@ from stylegan2_ada_kd.augment_ops import (
     translate3d,
     wavelet_filter,
 )
+from stylegan2_ada_kd.loss import REAL_SIGNS_STAT
 
 # Constructor kwargs and their defaults (signature order); official pickles store these names.
 DEFAULT_KWARGS: dict[str, Any] = dict(
@@ -329,8 +330,10 @@ class AdaptiveP:
     Under DDP, accumulate sums that are already all-reduced across processes (:meth:`accumulate` takes a
     sum and a count; :meth:`update` takes the output of ``training_stats.Collector.collect``), so every
     process computes the same ``p``. :meth:`state_dict` / :meth:`load_state_dict` carry the pending sums
-    for an exact resume.
+    for an exact resume. :attr:`stat` names the statistic the training loop collects for :meth:`update`.
     """
+
+    stat = REAL_SIGNS_STAT  # The reported sign(D(x_real)) that r_t averages.
 
     def __init__(self, target: float = 0.6, interval: int = 4, kimg: float = 500, *, batch_size: int) -> None:
         if not (interval >= 1 and kimg > 0 and batch_size >= 1):
@@ -374,17 +377,16 @@ class AdaptiveP:
         self.sign_sum, self.count, self.last_rt = 0.0, 0, rt
         return rt
 
-    def update(
-        self, pipe: torch.nn.Module, stats: Mapping[str, Mapping[str, float]], key: str = 'Loss/signs/real'
-    ) -> float | None:
+    def update(self, pipe: torch.nn.Module, stats: Mapping[str, Mapping[str, float]]) -> float | None:
         """Training-loop adapter: :meth:`absorb` the stats, then :meth:`step`."""
-        self.absorb(stats, key)
+        self.absorb(stats)
         return self.step(pipe)
 
-    def absorb(self, stats: Mapping[str, Mapping[str, float]], key: str = 'Loss/signs/real') -> None:
-        """Accumulate ``stats[key]`` (``{'num', 'mean', ...}`` from ``training_stats.Collector.collect``,
-        already reduced over processes) without stepping, e.g. before a snapshot."""
-        entry = stats.get(key)
+    def absorb(self, stats: Mapping[str, Mapping[str, float]]) -> None:
+        """Accumulate ``stats[self.stat]`` (``{'num', 'mean', ...}`` from
+        ``training_stats.Collector.collect``, already reduced over processes) without stepping, e.g. before a
+        snapshot."""
+        entry = stats.get(self.stat)
         if entry is not None and entry['num'] > 0:
             self.accumulate(entry['mean'] * entry['num'], round(entry['num']))
 

@@ -19,7 +19,7 @@ padding and ``gather``, so autograd differentiates them w.r.t. the images to any
 augmentation needs the second order); everything is vectorised over the batch.
 
 :class:`DiffAugment` is the module the training loop plugs in as ``augment_pipe``; unlike ADA's
-``AugmentPipe`` it applies every op to every image and its ``p`` is a constant 1.
+``AugmentPipe`` it applies every op to every image and has no probability ``p``.
 """
 
 from __future__ import annotations
@@ -181,12 +181,9 @@ class DiffAugment(torch.nn.Module):
 
     Applies every op of every policy to every image, in the order the policy string lists them (the
     default is colour, then translation, then cutout), with fresh per-sample random draws on each call.
-    ``init_kwargs`` rebuilds the module: ``DiffAugment(**m.init_kwargs)``.
-
-    ``p`` is a 0-d float32 buffer holding 1.0 only so that code reading ``augment_pipe.p`` (the stats,
-    snapshots) works as with ADA's ``AugmentPipe``; it is not adapted and :meth:`forward`
-    ignores it (there is no probability: DiffAugment always augments). Pair this module with no ADA
-    controller.
+    ``init_kwargs`` rebuilds the module: ``DiffAugment(**m.init_kwargs)``. It has no probability (it
+    always augments), so it has no state: pair it with no ADA controller (``augment_p=None``). Snapshots
+    written before the dummy ``p`` buffer was dropped still load (:meth:`_load_from_state_dict`).
     """
 
     def __init__(self, policy: str = 'color,translation,cutout') -> None:
@@ -194,7 +191,11 @@ class DiffAugment(torch.nn.Module):
         super().__init__()
         self.policy: tuple[str, ...] = parse_policy(policy)
         self.init_kwargs = {'policy': policy}
-        self.register_buffer('p', torch.ones([]))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Drop the constant ``p`` (1.0) that older versions stored, then load as usual."""
+        state_dict.pop(prefix + 'p', None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def tick_status(self) -> str:
         """Shown after 'augment' on the training tick line instead of a probability."""

@@ -26,7 +26,7 @@ def generate_grid(
 
 
 def tick_line(progress: Any, stats: dict, augment: str | None) -> str:
-    """The console status line of one tick; ``augment`` is :func:`_augment_status`."""
+    """The console status line of one tick; ``augment`` is :func:`augment_status`."""
     fields = [
         f'tick {progress.cur_tick:<5d}',
         f'kimg {progress.cur_nimg / 1e3:<8.1f}',
@@ -52,11 +52,12 @@ def augment_status(augment_pipe: torch.nn.Module | None) -> str | None:
 
 
 def tick_stats(progress: Any, timing: dict, augment_p: float | None, device: torch.device) -> dict:
-    """Progress/Timing/Resources entries of one tick as ``{name: {'num', 'mean', 'std'}}``."""
+    """Progress/Timing/Resources entries of one tick as ``{name: {'num', 'mean', 'std'}}``;
+    ``Progress/augment`` only when the augmentation has a probability (``augment_p`` not None)."""
     values = {
         'Progress/tick': progress.cur_tick,
         'Progress/kimg': progress.cur_nimg / 1e3,
-        'Progress/augment': augment_p if augment_p is not None else 0.0,
+        'Progress/augment': augment_p,
         'Timing/total_sec': timing['total'],
         'Timing/sec_per_tick': timing['tick'],
         'Timing/sec_per_kimg': timing['tick'] / max(timing['kimg'], 1e-8),
@@ -68,7 +69,7 @@ def tick_stats(progress: Any, timing: dict, augment_p: float | None, device: tor
             torch.cuda.max_memory_allocated(device) / 2**30 if device.type == 'cuda' else 0.0
         ),
     }
-    return {k: {'num': 1, 'mean': float(v), 'std': 0.0} for k, v in values.items()}
+    return {k: {'num': 1, 'mean': float(v), 'std': 0.0} for k, v in values.items() if v is not None}
 
 
 def cpu_mem_gb() -> float:
@@ -159,14 +160,15 @@ def print_setup(
 def init_grid(
     run_dir: str,
     dataset: torch.utils.data.Dataset,
-    G: torch.nn.Module,
+    G_ema: torch.nn.Module,
     device: torch.device,
     fresh: bool,
-    G_ema: torch.nn.Module,
-    bg: int,  # noqa: ANN001
+    batch_gpu: int,
+    size: list[int] | None = None,
 ) -> dict:
-    """Write reals.png (and fakes_init.png on a fresh start); return the fixed grid latents."""
-    gw, gh = run_io.grid_size(dataset.resolution)
+    """Write reals.png (and fakes_init.png on a fresh start) as ``size`` = [columns, rows] grids (None =
+    about 7680x4320 pixels); return the grid's ``size`` and its fixed latents ``z`` and labels ``c``."""
+    gw, gh = size or run_io.grid_size(dataset.resolution)
     labels = np.stack([dataset.get_label(i) for i in range(len(dataset))])
     indices = run_io.choose_grid_indices(labels, gw, gh)
     reals = np.stack([dataset[int(i)][0] for i in indices])
@@ -174,10 +176,10 @@ def init_grid(
     gen = torch.Generator().manual_seed(123)
     grid = dict(
         size=(gw, gh),
-        z=torch.randn([gw * gh, G.z_dim], generator=gen).to(device),
+        z=torch.randn([gw * gh, G_ema.z_dim], generator=gen).to(device),
         c=torch.from_numpy(labels[indices]).to(device),
     )
     if fresh:
-        images = generate_grid(G_ema, grid['z'], grid['c'], bg)
+        images = generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
         run_io.save_image_grid(images, os.path.join(run_dir, 'fakes_init.png'), (-1, 1), (gw, gh))
     return grid

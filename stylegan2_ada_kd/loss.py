@@ -21,6 +21,8 @@ from torch_utils import distributed, training_stats
 from torch_utils.misc import assert_shape
 
 PHASES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
+SIGNS_STAT = 'Loss/signs/{kind}'  # Signs of D's raw logits for kind 'real' / 'fake'.
+REAL_SIGNS_STAT = SIGNS_STAT.format(kind='real')  # What ADA's overfitting heuristic r_t reads.
 
 
 # ---------------------------------------------------------------- loss terms (pure functions)
@@ -280,7 +282,7 @@ class StyleGAN2Loss:
         do_r1: bool,
     ) -> None:
         """D's main loss and/or R1 on one chunk. D scores the (augmented) reals once, and that pass
-        reports ``Loss/signs/real`` in every D phase (the ADA heuristic reads it, as in the reference)."""
+        reports :data:`REAL_SIGNS_STAT` in every D phase (the ADA heuristic reads it, as in the reference)."""
         loss = torch.zeros([], device=real_img.device)
         fake = None
         if do_main:
@@ -306,4 +308,4 @@ class StyleGAN2Loss:
 def _report_scores(kind: str, logits: torch.Tensor) -> None:
     """Report D's raw scores and their signs (the ADA overfitting heuristic r_t reads the real signs)."""
     training_stats.report(f'Loss/scores/{kind}', logits)
-    training_stats.report(f'Loss/signs/{kind}', logits.sign())
+    training_stats.report(SIGNS_STAT.format(kind=kind), logits.sign())

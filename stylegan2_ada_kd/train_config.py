@@ -1,16 +1,19 @@
 """Turns train.py's options into the training loop's kwargs: the reference presets (``--cfg``), the
-``auto`` formulas, overrides, validation and the run-directory description string."""
+``auto`` formulas, overrides, validation and the run-directory description string; the options of the
+plugin families are resolved by their own modules (:mod:`stylegan2_ada_kd.plugins`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+from collections.abc import Collection
 from typing import Any
 
 import click
 
 from dnnlib import EasyDict
+from stylegan2_ada_kd import plugins
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,8 +52,6 @@ RESUME_SPECS = {
         'lsundog256': 'lsundog-res256-paper256-kimg100000-noaug.pkl',
     }.items()
 }
-
-AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 
 
 def resolve_preset(cfg: str, gpus: int, res: int) -> Preset:
@@ -116,50 +117,6 @@ def check_batch(batch: int, batch_gpu: int, gpus: int, mbstd: int) -> None:
         )
 
 
-def augment_kwargs(
-    aug: str,
-    p: float | None,
-    target: float | None,
-    augpipe: str | None,
-    diffaug: str | None = None,
-) -> dict:
-    """``augment_kwargs``, ``ada_kwargs`` and ``augment_p`` for ``--aug/--p/--target/--augpipe/--diffaug``."""
-    if aug != 'fixed' and p is not None:
-        raise click.UsageError('--p can only be given with --aug=fixed')
-    if aug == 'fixed' and p is None:
-        raise click.UsageError('--aug=fixed needs --p')
-    if aug != 'ada' and target is not None:
-        raise click.UsageError('--target can only be given with --aug=ada')
-    if aug in ('noaug', 'diffaug') and augpipe is not None:
-        raise click.UsageError(f'--augpipe cannot be given with --aug={aug}')
-    if aug != 'diffaug' and diffaug is not None:
-        raise click.UsageError('--diffaug can only be given with --aug=diffaug')
-    out: dict[str, Any] = dict(augment_kwargs=None, ada_kwargs=None, augment_p=0.0)
-    if aug == 'noaug':
-        return out
-    if aug == 'diffaug':
-        from stylegan2_ada_kd.diffaugment import parse_policy
-
-        policy = diffaug or 'color,translation,cutout'
-        try:
-            parse_policy(policy)
-        except ValueError as err:
-            raise click.UsageError(str(err)) from err
-        out['augment_kwargs'] = EasyDict(class_name='stylegan2_ada_kd.diffaugment.DiffAugment', policy=policy)
-        out['augment_p'] = 1.0
-        return out
-    out['augment_kwargs'] = EasyDict(
-        class_name='stylegan2_ada_kd.augment.AugmentPipe', preset=augpipe or 'bgc'
-    )
-    if aug == 'ada':
-        out['ada_kwargs'] = EasyDict(
-            class_name='stylegan2_ada_kd.augment.AdaptiveP', target=0.6 if target is None else target
-        )
-    else:
-        out['augment_p'] = p
-    return out
-
-
 def next_run_dir(outdir: str, desc: str) -> str:
     """``<outdir>/<NNNNN>-<desc>`` with NNNNN one above the largest numbered entry already there."""
     ids = []
@@ -171,45 +128,35 @@ def next_run_dir(outdir: str, desc: str) -> str:
     return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
 
 
-def run_desc(opts: dict, dataset_name: str, cfg_desc: str) -> str:
-    """The run-directory description, in the reference's order of suffixes."""
-    parts = [dataset_name]
+def run_desc(opts: dict, dataset_name: str, cfg_desc: str, family_parts: list[tuple[int, str]]) -> str:
+    """The run-directory description, in the reference's order of suffixes: the core's parts at
+    positions 0 and 200, the families' ``family_parts`` between and after them (see ``plugins.NamePart``)."""
+    first = [dataset_name]
     if opts['cond']:
-        parts.append('cond')
+        first.append('cond')
     if opts['subset'] is not None:
-        parts.append(f'subset{opts["subset"]}')
-    if opts.get('holdout'):
-        parts.append(f'holdout{opts["holdout"]}')
+        first.append(f'subset{opts["subset"]}')
+    if opts['holdout']:
+        first.append(f'holdout{opts["holdout"]}')
     if opts['mirror']:
-        parts.append('mirror')
-    parts.append(cfg_desc)
-    for key in ('gamma', 'kimg', 'batch'):
-        if opts[key] is not None:
-            parts.append(f'{key}{opts[key]:g}')
-    if opts['aug_given']:
-        parts.append(opts['aug'])
-    if opts.get('lecam'):
-        parts.append(f'lecam{opts["lecam"]:g}')
-    for key in ('p', 'target'):
-        if opts[key] is not None:
-            parts.append(f'{key}{opts[key]:g}')
-    if opts['augpipe'] is not None:
-        parts.append(opts['augpipe'])
+        first.append('mirror')
+    first.append(cfg_desc)
+    first += [f'{key}{opts[key]:g}' for key in ('gamma', 'kimg', 'batch') if opts[key] is not None]
+    later = []
     resume = opts['resume']
     if resume == 'noresume':
-        parts.append('noresume')
+        later.append('noresume')
     elif resume in RESUME_SPECS:
-        parts.append(f'resume{resume}')
+        later.append(f'resume{resume}')
     elif resume is not None:
-        parts.append('resumecustom')
+        later.append('resumecustom')
     if opts['freezed']:
-        parts.append(f'freezed{opts["freezed"]}')
-    for key in ('cbase', 'cmax'):
-        if opts.get(key):
-            parts.append(f'{key}{opts[key]}')
-    if opts.get('desc'):
-        parts.append(opts['desc'])
-    return '-'.join(parts)
+        later.append(f'freezed{opts["freezed"]}')
+    later += [f'{key}{opts[key]}' for key in ('cbase', 'cmax') if opts[key]]
+    if opts['desc']:
+        later.append(opts['desc'])
+    parts = [(0, text) for text in first] + [(200, text) for text in later] + family_parts
+    return '-'.join(text for _, text in sorted(parts, key=lambda part: part[0]))
 
 
 def _load_dataset(
@@ -275,15 +222,32 @@ def _overfit_kwargs(holdout: int, set_kwargs: dict) -> EasyDict | None:
     )
 
 
-def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
-    """Resolve train.py's options (a dict of click values) into training_loop kwargs, a run description
-    and the (validated) dataset."""
-    gpus = process_count(opts['gpus'])
-    set_kwargs, dataset = _load_dataset(
-        opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed'], opts.get('holdout', 0)
-    )
+def optimizer_kwargs(spec: Preset) -> EasyDict:
+    """The G and D optimizer kwargs of a resolved preset (Adam, betas 0 / 0.99)."""
+    return EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0.0, 0.99], eps=1e-8)
+
+
+def parse_grid(text: str, resolution: int) -> list[int] | None:
+    """``--grid``: ``'COLSxROWS'`` -> ``[cols, rows]``; ``'auto'`` -> about a 7680x4320 canvas of
+    ``resolution``-pixel images (7-32 columns, 4-32 rows); ``'none'`` -> None (no image grids)."""
+    if text == 'none':
+        return None
+    if text == 'auto':
+        from torch_utils.run_io import grid_size
+
+        return list(grid_size(resolution))
+    m = re.fullmatch(r'(\d+)x(\d+)', text.strip())
+    if not m or min(int(m.group(1)), int(m.group(2))) < 1:
+        raise click.UsageError(
+            f"--grid={text}: use COLSxROWS with both at least 1 (e.g. 8x4), 'auto' or 'none'"
+        )
+    return [int(m.group(1)), int(m.group(2))]
+
+
+def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> EasyDict:
+    """The training_loop kwargs of the core options (networks, optimizers, StyleGAN2 loss, schedule)."""
     spec = resolve_preset(opts['cfg'], gpus, dataset.resolution)
-    if opts.get('map_depth'):
+    if opts['map_depth']:
         spec = dataclasses.replace(spec, map=opts['map_depth'])
     G_kwargs, D_kwargs = network_kwargs(spec, opts['cfg'], opts['fp32'], opts['nhwc'], opts['freezed'])
     batch = opts['batch'] if opts['batch'] is not None else spec.mb
@@ -292,26 +256,24 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
     )
     check_batch(batch, batch_gpu, gpus, spec.mbstd)
     for key, name in (('channel_base', 'cbase'), ('channel_max', 'cmax')):
-        if opts.get(name):
+        if opts[name]:
             G_kwargs.synthesis_kwargs[key] = D_kwargs[key] = opts[name]
-    opt = dict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0.0, 0.99], eps=1e-8)
     loss = EasyDict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
     if opts['gamma'] is not None:
         loss.r1_gamma = opts['gamma']
     if opts['cfg'] == 'cifar':
         loss.update(pl_weight=0, style_mixing_prob=0)
-    if opts.get('lecam'):
-        loss.update(lecam_weight=opts['lecam'], lecam_decay=opts['lecam_decay'])
     workers = opts['workers']
-    c = EasyDict(
+    grid = parse_grid(opts['grid'], dataset.resolution)
+    return EasyDict(
         training_set_kwargs=set_kwargs,
         data_loader_kwargs=EasyDict(
             pin_memory=True, num_workers=workers, prefetch_factor=2 if workers else None
         ),
         G_kwargs=G_kwargs,
         D_kwargs=D_kwargs,
-        G_opt_kwargs=EasyDict(opt),
-        D_opt_kwargs=EasyDict(opt),
+        G_opt_kwargs=optimizer_kwargs(spec),
+        D_opt_kwargs=optimizer_kwargs(spec),
         loss_kwargs=loss,
         total_kimg=opts['kimg'] if opts['kimg'] is not None else spec.kimg,
         batch_size=batch,
@@ -321,17 +283,35 @@ def build_training_kwargs(opts: dict) -> tuple[EasyDict, str, Any]:
         random_seed=opts['seed'],
         num_gpus=gpus,
         kimg_per_tick=opts['tick'],
-        image_snapshot_ticks=opts['snap'],
+        image_snapshot_ticks=opts['snap'] if grid is not None else None,
+        grid_size=grid,
         network_snapshot_ticks=opts['snap'],
         metrics=_parse_metrics(opts['metrics']),
-        overfit_kwargs=_overfit_kwargs(opts.get('holdout', 0), set_kwargs),
+        overfit_kwargs=_overfit_kwargs(opts['holdout'], set_kwargs),
         cudnn_benchmark=not opts['nobench'],
         allow_tf32=opts['allow_tf32'],
     )
-    c.update(augment_kwargs(opts['aug'], opts['p'], opts['target'], opts['augpipe'], opts.get('diffaug')))
-    _apply_resume(c, opts['resume'], dataset)
+
+
+def build_training_kwargs(opts: dict, given: Collection[str] = ()) -> EasyDict:
+    """Resolve train.py's options (a dict of click values; ``given``: the names the user set) into the
+    training_loop kwargs, ``run_dir`` included (the directory is not created).
+
+    The core options come first; then every plugin family (:mod:`stylegan2_ada_kd.plugins`) adds its run
+    name parts, and, once the run directory is known, validates its options and fills its kwargs.
+    """
+    gpus = process_count(opts['gpus'])
+    set_kwargs, dataset = _load_dataset(
+        opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed'], opts['holdout']
+    )
+    c = _core_kwargs(opts, gpus, set_kwargs, dataset)
     cfg_desc = f'auto{gpus}' if opts['cfg'] == 'auto' else opts['cfg']
-    return c, run_desc(opts, dataset.name, cfg_desc), dataset
+    desc = run_desc(opts, dataset.name, cfg_desc, plugins.name_parts(opts))
+    run_dir = next_run_dir(opts['outdir'], desc)
+    plugins.resolve(c, plugins.ParsedOptions(opts, frozenset(given), dataset, run_dir))
+    _apply_resume(c, opts['resume'], dataset)
+    c.run_dir = run_dir
+    return c
 
 
 def process_count(gpus: int | None) -> int:

@@ -3,15 +3,14 @@ and Appendix B/C): lazy-regularised phases, G EMA, the adaptive augmentation heu
 snapshots and exact resume.
 
 Everything is built from ``*_kwargs`` dicts that carry a dotted ``class_name``; the loop names no
-loss or augmentation class.
+loss or augmentation class. The networks, augmentation, loss and phases and each training step come from
+the public run API (:mod:`stylegan2_ada_kd.training_run`); the loop adds data, ticks, grids and snapshots.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -19,29 +18,8 @@ import torch
 
 from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd import checkpoint, loop_report
+from stylegan2_ada_kd.training_run import Phase, build_training_run, training_step
 from torch_utils import distributed, run_io, training_stats
-
-
-@dataclass
-class Phase:
-    """One optimisation phase: which module steps, with which optimizer, how often, at what gain."""
-
-    name: str
-    module: torch.nn.Module
-    opt: torch.optim.Optimizer
-    interval: int
-    start_event: torch.cuda.Event | None = None
-    end_event: torch.cuda.Event | None = None
-
-
-@dataclass
-class Progress:
-    """Counters that exact resume restores."""
-
-    cur_nimg: int = 0
-    cur_tick: int = 0
-    batch_idx: int = 0
-    tick_start_nimg: int = 0
 
 
 def accumulation_rounds(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
@@ -86,61 +64,6 @@ def _data_iterator(dataset: torch.utils.data.Dataset, rank: int, seed: int, star
     return iter(loader)
 
 
-def _build_phases(
-    G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg: int, D_reg: int
-) -> list[Phase]:
-    """Main and regularisation phases sharing one optimizer per network (lazy reg., SG2 Sec. 3.1)."""
-    phases = []
-    for name, module, opt_kwargs, interval in [('G', G, G_opt_kwargs, G_reg), ('D', D, D_opt_kwargs, D_reg)]:
-        params = list(module.parameters())
-        if not interval:
-            opt = construct_class_by_name(params, **opt_kwargs)
-            phases.append(Phase(f'{name}both', module, opt, 1))
-            continue
-        ratio = interval / (interval + 1)
-        kw = dict(opt_kwargs, lr=opt_kwargs['lr'] * ratio)
-        kw['betas'] = [b**ratio for b in opt_kwargs.get('betas', (0.9, 0.999))]
-        opt = construct_class_by_name(params, **kw)
-        phases += [Phase(f'{name}main', module, opt, 1), Phase(f'{name}reg', module, opt, interval)]
-    for phase in phases:
-        _check_optimizer_covers(phase)
-    if torch.cuda.is_available():
-        for phase in phases:
-            phase.start_event = torch.cuda.Event(enable_timing=True)
-            phase.end_event = torch.cuda.Event(enable_timing=True)
-    return phases
-
-
-def _check_optimizer_covers(phase: Phase) -> None:
-    """Every parameter of the phase's module must be in its optimizer (a head attached after the optimizer
-    was built would silently never train)."""
-    held = {id(p) for group in phase.opt.param_groups for p in group['params']}
-    missing = [name for name, p in phase.module.named_parameters() if id(p) not in held]
-    if missing:
-        raise RuntimeError(
-            f'{phase.name}: parameters {missing[:5]} are not in the optimizer; modules attached to the '
-            'networks (plugin heads) must exist before the optimizers are built'
-        )
-
-
-def _run_phase(phase: Phase, loss, reals, real_cs, gen_zs, gen_cs, cur_nimg: int) -> None:  # noqa: ANN001
-    """Zero grads, accumulate over the batch_gpu chunks, average across ranks, guard NaN, step."""
-    if phase.start_event is not None:
-        phase.start_event.record(torch.cuda.current_stream())
-    phase.opt.zero_grad(set_to_none=True)
-    phase.module.requires_grad_(True)
-    for real, real_c, gen_z, gen_c in zip(reals, real_cs, gen_zs, gen_cs):
-        loss.accumulate_gradients(
-            phase.name, real, real_c, gen_z, gen_c, gain=phase.interval, cur_nimg=cur_nimg
-        )
-    phase.module.requires_grad_(False)
-    params = [p for p in phase.module.parameters() if p.grad is not None]
-    distributed.sync_gradients(params)
-    phase.opt.step()
-    if phase.end_event is not None:
-        phase.end_event.record(torch.cuda.current_stream())
-
-
 def _loss_diagnostics(
     loss: object,
     real: torch.Tensor,
@@ -165,23 +88,6 @@ def _loss_diagnostics(
     return out
 
 
-@torch.no_grad()
-def _update_ema(G: torch.nn.Module, G_ema: torch.nn.Module, beta: float) -> None:
-    """Parameters: ``ema = lerp(p, ema, beta)``; buffers are copied."""
-    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-        p_ema.copy_(p.detach().lerp(p_ema, beta))
-    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-        b_ema.copy_(b.detach())
-
-
-def ema_beta(batch_size: int, cur_nimg: int, ema_kimg: float, ema_rampup: float | None) -> float:
-    """EMA decay per step from a half-life of ``ema_kimg`` thousand images, optionally ramped up."""
-    ema_nimg = ema_kimg * 1000
-    if ema_rampup is not None:
-        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
-
-
 def training_loop(
     run_dir: str = '.',  # Output directory (rank 0 writes here).
     training_set_kwargs: dict | None = None,  # Dataset: class_name + options.
@@ -203,10 +109,11 @@ def training_loop(
     ema_rampup: float | None = None,  # EMA rampup ratio; None = off.
     G_reg_interval: int | None = 4,  # Path-length regularisation interval in steps; None = not lazy.
     D_reg_interval: int | None = 16,  # R1 interval in steps; None = not lazy.
-    augment_p: float = 0,  # Initial augmentation probability.
+    augment_p: float | None = 0,  # Initial augmentation probability; None = the pipe has none (DiffAugment).
     total_kimg: float = 25000,  # Training length in kimg.
     kimg_per_tick: float = 4,  # Progress interval in kimg.
-    image_snapshot_ticks: int | None = 50,  # Image grid interval in ticks; None = never.
+    image_snapshot_ticks: int | None = 50,  # Image grid interval in ticks; None = never (no grid images).
+    grid_size: list[int] | None = None,  # Columns, rows of the image grids; None = about 7680x4320 pixels.
     network_snapshot_ticks: int | None = 50,  # Snapshot interval in ticks; None = only at the end.
     resume_pkl: str | None = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
     cudnn_benchmark: bool = True,  # torch.backends.cudnn.benchmark.
@@ -225,38 +132,36 @@ def training_loop(
     common = dict(
         c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
     )
-    G = construct_class_by_name(**G_kwargs, **common).train().requires_grad_(False).to(device)
-    D = construct_class_by_name(**D_kwargs, **common).train().requires_grad_(False).to(device)
-    G_ema = copy.deepcopy(G).eval()
-    augment_pipe = None
-    if augment_kwargs is not None:
-        augment_pipe = construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
-        augment_pipe.p.copy_(torch.as_tensor(augment_p))
-    ada = (
-        construct_class_by_name(**ada_kwargs, batch_size=batch_size) if ada_kwargs and augment_pipe else None
+    run = build_training_run(
+        device=device,
+        common=common,
+        G_kwargs=G_kwargs,
+        D_kwargs=D_kwargs,
+        G_opt_kwargs=G_opt_kwargs,
+        D_opt_kwargs=D_opt_kwargs,
+        loss_kwargs=loss_kwargs,
+        batch_size=batch_size,
+        augment_kwargs=augment_kwargs,
+        augment_p=augment_p,
+        ada_kwargs=ada_kwargs,
+        G_reg_interval=G_reg_interval,
+        D_reg_interval=D_reg_interval,
+        ema_kimg=ema_kimg,
+        ema_rampup=ema_rampup,
+        resume_pkl=resume_pkl,
+        rank=rank,
     )
-    # The loss may add trainable modules to G or D (a plugin head through D.attach_head), so it is built
-    # before the optimizers and the broadcast below; _build_phases checks that every parameter is covered.
-    loss = construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
-    phases = _build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval)
-    progress = Progress()
-    nets = dict(G=G, D=D, G_ema=G_ema, augment_pipe=augment_pipe)
-    resumed = None
-    if resume_pkl:
-        resumed = checkpoint.load_for_training(resume_pkl, nets, phases, loss, ada, progress, rank)
-    for module in (G, D, augment_pipe):
-        if module is not None:
-            distributed.broadcast_module(module)
-    distributed.broadcast_module(G_ema)
+    G, D, G_ema, progress = run.G, run.D, run.G_ema, run.progress
     data_kw = dict(data_loader_kwargs or {})
     data_kw['pin_memory'] = data_kw.get('pin_memory', False) and device.type == 'cuda'
     data_iter = _data_iterator(
         dataset, rank, random_seed, progress.batch_idx * batch_gpu * rounds, batch_gpu, **data_kw
     )
+    sample_labels = lambda n: _sample_labels(dataset, n, device)
 
     grid = monitor = None
     if rank == 0:
-        loop_report.print_setup(dataset, G, D, augment_pipe, loss)
+        loop_report.print_setup(dataset, G, D, run.augment_pipe, run.loss)
         if overfit_kwargs:
             monitor = construct_class_by_name(
                 **overfit_kwargs,
@@ -267,30 +172,20 @@ def training_loop(
                 batch=batch_gpu,
                 seed=random_seed,
             )
-        grid = loop_report.init_grid(run_dir, dataset, G, device, progress.cur_nimg == 0, G_ema, batch_gpu)
+        if image_snapshot_ticks:
+            fresh = progress.cur_nimg == 0
+            grid = loop_report.init_grid(run_dir, dataset, G_ema, device, fresh, batch_gpu, grid_size)
     tick_stats = training_stats.Collector()
-    ada_stats = training_stats.Collector(['Loss/signs/real'])
     writer = run_io.StatsWriter(run_dir, start_time) if rank == 0 else None
-    if resumed is not None:
-        checkpoint.restore_rng(resumed, rank, device)
+    if run.resumed is not None:
+        checkpoint.restore_rng(run.resumed, rank, device)
     print(f'Training for {total_kimg} kimg...\n' if rank == 0 else '', end='')
 
     tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
     while True:
         reals, real_cs = _next_batch(data_iter, device, rounds)
-        for phase in phases:
-            if progress.batch_idx % phase.interval != 0:
-                continue
-            gen_zs = torch.randn([batch_gpu * rounds, G.z_dim], device=device).split(batch_gpu)
-            gen_cs = _sample_labels(dataset, batch_gpu * rounds, device).split(batch_gpu)
-            _run_phase(phase, loss, reals, real_cs, gen_zs, gen_cs, progress.cur_nimg)
-        _update_ema(G, G_ema, ema_beta(batch_size, progress.cur_nimg, ema_kimg, ema_rampup))
-        progress.cur_nimg += batch_size
-        progress.batch_idx += 1
-        if ada is not None and progress.batch_idx % ada.interval == 0:
-            ada.update(augment_pipe, ada_stats.collect(device))
-
+        training_step(run, reals, real_cs, sample_labels)
         done = progress.cur_nimg >= total_kimg * 1000
         tick_due = (
             progress.cur_tick == 0 or progress.cur_nimg >= progress.tick_start_nimg + kimg_per_tick * 1000
@@ -298,38 +193,36 @@ def training_loop(
         if not (done or tick_due):  # tick 0 ends after the first step, for early feedback
             continue
         tick_end_time = time.time()
-        p_now = float(augment_pipe.p) if augment_pipe is not None else None
         timing = dict(
             total=tick_end_time - start_time,
             tick=tick_end_time - tick_start_time,
             kimg=(progress.cur_nimg - progress.tick_start_nimg) / 1e3,
             maintenance=maintenance_time,
         )
-        stats = loop_report.tick_stats(progress, timing, p_now, device)
+        stats = loop_report.tick_stats(progress, timing, run.augment_probability(), device)
         if monitor is not None:
             stats.update(monitor.stats(G, D))
         if rank == 0:
-            stats.update(_loss_diagnostics(loss, reals[0], real_cs[0], G.z_dim, dataset, device))
-        if rank == 0:
-            print(loop_report.tick_line(progress, stats, loop_report.augment_status(augment_pipe)))
+            stats.update(_loss_diagnostics(run.loss, reals[0], real_cs[0], G.z_dim, dataset, device))
+            print(loop_report.tick_line(progress, stats, loop_report.augment_status(run.augment_pipe)))
         aborted = bool(abort_fn and abort_fn())
         done = done or aborted
         collected = tick_stats.collect(device)
-        _add_phase_timing(phases, collected)
+        _add_phase_timing(run.phases, collected)
         tick = progress.cur_tick
         progress.cur_tick += 1  # the snapshot stores the state in which the next tick starts
         progress.tick_start_nimg = progress.cur_nimg
-        if rank == 0 and image_snapshot_ticks and (done or tick % image_snapshot_ticks == 0):
+        if grid is not None and (done or tick % image_snapshot_ticks == 0):
             images = loop_report.generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
             kimg = progress.cur_nimg // 1000
             run_io.save_image_grid(
                 images, os.path.join(run_dir, f'fakes{kimg:06d}.png'), (-1, 1), grid['size']
             )
         if done or (network_snapshot_ticks and tick % network_snapshot_ticks == 0):
-            if ada is not None:  # pending signs go into the snapshot, so resume is exact
-                ada.absorb(ada_stats.collect(device))
+            if run.ada is not None:  # pending signs go into the snapshot, so resume is exact
+                run.ada.absorb(run.ada_stats.collect(device))
             snapshot_pkl = checkpoint.write_snapshot(
-                run_dir, nets, phases, loss, ada, progress, training_set_kwargs, rank, device
+                run_dir, run.nets, run.phases, run.loss, run.ada, progress, training_set_kwargs, rank, device
             )
             stats.update(
                 loop_report.evaluate_metrics(
@@ -347,7 +240,7 @@ def training_loop(
     if writer is not None:
         writer.close()
     tick_stats.close()
-    ada_stats.close()
+    run.close()
     if rank == 0:
         print('\nExiting...')
 

@@ -1,5 +1,6 @@
 """Shared test fixtures: tiny network configs and the optional ../shared compat folder."""
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,30 @@ TINY_D = dict(
     channel_max=16,
     epilogue_kwargs=dict(mbstd_group_size=2),
 )
+
+
+TINY_OPT = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
+
+
+def tiny_training_run(loss_kwargs, **kwargs):
+    """``training_run.build_training_run`` of TINY_G / TINY_D on the CPU with Adam and a batch of 4."""
+    from stylegan2_ada_kd.training_run import build_training_run
+
+    common = dict(c_dim=0, img_resolution=16, img_channels=3)
+    own = lambda kw, cls: dict(
+        {k: v for k, v in copy.deepcopy(kw).items() if k not in common}, class_name=cls
+    )
+    return build_training_run(
+        device=torch.device('cpu'),
+        common=common,
+        G_kwargs=own(TINY_G, 'stylegan2_ada_kd.networks.Generator'),
+        D_kwargs=own(TINY_D, 'stylegan2_ada_kd.networks.Discriminator'),
+        G_opt_kwargs=TINY_OPT,
+        D_opt_kwargs=TINY_OPT,
+        loss_kwargs=loss_kwargs,
+        batch_size=4,
+        **kwargs,
+    )
 
 
 class TinyImageEncoder(torch.nn.Module):

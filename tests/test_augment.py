@@ -120,6 +120,9 @@ def test_presets():
     }
     assert set(AUGPIPE_SPECS['bgc']) == set(AUGPIPE_SPECS['bg']) | set(AUGPIPE_SPECS['color'])
     assert len(AUGPIPE_SPECS['bgcfnc']) == 15
+    from stylegan2_ada_kd.augment_options import AUGPIPES  # the --augpipe choices, spelled out torch-free
+
+    assert AUGPIPES == tuple(AUGPIPE_SPECS)
 
 
 @pytest.mark.parametrize('preset', sorted(AUGPIPE_SPECS))
@@ -530,6 +533,7 @@ def test_adaptive_p_moves_toward_the_target():
     ada.step(pipe)
     assert float(pipe.p) == 0.0  # never below 0
     assert ada.step(pipe) is None and float(pipe.p) == 0.0  # nothing accumulated: no change
+    assert ada.stat == 'Loss/signs/real'  # the stat the loss reports and the loop collects for it
     for _ in range(8):  # no upper clamp
         ada.update(pipe, {'Loss/signs/real': {'num': 64.0, 'mean': 1.0, 'std': 0.0}})
     assert float(pipe.p) == pytest.approx(1.6)

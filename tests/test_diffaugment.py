@@ -223,12 +223,12 @@ def test_parse_policy_errors(bad):
         DiffAugment(bad)
 
 
-def test_module_rebuild_p_and_policy_order():
+def test_module_rebuild_no_p_and_policy_order():
     m = DiffAugment('translation,color')
     assert m.policy == ('translation', 'color')
     rebuilt = DiffAugment(**m.init_kwargs)
     assert rebuilt.policy == m.policy and rebuilt.init_kwargs == {'policy': 'translation,color'}
-    assert m.p.ndim == 0 and float(m.p) == 1.0 and 'p' in m.state_dict()
+    assert not hasattr(m, 'p') and m.state_dict() == {}  # no probability: nothing to write or report
     assert list(m.parameters()) == []
     assert 'translation,color' in repr(m)
     x = _images(4, 3, 16, 16)
@@ -239,6 +239,19 @@ def test_module_rebuild_p_and_policy_order():
     for op in (rand_translation, rand_brightness, rand_saturation, rand_contrast):
         expected = op(expected)
     assert torch.equal(y, expected)
+
+
+def test_state_of_older_versions_with_a_p_buffer_loads():
+    """Snapshots written before the dummy p buffer was dropped hold {'p': 1.0}; strict loads accept it."""
+    from stylegan2_ada_kd.checkpoint.classes import NetworkPickleError, load_state_strict
+
+    old = {'p': torch.ones([])}
+    m = DiffAugment()
+    m.load_state_dict(old, strict=True)
+    load_state_strict(m, old, 'old snapshot', m.init_kwargs)
+    assert list(old) == ['p']  # the caller's dict is left as it was
+    with pytest.raises(NetworkPickleError, match='1 unexpected key'):
+        load_state_strict(m, {'q': torch.ones([])}, 'bad snapshot', m.init_kwargs)
 
 
 def test_default_policy_is_color_translation_cutout():

@@ -1,22 +1,22 @@
-"""The KD head is trained (one Dmain step built as the training loop builds it), and the once-per-tick
-gradient-scale diagnostic Loss/kd/grad_ratio equals a direct computation and touches no training state."""
+"""The KD head is trained (one training step of the run API, which the training loop uses), and the
+once-per-tick gradient-scale diagnostic Loss/kd/grad_ratio equals a direct computation and touches no
+training state."""
 
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_D, TINY_G
+from conftest import TINY_D, TINY_G, tiny_training_run
 
 from stylegan2_ada_kd.kd.loss import KDLoss, agkd_official, agkd_paper, cgkd_official, cgkd_paper
 from stylegan2_ada_kd.kd.teacher import register_tiny_clip_config
 from stylegan2_ada_kd.networks import Discriminator, Generator
-from stylegan2_ada_kd.training_loop import _build_phases, _run_phase
+from stylegan2_ada_kd.training_run import training_step
 from torch_utils import training_stats
 
 SPEC = f'random:{register_tiny_clip_config()}'
 PROMPTS = ['a cat', 'a dog', 'a car']
-OPT = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
 
 
 def _setup(seed=0, **kw):
@@ -37,14 +37,16 @@ def _batch(G, n=4, seed=1):
     )
 
 
-def test_one_dmain_step_trains_the_kd_head():
-    G, D, loss = _setup(r1_gamma=0)
-    phases = _build_phases(G, D, OPT, OPT, 4, 16)
-    dmain = next(p for p in phases if p.name == 'Dmain')
-    before = {k: v.clone() for k, v in D.heads['kd'].state_dict().items()}
-    real, c, z = _batch(G)
-    _run_phase(dmain, loss, [real], [c], [z], [c], cur_nimg=0)
-    after = D.heads['kd'].state_dict()
+def test_one_training_step_trains_the_kd_head():
+    """The run API builds the loss (which attaches the head) before D's optimizer: one step trains it."""
+    run = tiny_training_run(
+        dict(class_name='stylegan2_ada_kd.kd.loss.KDLoss', teacher=SPEC, prompts=PROMPTS, r1_gamma=0)
+    )
+    before = {k: v.clone() for k, v in run.D.heads['kd'].state_dict().items()}
+    real, c, _z = _batch(run.G)
+    training_step(run, [real], [c], lambda n: torch.zeros(n, 0))
+    assert (run.progress.cur_nimg, run.progress.batch_idx) == (4, 1)
+    after = run.D.heads['kd'].state_dict()
     assert before.keys() == after.keys() and len(before) >= 4
     for key, value in before.items():
         assert not torch.equal(value, after[key]), f'{key} did not change: the head is not in D optimizer'

@@ -16,7 +16,7 @@ from stylegan2_ada_kd.kd.teacher import register_tiny_clip_config
 from stylegan2_ada_kd.loss import StyleGAN2Loss
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
-TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--batch=4', '--tick=0.008', '--snap=1']
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--batch=4', '--tick=0.008', '--snap=1', '--grid=4x2']
 
 
 @pytest.fixture(scope='module')

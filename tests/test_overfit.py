@@ -13,7 +13,7 @@ from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset, split_ind
 from stylegan2_ada_kd.networks import Discriminator, Generator
 from stylegan2_ada_kd.overfit import OverfitMonitor
 
-TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4']
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4', '--grid=4x2']
 
 
 @pytest.fixture(scope='module')

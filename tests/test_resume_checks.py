@@ -13,7 +13,7 @@ from conftest import REPO, SUBPROCESS_TIMEOUT, make_image_folder
 
 import train
 
-TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4']
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4', '--grid=4x2']
 
 
 class _RunsCode:

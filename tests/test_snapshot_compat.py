@@ -20,6 +20,7 @@ PINNED = '4fb4739'
 # Where the pinned commit keeps the loader (today's tree has it in stylegan2_ada_kd.checkpoint).
 OLD_IMPORT_LOADER = 'from stylegan2_ada_kd.legacy import load_network_pkl'
 TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4', '--tick=0.008', '--snap=1']
+NEW = ['--grid=4x2']  # small image grids for the current code's runs (the pinned commit has no --grid)
 
 
 def _git(*args, **kwargs):
@@ -62,9 +63,9 @@ def _stats(run_dir):
 
 def test_old_snapshot_resumes_exactly(old_snapshot, tmp_path):
     data, snap = old_snapshot
-    full, _ = _train(REPO, tmp_path, tmp_path / 'full', data, '--seed=3', '--kimg=0.028')
+    full, _ = _train(REPO, tmp_path, tmp_path / 'full', data, '--seed=3', '--kimg=0.028', *NEW)
     resumed, out = _train(
-        REPO, tmp_path, tmp_path / 'resumed', data, '--seed=3', '--kimg=0.028', f'--resume={snap}'
+        REPO, tmp_path, tmp_path / 'resumed', data, '--seed=3', '--kimg=0.028', f'--resume={snap}', *NEW
     )
     assert 'Resuming exactly' in out
     by_kimg = {round(s['Progress/kimg']['mean'], 3): s for s in _stats(full)}

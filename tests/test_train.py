@@ -12,7 +12,7 @@ from conftest import REPO, SUBPROCESS_TIMEOUT, make_image_folder
 sys.path.insert(0, str(REPO))
 import train  # noqa: E402
 
-TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none']
+TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--grid=4x2', '--metrics=none']  # --metrics last
 
 
 @pytest.fixture(scope='module')
@@ -134,6 +134,8 @@ def test_run_dir_name_and_overrides(data16, tmp_path):
         (['--cfg=paper9000'], '--cfg'),
         (['--cond=1'], 'label'),
         (['--subset=100'], '--subset'),
+        (['--grid=0x4'], '--grid'),
+        (['--grid=8by4'], '--grid'),
     ],
 )
 def test_invalid_options_are_rejected_before_training(data16, tmp_path, extra, needle):
@@ -141,6 +143,16 @@ def test_invalid_options_are_rejected_before_training(data16, tmp_path, extra, n
     assert res.exit_code != 0
     assert needle in res.output
     assert not list(tmp_path.iterdir())  # nothing was created
+
+
+@pytest.mark.parametrize(
+    'grid, size, image_ticks', [('auto', [32, 32], 50), ('8x4', [8, 4], 50), ('none', None, None)]
+)
+def test_grid_sets_the_snapshot_image_grids(data16, tmp_path, grid, size, image_ticks):
+    """--grid: columns x rows; 'auto' is about a 7680x4320 canvas (32x32 at 16x16 px); 'none': no grids."""
+    c = _dry([f'--outdir={tmp_path}', f'--data={data16}', f'--grid={grid}'])
+    assert c['grid_size'] == size and c['image_snapshot_ticks'] == image_ticks
+    assert c['network_snapshot_ticks'] == 50
 
 
 def test_missing_dataset_names_the_path(tmp_path):
@@ -181,6 +193,10 @@ def test_short_run_writes_every_file(data16, tmp_path):
     ]:
         assert name in names, (name, names)
     assert not [n for n in names if n.endswith('.tmp') or '.tmp' in n]
+    import PIL.Image
+
+    for name in ('reals.png', 'fakes_init.png', 'fakes000000.png'):  # --grid=4x2 of 16x16 images
+        assert PIL.Image.open(run_dir / name).size == (4 * 16, 2 * 16), name
     stats = _stats(run_dir)
     assert len(stats) == 2  # tick 0 after the first step (4 images), tick 1 at 12 images (done)
     for key in [

@@ -3,25 +3,22 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_D, TINY_G
+from conftest import TINY_D, TINY_G, TINY_OPT
 
 from stylegan2_ada_kd.networks import Discriminator, Generator
-from stylegan2_ada_kd.training_loop import _build_phases, _loss_diagnostics
-
-OPT = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
+from stylegan2_ada_kd.training_loop import _loss_diagnostics
+from stylegan2_ada_kd.training_run import build_phases, check_optimizer_covers
 
 
 def test_a_head_attached_after_the_optimizers_is_an_error():
     G, D = Generator(**TINY_G), Discriminator(**TINY_D)
     D.attach_head('late', torch.nn.Linear(4, 4))
-    _build_phases(G, D, OPT, OPT, 4, 16)  # attached before: covered
+    build_phases(G, D, TINY_OPT, TINY_OPT, 4, 16)  # attached before: covered
     G, D = Generator(**TINY_G), Discriminator(**TINY_D)
-    phases = _build_phases(G, D, OPT, OPT, 4, 16)
+    phases = build_phases(G, D, TINY_OPT, TINY_OPT, 4, 16)
     D.attach_head('late', torch.nn.Linear(4, 4))
-    from stylegan2_ada_kd.training_loop import _check_optimizer_covers
-
     with pytest.raises(RuntimeError, match='heads.late.weight'):
-        _check_optimizer_covers(phases[-1])
+        check_optimizer_covers(phases[-1])
 
 
 class _Diagnosing:

@@ -1,10 +1,10 @@
 """Named scalar statistics reported from anywhere in the training code.
 
-Any module calls ``report('Loss/G/loss', tensor)``. The training loop owns :class:`Collector`
-objects (one for the per-tick stats, one for the ADA heuristic) and calls ``collect()`` to get
-``{name: {'num', 'mean', 'std'}}`` summed over every report and every process; it writes them to
-stats.jsonl / TensorBoard without knowing the names. Reports are accumulated in float64 on the
-tensor's device, with no host sync per report. :class:`Timer` reports how long a block took.
+Any module calls ``report('Loss/G/loss', tensor)``. The training code owns :class:`Collector`
+objects (the loop one for the per-tick stats, the training run one for the ADA heuristic) and calls
+``collect()`` to get ``{name: {'num', 'mean', 'std'}}`` summed over every report and every process; the
+loop writes them to stats.jsonl / TensorBoard without knowing the names. Reports are accumulated in
+float64 on the tensor's device, with no host sync per report. :class:`Timer` reports how long a block took.
 """
 
 from __future__ import annotations

@@ -12,13 +12,8 @@ import numpy as np
 import torch
 
 NETWORK_KEYS = ('G', 'D', 'G_ema')
-# Classes registered on first use of the registry (if their module exists), as (module, class name).
-_DEFAULT_CLASSES = [
-    ('stylegan2_ada_kd.networks', 'Generator'),
-    ('stylegan2_ada_kd.networks', 'Discriminator'),
-    ('stylegan2_ada_kd.augment', 'AugmentPipe'),
-    ('stylegan2_ada_kd.diffaugment', 'DiffAugment'),
-]
+# Registered on first use of the registry, with the classes the plugin families declare.
+CORE_CLASSES = ('stylegan2_ada_kd.networks.Generator', 'stylegan2_ada_kd.networks.Discriminator')
 
 
 class NetworkPickleError(ValueError):
@@ -47,19 +42,16 @@ def register_network_class(name: str, cls: type) -> None:
 
 
 def registry() -> dict[str, type]:
-    """Return the class registry, adding the default classes (G, D, AugmentPipe if present) on first use."""
+    """Return the class registry, adding on first use G, D (:data:`CORE_CLASSES`) and the classes the
+    plugin families declare (``plugins.snapshot_classes()``: the augment pipes)."""
     global _defaults_registered
     if not _defaults_registered:
         _defaults_registered = True
-        for module_name, class_name in _DEFAULT_CLASSES:
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as err:
-                if err.name != module_name:
-                    raise
-                continue
-            if hasattr(module, class_name):
-                _NETWORK_CLASSES.setdefault(f'{module_name}.{class_name}', getattr(module, class_name))
+        from stylegan2_ada_kd import plugins
+
+        for name in CORE_CLASSES + plugins.snapshot_classes():
+            module_name, class_name = name.rsplit('.', 1)
+            _NETWORK_CLASSES.setdefault(name, getattr(importlib.import_module(module_name), class_name))
     return _NETWORK_CLASSES
 
 
@@ -123,7 +115,24 @@ def construct(cls: type, args: list[Any], kwargs: dict[str, Any], where: str) ->
 def load_state_strict(
     module: torch.nn.Module, state: dict[str, Any], where: str, kwargs: dict[str, Any]
 ) -> None:
-    """Load ``state`` into ``module`` with ``strict=True``, explaining any key or shape mismatch first."""
+    """Load ``state`` into ``module`` with ``strict=True``; on failure raise :class:`NetworkPickleError`
+    explaining every key or shape mismatch.
+
+    torch's loader runs each module's own ``_load_from_state_dict``, so a class may accept the state of
+    its older versions (DiffAugment drops the ``p`` it no longer has).
+    """
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise NetworkPickleError(
+            f'{where}: the stored weights do not fit {type(module).__name__}(**{kwargs}): '
+            + (_mismatches(module, state) or str(err).replace('\n', ' '))
+            + '. The file was probably written by a different architecture or version.'
+        ) from err
+
+
+def _mismatches(module: torch.nn.Module, state: dict[str, Any]) -> str:
+    """The missing, unexpected, non-tensor and wrong-shape keys of ``state`` for ``module``, as text."""
     expected = module.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
@@ -134,11 +143,6 @@ def load_state_strict(
         if isinstance(state.get(key), torch.Tensor) and state[key].shape != value.shape
     ]
     found = {'missing': missing, 'unexpected': unexpected, 'non-tensor': bad, 'wrong-shape': shapes}
-    problems = [f'{len(items)} {label} key(s): {preview(items)}' for label, items in found.items() if items]
-    if problems:
-        raise NetworkPickleError(
-            f'{where}: the stored weights do not fit {type(module).__name__}(**{kwargs}): '
-            + '; '.join(problems)
-            + '. The file was probably written by a different architecture or version.'
-        )
-    module.load_state_dict(state, strict=True)
+    return '; '.join(
+        f'{len(items)} {label} key(s): {preview(items)}' for label, items in found.items() if items
+    )

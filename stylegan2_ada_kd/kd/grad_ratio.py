@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
+from stylegan2_ada_kd.augment_options import augment_kwargs
 from stylegan2_ada_kd.kd.loss import KDLoss
 from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
 from stylegan2_ada_kd.kd.teacher import load_teacher
-from stylegan2_ada_kd.train_config import augment_kwargs, network_kwargs, resolve_preset
+from stylegan2_ada_kd.train_config import network_kwargs, resolve_preset
 
 # label -> KDLoss settings; the per-term columns give AGKD alone and CGKD alone.
 SETTINGS: dict[str, dict] = {
@@ -78,7 +79,7 @@ def measure(
     torch.manual_seed(seed)  # a 'random:' teacher is then the same in every measurement
     has_text = load_teacher(teacher, teacher_weights).has_text  # built (and announced) once, before any draw
     anchors = dict(prompts=list(GENERIC_PROMPTS)) if has_text else dict(anchor_dataset=data_kwargs)
-    augment = augment_kwargs(aug, None, None, None)['augment_kwargs']
+    augment = augment_kwargs(aug, {})['augment_kwargs']
     out: dict[str, dict[str, list[float]]] = {label: {} for label in SETTINGS}
     for rep in range(repeats):
         torch.manual_seed(seed + rep)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from stylegan2_ada_kd.kd.variants import check_variant
 from stylegan2_ada_kd.networks.layers import FullyConnectedLayer
 from torch_utils.misc import assert_shape
 
@@ -59,9 +60,7 @@ class KDHead(torch.nn.Module):
 
 def make_kd_head(in_features: int, embed_dim: int, variant: str = 'paper') -> KDHead:
     """A fresh :class:`KDHead` of the shape ``variant`` uses (see :data:`HEAD_CONFIGS`)."""
-    if variant not in HEAD_CONFIGS:
-        raise ValueError(f'unknown KD variant {variant!r}; expected one of {sorted(HEAD_CONFIGS)}')
-    return KDHead(in_features, embed_dim, **HEAD_CONFIGS[variant])
+    return KDHead(in_features, embed_dim, **HEAD_CONFIGS[check_variant(variant)])
 
 
 def attach_kd_head(D: torch.nn.Module, embed_dim: int, variant: str = 'paper') -> KDHead:

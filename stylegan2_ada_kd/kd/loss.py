@@ -26,14 +26,9 @@ from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
 from stylegan2_ada_kd.kd.teacher import load_teacher, random_warning
+from stylegan2_ada_kd.kd.variants import KD_TERMS, check_terms, resolve_kd_settings
 from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss, d_logistic_loss
 from torch_utils import training_stats
-
-KD_TERMS = ('aggregated', 'correlated')
-VARIANTS = ('paper', 'official')
-PAPER_CROSS_P = 0.7  # Default probability of AGKD's cross terms (paper variant).
-DEFAULT_WEIGHTS = {'paper': 1.0, 'official': 10.0}  # lambda_A = lambda_C per variant.
-
 
 # ---------------------------------------------------------------- loss terms (pure functions)
 
@@ -102,35 +97,7 @@ def pairwise_diversity(corr: torch.Tensor) -> torch.Tensor:
     return (sim.sum() - sim.diagonal().sum()) / (n * (n - 1))
 
 
-# ---------------------------------------------------------------- settings, the cross draw, diagnostics
-
-
-def resolve_kd_settings(
-    variant: str, agkd_weight: float | None, cgkd_weight: float | None, cross_p: float | None
-) -> dict[str, float]:
-    """The ``agkd_weight``, ``cgkd_weight`` and ``cross_p`` that run, with every None resolved.
-
-    Weights default to :data:`DEFAULT_WEIGHTS` (1 paper, 10 official); ``cross_p`` to 0.7 (paper). The
-    official variant's cross terms are always on: a ``cross_p`` other than None or 1 is a ValueError,
-    never silently replaced.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f'--kd-variant must be one of {VARIANTS}; got {variant!r}')
-    if variant == 'official' and cross_p is not None and cross_p != 1:
-        raise ValueError(
-            f'--kd-p={cross_p:g} does not apply to --kd-variant=official, whose AGKD cross terms are always '
-            'on (p = 1); drop --kd-p, or use --kd-variant=paper'
-        )
-    if cross_p is None:
-        cross_p = 1.0 if variant == 'official' else PAPER_CROSS_P
-    if not 0 <= cross_p <= 1:
-        raise ValueError(f'--kd-p must be in [0, 1]; got {cross_p}')
-    weight = DEFAULT_WEIGHTS[variant]
-    return dict(
-        agkd_weight=float(weight if agkd_weight is None else agkd_weight),
-        cgkd_weight=float(weight if cgkd_weight is None else cgkd_weight),
-        cross_p=float(cross_p),
-    )
+# ---------------------------------------------------------------- the cross draw, diagnostics
 
 
 def cross_terms_on(seed: int, cur_nimg: int, p: float) -> bool:
@@ -203,11 +170,8 @@ class KDLoss(StyleGAN2Loss):
         **base_options,  # StyleGAN2Loss options (r1_gamma, pl_weight, ...); unknown names raise TypeError.
     ) -> None:
         super().__init__(device, G, D, augment_pipe, **base_options)
-        unknown = set(kd_terms) - set(KD_TERMS)
-        if unknown or not kd_terms:
-            raise ValueError(f'--kd: unknown or empty terms {sorted(unknown)}; choose from {KD_TERMS}')
+        self.kd_terms = check_terms(kd_terms)
         settings = resolve_kd_settings(variant, agkd_weight, cgkd_weight, cross_p)
-        self.kd_terms = tuple(kd_terms)
         self.variant = variant
         self.agkd_weight = settings['agkd_weight']
         self.cgkd_weight = settings['cgkd_weight']

@@ -1,45 +1,36 @@
-"""train.py's ``--kd*`` options -> KDLoss kwargs, validated before training (KD-DLGAN, Sec. 3-4).
+"""The KD family of train.py: the ``--kd*`` options -> KDLoss kwargs, validated before training (KD-DLGAN,
+Sec. 3-4).
 
-Every KD default is resolved here (weights, cross-term probability, prompts), so what ``--dry-run`` and
-``training_options.json`` show is what the loss runs. ``--kd-*`` options without ``--kd`` are errors. The
-teacher is loaded here, at option-parsing time, so a missing weight file or an offline machine stops the
-run before anything is created; the loss then takes that same teacher from the per-process cache (moved
-to the training device, not loaded again).
+Every KD default is resolved here (weights, cross-term probability, prompts, the anchor cache in the run
+directory), so what ``--dry-run`` and ``training_options.json`` show is what the loss runs. ``--kd-*``
+options without ``--kd`` are errors. The teacher is loaded here, at option-parsing time, so a missing weight
+file or an offline machine stops the run before anything is created; the loss then takes that same teacher
+from the per-process cache (moved to the training device, not loaded again). The run directory gets the
+suffix ``-kd``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from dnnlib import EasyDict
-from stylegan2_ada_kd.kd.loss import KD_TERMS, resolve_kd_settings
 from stylegan2_ada_kd.kd.prompts import CLASS_TEMPLATES, resolve_prompts
-from stylegan2_ada_kd.kd.teacher import Teacher, TeacherError, load_teacher
+from stylegan2_ada_kd.kd.variants import VARIANTS, check_terms, resolve_kd_settings
+from stylegan2_ada_kd.plugins import Family, NamePart, ParsedOptions
 
 
 def parse_kd_terms(text: str | None) -> tuple[str, ...]:
     """``'aggregated,correlated'`` -> a tuple of terms; ``None``/``'none'`` -> empty."""
     if text is None or text == 'none':
         return ()
-    terms = tuple(t.strip() for t in text.split(',') if t.strip())
-    unknown = [t for t in terms if t not in KD_TERMS]
-    if unknown or not terms:
-        raise click.UsageError(f'--kd={text}: unknown terms {unknown}; use a comma list of {list(KD_TERMS)}')
-    return terms
-
-
-def given_kd_options(ctx: click.Context) -> set[str]:
-    """Names (``kd_prompts``, ...) of the ``--kd-*`` options set on the command line or environment."""
-    defaults = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
-    return {
-        name
-        for name in ctx.params
-        if name.startswith('kd_') and ctx.get_parameter_source(name) not in defaults
-    }
+    try:
+        return check_terms([t.strip() for t in text.split(',') if t.strip()])
+    except ValueError as err:
+        raise click.UsageError(f'--kd={text}: {err}') from err
 
 
 def _flag(name: str) -> str:
@@ -47,68 +38,148 @@ def _flag(name: str) -> str:
     return '--' + name.replace('_', '-')
 
 
-def _load(opts: dict) -> Teacher:
+def _load(values: Mapping[str, Any]) -> Any:
     """The teacher of ``--kd-teacher`` / ``--kd-teacher-weights`` (CPU), or a UsageError."""
+    from stylegan2_ada_kd.kd.teacher import TeacherError, load_teacher
+
     try:
-        return load_teacher(opts['kd_teacher'], opts.get('kd_teacher_weights'))
+        return load_teacher(values['kd_teacher'], values['kd_teacher_weights'])
     except TeacherError as err:
         raise click.UsageError(str(err)) from err
 
 
-def _prompts(opts: dict, dataset: Any, teacher: Teacher) -> list[str] | None:
+def _prompts(values: Mapping[str, Any], dataset: Any, has_text: bool) -> list[str] | None:
     """CGKD's prompts for a CLIP teacher (class template per ``--kd-variant``); None for image-only ones."""
-    if not teacher.has_text:
-        if opts.get('kd_prompts'):
+    if not has_text:
+        if values['kd_prompts']:
             raise click.UsageError(
-                f'--kd-prompts needs a CLIP teacher; {opts["kd_teacher"]} has no text encoder'
+                f'--kd-prompts needs a CLIP teacher; {values["kd_teacher"]} has no text encoder'
             )
         return None
     try:
         return resolve_prompts(
-            conditional=bool(opts['cond']),
+            conditional=bool(values['cond']),
             class_names=dataset.class_names,
             dataset_prompts=dataset.prompts,
-            prompts_file=opts.get('kd_prompts'),
-            class_template=CLASS_TEMPLATES[opts['kd_variant']],
+            prompts_file=values['kd_prompts'],
+            class_template=CLASS_TEMPLATES[values['kd_variant']],
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
 
 
-def apply_kd_options(c: EasyDict, opts: dict, dataset: Any, given: Collection[str] = ()) -> bool:
-    """Turn the StyleGAN2 loss in ``c`` into a KDLoss when ``--kd`` is given; returns whether it did.
+def _resolve(c: EasyDict, parsed: ParsedOptions) -> None:
+    """Turn the StyleGAN2 loss in ``c`` into a KDLoss with every KD default resolved, when ``--kd`` is given.
 
-    ``given``: the ``--kd-*`` option names set by the user (:func:`given_kd_options`); any of them without
-    ``--kd`` is a UsageError naming it. All KD defaults are resolved into ``c.loss_kwargs``.
+    Any ``--kd-*`` option the user set without ``--kd`` is a UsageError naming it.
     """
-    terms = parse_kd_terms(opts.get('kd'))
-    if not terms:
-        stray = sorted(name for name in given if name.startswith('kd_'))
+    values = parsed.values
+    if not parse_kd_terms(values['kd']):
+        stray = sorted(name for name in parsed.given if name.startswith('kd_'))
         if stray:
             names = ', '.join(_flag(name) for name in stray)
             raise click.UsageError(f'{names}: KD options need --kd=aggregated,correlated (or one of them)')
-        return False
+        return
     try:
         settings = resolve_kd_settings(
-            opts['kd_variant'], opts.get('kd_agkd_weight'), opts.get('kd_cgkd_weight'), opts.get('kd_p')
+            values['kd_variant'], values['kd_agkd_weight'], values['kd_cgkd_weight'], values['kd_p']
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    teacher = _load(opts)
+    teacher = _load(values)
     base = {k: v for k, v in c.loss_kwargs.items() if k != 'class_name'}
     c.loss_kwargs = EasyDict(
         class_name='stylegan2_ada_kd.kd.loss.KDLoss',
-        kd_terms=list(terms),
-        teacher=opts['kd_teacher'],
-        teacher_weights=opts.get('kd_teacher_weights'),
-        variant=opts['kd_variant'],
+        kd_terms=list(parse_kd_terms(values['kd'])),
+        teacher=values['kd_teacher'],
+        teacher_weights=values['kd_teacher_weights'],
+        variant=values['kd_variant'],
         **settings,
-        seed=opts['seed'],
-        div_weight=opts['kd_div_weight'],
-        prompts=_prompts(opts, dataset, teacher),
-        num_anchors=opts['kd_anchors'],
+        seed=values['seed'],
+        div_weight=values['kd_div_weight'],
+        prompts=_prompts(values, parsed.dataset, teacher.has_text),
+        num_anchors=values['kd_anchors'],
         anchor_dataset=None if teacher.has_text else dict(c.training_set_kwargs),
         teacher_embed_dim=teacher.embed_dim,
         **base,
     )
-    return True
+    if not teacher.has_text:
+        c.loss_kwargs.anchor_cache = os.path.join(parsed.run_dir, 'kd_anchors.pt')
+
+
+def _name_parts(values: Mapping[str, Any]) -> list[NamePart]:
+    """``-kd`` (after ``--desc``) when KD is on."""
+    return [(300, 'kd')] if parse_kd_terms(values['kd']) else []
+
+
+FAMILY = Family(
+    name='kd',
+    options=(
+        click.option(
+            '--kd',
+            help="KD-DLGAN terms: 'aggregated', 'correlated', both (comma list) or 'none'; "
+            'every --kd-* needs it',
+            metavar='LIST',
+        ),
+        click.option(
+            '--kd-teacher',
+            help='Teacher: MODEL:PRETRAINED (open_clip), torchscript:PATH, or random:MODEL '
+            '(smoke tests only)',
+            default='ViT-B-32:openai',
+            show_default=True,
+            metavar='SPEC',
+        ),
+        click.option(
+            '--kd-teacher-weights',
+            help='Local teacher weights file (OpenAI or open_clip format)',
+            metavar='PATH',
+        ),
+        click.option(
+            '--kd-variant',
+            help="'paper' formulas, or 'official' (the released code's distances, weights, head and prompts)",
+            type=click.Choice(VARIANTS),
+            default='paper',
+            show_default=True,
+        ),
+        click.option(
+            '--kd-agkd-weight',
+            help='AGKD weight lambda_A [default: 1, official: 10]',
+            type=click.FloatRange(min=0),
+            metavar='FLOAT',
+        ),
+        click.option(
+            '--kd-cgkd-weight',
+            help='CGKD weight lambda_C [default: 1, official: 10; official sums CGKD over the batch per '
+            'process and round (--batch-gpu), as the released code does, so its effective weight grows with '
+            'that batch]',
+            type=click.FloatRange(min=0),
+            metavar='FLOAT',
+        ),
+        click.option(
+            '--kd-p',
+            help="Probability of AGKD's cross terms, drawn once per D step [default: 0.7; not with "
+            '--kd-variant=official, whose cross terms are always on]',
+            type=click.FloatRange(0, 1),
+            metavar='FLOAT',
+        ),
+        click.option('--kd-prompts', help='CGKD prompts file (one per line)', metavar='FILE'),
+        click.option(
+            '--kd-div-weight',
+            help='Weight of the G-side diversity term (extension; 0 = off)',
+            type=click.FloatRange(min=0),
+            default=0,
+            show_default=True,
+            metavar='FLOAT',
+        ),
+        click.option(
+            '--kd-anchors',
+            help='CGKD anchors for a teacher without text: k-means prototypes of real embeddings',
+            type=click.IntRange(min=2),
+            default=16,
+            show_default=True,
+            metavar='INT',
+        ),
+    ),
+    resolve=_resolve,
+    name_parts=_name_parts,
+)

@@ -28,11 +28,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from stylegan2_ada_kd.kd.variants import check_variant
 from torch_utils import torchscript
 from torch_utils.misc import assert_shape
 
 DEFAULT_TEACHER = 'ViT-B-32:openai'
-VARIANTS = ('paper', 'official')
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,10 +147,7 @@ class Teacher(torch.nn.Module):
         assert_shape(img, [None, None, None, None], 'teacher image')
         if img.shape[1] not in (1, 3):
             raise TeacherError(f'KD teacher {self.spec}: images need 1 or 3 channels, got {list(img.shape)}')
-        if variant not in VARIANTS:
-            raise TeacherError(
-                f'KD teacher: unknown variant {variant!r}; use one of {VARIANTS} (--kd-variant)'
-            )
+        check_variant(variant)
         if img.device != self.mean.device:
             raise TeacherError(
                 f'KD teacher {self.spec} is on {self.mean.device} but the images are on {img.device}; '

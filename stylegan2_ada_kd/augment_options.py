@@ -1,0 +1,155 @@
+"""The augmentation family of train.py: ``--aug`` and its settings -> ``augment_kwargs``, ``ada_kwargs`` and
+``augment_p``.
+
+Each ``--aug`` value is one :class:`AugmentMode` row of :data:`MODES`: the pipe it builds, whether that pipe
+has a probability ``p`` (the ``augment_pipe.p`` buffer the training loop writes from ``augment_p``, ADA
+adapts and the stats report as ``Progress/augment``), the ADA controller, the options it takes and the
+classes its snapshots hold. A new augmentation is its module plus one row here (and one option line if it
+brings an option of its own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import click
+
+from dnnlib import EasyDict
+from stylegan2_ada_kd.plugins import Family, NamePart, ParsedOptions
+
+# The keys of augment.AUGPIPE_SPECS (spelled out so that --help does not import torch; a test compares).
+AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
+DEFAULT_MODE = 'ada'
+Values = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentMode:
+    """One ``--aug`` value."""
+
+    name: str  # The --aug value.
+    pipe: Callable[[Values], EasyDict] | None = None  # Values -> augment_kwargs; None = no augmentation.
+    p: Callable[[Values], float] | None = None  # Initial p; None = the pipe has no probability.
+    controller: Callable[[Values], EasyDict] | None = None  # Values -> ada_kwargs; None = p stays fixed.
+    takes: tuple[str, ...] = ()  # Parameter names of the options (besides --aug) this mode accepts.
+    needs: tuple[str, ...] = ()  # Of those, the ones it cannot run without.
+    classes: tuple[str, ...] = ()  # Dotted class names its snapshots hold (the pipe's class).
+
+
+def _augment_pipe(values: Values) -> EasyDict:
+    """ADA's pipeline with the ``--augpipe`` preset (default bgc)."""
+    return EasyDict(class_name='stylegan2_ada_kd.augment.AugmentPipe', preset=values['augpipe'] or 'bgc')
+
+
+def _adaptive_p(values: Values) -> EasyDict:
+    """ADA's controller with the ``--target`` for the sign of D(real) (default 0.6)."""
+    target = values['target']
+    return EasyDict(class_name='stylegan2_ada_kd.augment.AdaptiveP', target=0.6 if target is None else target)
+
+
+def _diffaugment(values: Values) -> EasyDict:
+    """DiffAugment with the ``--diffaug`` policy (default color,translation,cutout), checked now."""
+    from stylegan2_ada_kd.diffaugment import parse_policy
+
+    policy = values['diffaug'] or 'color,translation,cutout'
+    try:
+        parse_policy(policy)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    return EasyDict(class_name='stylegan2_ada_kd.diffaugment.DiffAugment', policy=policy)
+
+
+MODES = (
+    AugmentMode('noaug', p=lambda values: 0.0),
+    AugmentMode(
+        'ada',
+        pipe=_augment_pipe,
+        p=lambda values: 0.0,
+        controller=_adaptive_p,
+        takes=('target', 'augpipe'),
+        classes=('stylegan2_ada_kd.augment.AugmentPipe',),
+    ),
+    AugmentMode(
+        'fixed',
+        pipe=_augment_pipe,
+        p=lambda values: values['p'],
+        takes=('p', 'augpipe'),
+        needs=('p',),
+        classes=('stylegan2_ada_kd.augment.AugmentPipe',),
+    ),
+    AugmentMode(
+        'diffaug',
+        pipe=_diffaugment,
+        takes=('diffaug',),
+        classes=('stylegan2_ada_kd.diffaugment.DiffAugment',),
+    ),
+)
+_BY_NAME = {mode.name: mode for mode in MODES}
+SETTINGS = tuple(dict.fromkeys(name for mode in MODES for name in mode.takes))  # Parameter names.
+
+
+def augment_kwargs(aug: str, values: Values) -> dict[str, Any]:
+    """``augment_kwargs``, ``ada_kwargs`` and ``augment_p`` of mode ``aug`` for the option ``values``
+    (``p``, ``target``, ``augpipe``, ``diffaug``: None = not given), validated first
+    (``click.UsageError``)."""
+    mode = _BY_NAME[aug]
+    for name in SETTINGS:
+        if values.get(name) is not None and name not in mode.takes:
+            modes = ' or '.join(f'--aug={m.name}' for m in MODES if name in m.takes)
+            raise click.UsageError(f'--{name} can only be given with {modes}, not with --aug={aug}')
+    for name in mode.needs:
+        if values.get(name) is None:
+            raise click.UsageError(f'--aug={aug} needs --{name}')
+    values = {name: values.get(name) for name in SETTINGS}
+    return dict(
+        augment_kwargs=mode.pipe(values) if mode.pipe else None,
+        ada_kwargs=mode.controller(values) if mode.controller else None,
+        augment_p=mode.p(values) if mode.p else None,
+    )
+
+
+def _resolve(c: EasyDict, parsed: ParsedOptions) -> None:
+    """Fill ``augment_kwargs``, ``ada_kwargs`` and ``augment_p`` (``--aug`` defaults to ada)."""
+    c.update(augment_kwargs(parsed.values['aug'] or DEFAULT_MODE, parsed.values))
+
+
+def _name_parts(values: Values) -> list[NamePart]:
+    """``-<aug>`` when --aug is given, then ``-p<p>``, ``-target<t>`` and ``-<augpipe>``."""
+    parts = [(100, values['aug'])] if values['aug'] is not None else []
+    parts += [(120, f'{key}{values[key]:g}') for key in ('p', 'target') if values[key] is not None]
+    return parts + ([(120, values['augpipe'])] if values['augpipe'] is not None else [])
+
+
+FAMILY = Family(
+    name='augmentation',
+    options=(
+        click.option(
+            '--aug',
+            help=f'Augmentation mode [default: {DEFAULT_MODE}]',
+            type=click.Choice([mode.name for mode in MODES]),
+        ),
+        click.option(
+            '--diffaug',
+            help='DiffAugment policy for --aug=diffaug [default: color,translation,cutout]',
+            metavar='LIST',
+        ),
+        click.option(
+            '--p',
+            help='Augmentation probability for --aug=fixed',
+            type=click.FloatRange(0, 1),
+            metavar='FLOAT',
+        ),
+        click.option(
+            '--target',
+            help='ADA target for the sign of D(real) [default: 0.6]',
+            type=click.FloatRange(0, 1),
+            metavar='FLOAT',
+        ),
+        click.option('--augpipe', help='Enabled augmentations [default: bgc]', type=click.Choice(AUGPIPES)),
+    ),
+    resolve=_resolve,
+    name_parts=_name_parts,
+    classes=tuple(dict.fromkeys(name for mode in MODES for name in mode.classes)),
+)

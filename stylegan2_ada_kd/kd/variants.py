@@ -1,0 +1,54 @@
+"""The KD-DLGAN terms and formulations every KD module shares, their checks and their default settings
+(KD-DLGAN, Sec. 3.2-3.3; the released code for ``'official'``). Torch-free, so train.py's options import it
+cheaply."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+KD_TERMS = ('aggregated', 'correlated')  # AGKD (Sec. 3.2) and CGKD (Sec. 3.3).
+VARIANTS = ('paper', 'official')  # The paper's formulas, or the released code's.
+PAPER_CROSS_P = 0.7  # Default probability of AGKD's cross terms (paper variant).
+DEFAULT_WEIGHTS = {'paper': 1.0, 'official': 10.0}  # lambda_A = lambda_C per variant.
+
+
+def check_variant(variant: str) -> str:
+    """``variant`` if it is one of :data:`VARIANTS`, else a ValueError naming ``--kd-variant``."""
+    if variant not in VARIANTS:
+        raise ValueError(f'--kd-variant must be one of {VARIANTS}; got {variant!r}')
+    return variant
+
+
+def check_terms(terms: Sequence[str]) -> tuple[str, ...]:
+    """``terms`` as a tuple if it is a non-empty selection of :data:`KD_TERMS`, else a ValueError."""
+    unknown = [term for term in terms if term not in KD_TERMS]
+    if unknown or not terms:
+        raise ValueError(f'unknown or empty KD terms {unknown}; use a comma list of {list(KD_TERMS)}')
+    return tuple(terms)
+
+
+def resolve_kd_settings(
+    variant: str, agkd_weight: float | None, cgkd_weight: float | None, cross_p: float | None
+) -> dict[str, float]:
+    """The ``agkd_weight``, ``cgkd_weight`` and ``cross_p`` that run, with every None resolved.
+
+    Weights default to :data:`DEFAULT_WEIGHTS` (1 paper, 10 official); ``cross_p`` to 0.7 (paper). The
+    official variant's cross terms are always on: a ``cross_p`` other than None or 1 is a ValueError,
+    never silently replaced.
+    """
+    check_variant(variant)
+    if variant == 'official' and cross_p is not None and cross_p != 1:
+        raise ValueError(
+            f'--kd-p={cross_p:g} does not apply to --kd-variant=official, whose AGKD cross terms are always '
+            'on (p = 1); drop --kd-p, or use --kd-variant=paper'
+        )
+    if cross_p is None:
+        cross_p = 1.0 if variant == 'official' else PAPER_CROSS_P
+    if not 0 <= cross_p <= 1:
+        raise ValueError(f'--kd-p must be in [0, 1]; got {cross_p}')
+    weight = DEFAULT_WEIGHTS[variant]
+    return dict(
+        agkd_weight=float(weight if agkd_weight is None else agkd_weight),
+        cgkd_weight=float(weight if cgkd_weight is None else cgkd_weight),
+        cross_p=float(cross_p),
+    )

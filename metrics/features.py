@@ -316,26 +316,21 @@ def _try_cache(path: str | None) -> dict[str, np.ndarray] | None:
 
 
 def real_stats(
-    dataset: torch.utils.data.Dataset,
-    dataset_path: str,
-    detector: Callable[[torch.Tensor], torch.Tensor],
-    detector_name: str,
+    dataset: torch.utils.data.Dataset,  # An ImageFolderDataset (items uint8 [C, H, W]).
+    dataset_path: str,  # The path the dataset was opened from (part of the cache key).
+    detector: Callable[[torch.Tensor], torch.Tensor],  # uint8 [n, 3, H, W] -> float32 [n, F].
+    detector_name: str,  # Identifies the detector in the cache key.
     *,
-    kind: str,
-    max_items: int | None,
-    batch_size: int,
-    cache: bool = True,
-    progress: bool = True,
-    num_workers: int = 0,
+    kind: str,  # 'mean_cov' (mu, sigma, num) or 'features' (features [N, F]).
+    max_items: int | None,  # Item cap (a seeded subset when the dataset is larger); None = all.
+    batch_size: int,  # Images per detector batch.
+    cache: bool = True,  # Read and write make_cache_dir_path('gan-metrics', ...); rank 0 writes.
+    progress: bool = True,  # Print progress (rank 0).
+    num_workers: int = 0,  # DataLoader worker processes.
 ) -> dict[str, np.ndarray]:
     """Real-image statistics of up to ``max_items`` dataset items, from the disk cache when possible.
 
-    Args:
-        dataset: an ``ImageFolderDataset`` (items uint8 ``[C, H, W]``) opened from ``dataset_path``.
-        detector: uint8 ``[n, 3, H, W]`` -> float32 ``[n, F]``; ``detector_name`` identifies it in the key.
-        kind: ``'mean_cov'`` (``mu``, ``sigma``, ``num``) or ``'features'`` (``features [N, F]``).
-        max_items: item cap (a seeded subset when the dataset is larger); None = all.
-        cache: read and write ``make_cache_dir_path('gan-metrics', ...)``; rank 0 writes atomically.
+    The cache file is written atomically by rank 0.
     """
     path = stats_cache_path(dataset, dataset_path, detector_name, kind, max_items) if cache else None
     stats = _try_cache(path)

@@ -327,44 +327,32 @@ _KINDS: dict[str, Callable[[_Context], dict[str, float]]] = {
 
 
 def calc_metric(
-    metric: str,
+    metric: str,  # A name from list_valid_metrics(), e.g. 'fid50k_full'.
     *,
-    G: torch.nn.Module,
-    dataset_kwargs: dict | None = None,
-    num_gpus: int = 1,
-    rank: int = 0,
-    device: torch.device | None = None,
-    cache: bool = True,
-    detector_path: str | None = None,
-    vgg16_path: str | None = None,
-    ref_stats: str | None = None,
-    num_gen: int | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    batch_size: int = 64,
-    shared: dict | None = None,
+    G: torch.nn.Module,  # The generator (G_ema); not modified.
+    dataset_kwargs: dict | None = None,  # ImageFolderDataset kwargs (path, use_labels, ...) of the reals.
+    num_gpus: int = 1,  # Process count (torch.distributed must be initialised when > 1).
+    rank: int = 0,  # This process's rank.
+    device: torch.device | None = None,  # Where G and the detectors run; None = CUDA if available.
+    cache: bool = True,  # Cache the real statistics under make_cache_dir_path('gan-metrics').
+    detector_path: str | None = None,  # Inception TorchScript path or URL; None = the default.
+    vgg16_path: str | None = None,  # VGG16 TorchScript path or URL; None = the default.
+    ref_stats: str | None = None,  # .npz with mu/sigma of the reals for FID metrics (replaces the reals).
+    num_gen: int | None = None,  # Generated images / PPL samples; None = the metric's count.
+    seed: int = 0,  # Seed of the generated latents, labels and noise, and of KID's subsets.
+    progress: bool = True,  # Print progress about every 10% (rank 0).
+    batch_size: int = 64,  # Images per detector batch.
+    shared: dict | None = None,  # Kept across the calls for one network (see feature_share); None = off.
 ) -> dict:
     """Compute one registered metric of generator ``G``; every process of a group must call it together.
 
-    Args:
-        metric: a name from :func:`list_valid_metrics`, e.g. ``'fid50k_full'``.
-        G: the generator (G_ema): ``G(z [N, z_dim], c [N, c_dim]) -> [N, C, R, R]`` in [-1, 1]; not modified.
-        dataset_kwargs: ``ImageFolderDataset`` kwargs of the training set (``path``, ``use_labels``,
-            ``max_size``, ``xflip``, ...); ``*_full``/legacy metrics override ``max_size``/``xflip``.
-        num_gpus, rank: process count and rank (torch.distributed must be initialised when ``num_gpus > 1``);
-            each process computes a shard and all get the full result.
-        device: where G and the detectors run (default: CUDA if available).
-        cache: cache the real statistics under ``make_cache_dir_path('gan-metrics')``.
-        detector_path, vgg16_path: Inception / VGG16 TorchScript path or URL (None = the defaults).
-        ref_stats: ``.npz`` with ``mu``/``sigma`` of the reals for FID metrics (replaces the real images).
-        num_gen: generated images / PPL samples instead of the metric's count (tests, quick looks).
-        seed: seed of the generated latents, labels and noise, and of KID's subsets.
-        progress: print progress about every 10% (rank 0); batch_size: images per detector batch.
-        shared: a dict kept across the calls for one network (see :func:`feature_share`): FID and KID of the
-            same count then extract the generated images' features once. Use a fresh dict per network.
+    ``G(z [N, z_dim], c [N, c_dim]) -> [N, C, R, R]`` in [-1, 1]. ``*_full``/legacy metrics override the
+    ``max_size``/``xflip`` of ``dataset_kwargs``. With ``num_gpus > 1`` each process computes a shard and
+    all get the full result. ``num_gen`` serves tests and quick looks. With one ``shared`` dict for the
+    calls of one network, FID and KID of the same count extract the generated images' features once; use
+    a fresh dict per network.
 
-    Returns:
-        ``{'results': {name: value}, 'metric', 'total_time' (s), 'total_time_str', 'num_gpus'}``.
+    Returns ``{'results': {name: value}, 'metric', 'total_time' (s), 'total_time_str', 'num_gpus'}``.
     """
     spec = _check_call(metric, num_gpus, rank)
     start = time.time()
@@ -458,22 +446,19 @@ def _point_best(run_dir: str, snapshot: str) -> None:
 
 
 def update_best(
-    run_dir: str,
-    metric: str,
-    result: dict,
-    snapshot_pkl: str | None,
-    key: str | None = None,
-    lower_is_better: bool | None = None,
+    run_dir: str,  # The run directory that holds best-<metric>.json and the snapshots.
+    metric: str,  # The metric name, e.g. 'fid50k_full'.
+    result: dict,  # A calc_metric() result.
+    snapshot_pkl: str | None,  # The evaluated snapshot (absolute or relative to run_dir); None = no link.
+    key: str | None = None,  # Which value of result['results']; None = the metric name, else the first.
+    lower_is_better: bool | None = None,  # None = from the registry (see below).
 ) -> bool:
     """Track the best snapshot of ``metric`` in ``<run_dir>/best-<metric>.json``; True on a new best.
 
-    Args:
-        result: a :func:`calc_metric` result; ``key`` picks the value in ``result['results']`` (default: the
-            metric name, else the first value, e.g. ``pr50k3_full_precision``).
-        snapshot_pkl: the evaluated snapshot (absolute or relative to ``run_dir``); on a new best it is hard
-            linked (copied where links fail) to ``network-snapshot-best.pkl``.
-        lower_is_better: None = from the registry (FID, KID, PPL: lower; IS, precision/recall: higher;
-            unregistered names: lower).
+    ``key`` defaults to the metric name, else the first value (e.g. ``pr50k3_full_precision``). On a new
+    best ``snapshot_pkl`` is hard linked (copied where links fail) to ``network-snapshot-best.pkl``. The
+    registry's direction: FID, KID, PPL lower is better; IS, precision/recall higher; unregistered names
+    lower.
 
     The JSON holds ``metric``, ``key``, ``value``, ``lower_is_better``, ``snapshot_pkl`` (relative),
     ``kimg`` (from the snapshot name, or None) and ``timestamp``. Non-finite values never become the best.

@@ -68,28 +68,22 @@ def _distance_batches(
 
 
 def compute_ppl(
-    G: torch.nn.Module,
-    lpips: Callable[[torch.Tensor], torch.Tensor],
+    G: torch.nn.Module,  # A Generator with mapping and synthesis; not modified (a copy runs).
+    lpips: Callable[[torch.Tensor], torch.Tensor],  # Images -> LPIPS features (see below).
     *,
-    labels: np.ndarray | None,
-    num_samples: int,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    epsilon: float = 1e-4,
-    progress: bool = True,
+    labels: np.ndarray | None,  # [L, c_dim] label pool; None for an unconditional G.
+    num_samples: int,  # Number of path samples (pairs of images).
+    batch_size: int,  # Path samples per batch.
+    seed: int,  # Makes the value reproducible.
+    device: torch.device,  # Where G and lpips run.
+    epsilon: float = 1e-4,  # Step along the path in W between the two images of a sample.
+    progress: bool = True,  # Print progress (rank 0).
 ) -> float:
     """PPL in W at the endpoints of ``G`` (a Generator with ``mapping`` and ``synthesis``).
 
-    Args:
-        lpips: float ``[N, 3, r, r]`` images in 0..255 -> ``[N, F]`` features whose squared L2 distance is
-            the LPIPS distance (e.g. :meth:`detectors.Detector.lpips` of VGG16).
-        labels: ``[L, c_dim]`` label pool (None for unconditional G).
-        num_samples: number of path samples (pairs of images).
-        seed: makes the value reproducible; batches are sharded over processes and gathered.
-
-    Returns:
-        The perceptual path length (float >= 0).
+    ``lpips`` maps float ``[N, 3, r, r]`` images in 0..255 to ``[N, F]`` features whose squared L2 distance
+    is the LPIPS distance (e.g. :meth:`detectors.Detector.lpips` of VGG16). Batches are sharded over
+    processes and gathered. Returns the perceptual path length (float >= 0).
     """
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     batches = _distance_batches(G, lpips, labels, num_samples, batch_size, seed, epsilon, device)

@@ -40,21 +40,21 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, method: str) -> 
 
 
 def fid_from_stats(
-    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, method: str = 'sqrtm'
+    mu1: np.ndarray,  # Mean [F] of the first set.
+    sigma1: np.ndarray,  # Covariance [F, F] of the first set (symmetric positive semi-definite).
+    mu2: np.ndarray,  # Mean [F] of the second set.
+    sigma2: np.ndarray,  # Covariance [F, F] of the second set (symmetric positive semi-definite).
+    method: str = 'sqrtm',  # Trace of the matrix root: 'sqrtm' (the reference) or 'eigh' (see below).
 ) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    Args:
-        mu1, mu2: means ``[F]``.
-        sigma1, sigma2: covariances ``[F, F]`` (symmetric positive semi-definite).
-        method: ``'sqrtm'`` (default, the reference computation): the real part of
-            ``scipy.linalg.sqrtm(sigma1 @ sigma2)``, with ``1e-6 * I`` added to both covariances when the
-            product is too singular for a finite root (fewer samples than dimensions). ``'eigh'``: the
-            same trace from the eigenvalues of the symmetric ``sigma1^(1/2) sigma2 sigma1^(1/2)``; equal to
-            rounding and about 4x faster at F = 2048 on CPU.
+    ``method='sqrtm'`` (the reference computation) takes the real part of
+    ``scipy.linalg.sqrtm(sigma1 @ sigma2)``, with ``1e-6 * I`` added to both covariances when the product
+    is too singular for a finite root (fewer samples than dimensions). ``'eigh'`` takes the same trace from
+    the eigenvalues of the symmetric ``sigma1^(1/2) sigma2 sigma1^(1/2)``; equal to rounding and about 4x
+    faster at F = 2048 on CPU.
 
-    Returns:
-        The FID, a float >= 0 up to rounding.
+    Returns the FID, a float >= 0 up to rounding.
     """
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
@@ -74,23 +74,16 @@ def _poly_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def kid_from_features(
-    real: np.ndarray,
-    fake: np.ndarray,
-    num_subsets: int = 100,
-    max_subset_size: int = 1000,
-    seed: int = 0,
+    real: np.ndarray,  # Real features [N_real, F].
+    fake: np.ndarray,  # Generated features [N_fake, F].
+    num_subsets: int = 100,  # Number of random subset pairs.
+    max_subset_size: int = 1000,  # Subset size cap (see below).
+    seed: int = 0,  # Seed of the subset choice (same inputs and seed -> same value).
 ) -> float:
     """Kernel Inception Distance: the mean over ``num_subsets`` of the unbiased MMD^2 estimate.
 
-    Args:
-        real, fake: features ``[N_real, F]`` and ``[N_fake, F]``.
-        num_subsets: number of random subset pairs.
-        max_subset_size: subset size cap; each subset has ``m = min(N_real, N_fake, max_subset_size)`` rows,
-            drawn without replacement.
-        seed: seed of the subset choice (same inputs and seed -> same value).
-
-    Returns:
-        The KID estimate (unbiased, so it can be slightly negative for identical distributions).
+    Each subset has ``m = min(N_real, N_fake, max_subset_size)`` rows, drawn without replacement. Returns
+    the KID estimate (unbiased, so it can be slightly negative for identical distributions).
     """
     real = np.asarray(real, dtype=np.float64)
     fake = np.asarray(fake, dtype=np.float64)
@@ -145,24 +138,17 @@ def _coverage(
 
 
 def precision_recall(
-    real: np.ndarray,
-    fake: np.ndarray,
-    k: int = 3,
-    row_batch: int = 10000,
-    col_batch: int = 10000,
-    device: torch.device | None = None,
+    real: np.ndarray,  # Real features [N_real, F] (e.g. VGG16 fc2 features).
+    fake: np.ndarray,  # Generated features [N_fake, F].
+    k: int = 3,  # Neighbourhood size: a sample's hypersphere reaches its k-th nearest neighbour in its set.
+    row_batch: int = 10000,  # Rows per block of the pairwise distances (memory ~ row * col floats).
+    col_batch: int = 10000,  # Columns per block of the pairwise distances.
+    device: torch.device | None = None,  # Where to compute; None = CPU.
 ) -> tuple[float, float]:
     """Improved precision and recall of a generated set against a real set.
 
-    Args:
-        real, fake: features ``[N_real, F]`` and ``[N_fake, F]`` (e.g. VGG16 fc2 features).
-        k: neighbourhood size; each sample's hypersphere reaches its k-th nearest neighbour in its own set.
-        row_batch, col_batch: block sizes of the pairwise-distance computation (memory ~ row * col floats).
-        device: where to compute (default CPU).
-
-    Returns:
-        ``(precision, recall)`` in [0, 1]: the fraction of generated samples inside the real manifold, and
-        the fraction of real samples inside the generated manifold.
+    Returns ``(precision, recall)`` in [0, 1]: the fraction of generated samples inside the real manifold,
+    and the fraction of real samples inside the generated manifold.
     """
     real_t = torch.as_tensor(np.asarray(real), dtype=torch.float32, device=device)
     fake_t = torch.as_tensor(np.asarray(fake), dtype=torch.float32, device=device)

@@ -231,16 +231,15 @@ def wavelet_filter(taps: Sequence[float], device: torch.device | str = 'cpu') ->
     return upfirdn2d.setup_filter(list(taps), device=device, normalize=True, separable=True)
 
 
-def bilinear_sample(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def bilinear_sample(
+    images: torch.Tensor,  # [N, C, H, W].
+    x: torch.Tensor,  # Column positions [N, H', W'] in pixel-index units (0 = first pixel centre).
+    y: torch.Tensor,  # Row positions [N, H', W'] in pixel-index units.
+) -> torch.Tensor:
     """Bilinear interpolation written with ``gather`` (so any autograd order works on any torch version).
 
-    Args:
-        images: ``[N, C, H, W]``.
-        x, y: ``[N, H', W']`` positions in pixel-index units (0 = first pixel centre); positions outside
-            the image read the nearest edge pixel.
-
-    Returns:
-        ``[N, C, H', W']`` samples, differentiable w.r.t. ``images``.
+    Positions outside the image read the nearest edge pixel. Returns ``[N, C, H', W']`` samples,
+    differentiable w.r.t. ``images``.
     """
     n, c, h, w = images.shape
     x0f, y0f = x.floor(), y.floor()
@@ -272,25 +271,21 @@ def _cover_pad(lo: float, hi: float, size: int, guard: int) -> tuple[int, int]:
 
 
 def warp_images(
-    images: torch.Tensor, inv_matrix: torch.Tensor, lowpass: torch.Tensor | None = None
+    images: torch.Tensor,  # [N, C, H, W].
+    inv_matrix: torch.Tensor,  # Inverse transforms [N, 3, 3] (output -> input, centred pixels).
+    lowpass: torch.Tensor | None = None,  # Separable orthonormal low-pass [taps] (see below); None = sym6.
 ) -> torch.Tensor:
     """General geometric warp with wavelet anti-aliasing (ADA App. B, "geometric transformations").
 
     The images are mirror-padded far enough to cover every position read, upsampled 2x with the
-    ``lowpass`` wavelet filter, sampled bilinearly at the transformed positions of a 2x output grid,
-    and decimated 2x with the time-reversed filter. For an orthonormal ``lowpass`` the up/down pair is
-    a perfect-reconstruction pair, so the identity matrix reproduces the input (to rounding). Symlets
-    are not linear-phase: the 2x grid is placed using the filter's DC group delay (its centroid), so
-    that low frequencies are rotated about the true image centre.
+    ``lowpass`` wavelet filter (from :func:`wavelet_filter`, with an even number of taps), sampled
+    bilinearly at the transformed positions of a 2x output grid, and decimated 2x with the time-reversed
+    filter. For an orthonormal ``lowpass`` the up/down pair is a perfect-reconstruction pair, so the
+    identity matrix reproduces the input (to rounding). Symlets are not linear-phase: the 2x grid is placed
+    using the filter's DC group delay (its centroid), so that low frequencies are rotated about the true
+    image centre.
 
-    Args:
-        images: ``[N, C, H, W]``.
-        inv_matrix: ``[N, 3, 3]`` inverse transforms (output -> input, centred pixels).
-        lowpass: ``[taps]`` separable orthonormal low-pass from :func:`wavelet_filter` with an even
-            number of taps; ``None`` uses sym6.
-
-    Returns:
-        ``[N, C, H, W]`` warped images, differentiable w.r.t. ``images`` to any order.
+    Returns ``[N, C, H, W]`` warped images, differentiable w.r.t. ``images`` to any order.
     """
     if lowpass is None:
         lowpass = wavelet_filter(SYM6_LOWPASS, images.device)

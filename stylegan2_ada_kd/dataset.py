@@ -196,19 +196,10 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     Items are ``(image, label)``: image uint8 ``[C, H, W]`` (C = 1 for grayscale, 3 for RGB, values 0-255)
     and label float32 ``[label_dim]`` (``label_dim == 0`` unless ``use_labels``).
 
-    Args:
-        path: folder or ``.zip`` of images (PNG, JPEG, BMP, WebP or any other format PIL opens), with an
-            optional ``dataset.json`` at its root.
-        resolution: expected image size; None accepts whatever single size the images have.
-        use_labels: serve the labels of ``dataset.json``; every image must then have one.
-        max_size: keep a random subset of this many images (chosen with ``random_seed``, kept in file order);
-            None or a value >= the number of images keeps all.
-        xflip: append a mirrored copy of every image: ``len`` doubles, items ``n..2n-1`` are flipped in x.
-        random_seed: seed of the subset and held-out choices.
-        name: display name; defaults to the file or folder name without extension.
-        holdout: set this many images (chosen with ``random_seed``) apart from training, for overfitting
-            diagnostics (0 = none); the subset is then drawn from the other images.
-        split: ``'train'`` serves the training images, ``'holdout'`` the held-out ones.
+    ``path`` holds PNG, JPEG, BMP, WebP or any other format PIL opens, with an optional ``dataset.json`` at
+    its root. The ``max_size`` subset keeps file order; with ``xflip`` items ``n..2n-1`` are the mirrored
+    copies of items ``0..n-1``. ``holdout`` images are set apart for overfitting diagnostics, and the subset
+    is then drawn from the other images.
 
     Every image the dataset serves is checked at construction: fully decoded once (so truncated and corrupt
     files are caught; verdicts of unchanged files are cached, see :mod:`stylegan2_ada_kd.dataset_check`),
@@ -219,15 +210,15 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        path: str,
-        resolution: int | None = None,
-        use_labels: bool = False,
-        max_size: int | None = None,
-        xflip: bool = False,
-        random_seed: int = 0,
-        name: str | None = None,
-        holdout: int = 0,
-        split: str = 'train',
+        path: str,  # Folder or .zip of images, searched recursively.
+        resolution: int | None = None,  # Expected image size; None = whatever single size the images have.
+        use_labels: bool = False,  # Serve the labels of dataset.json; every image must then have one.
+        max_size: int | None = None,  # Keep a random subset of this many images; None or >= count = all.
+        xflip: bool = False,  # Append a mirrored copy of every image (len doubles).
+        random_seed: int = 0,  # Seed of the subset and held-out choices.
+        name: str | None = None,  # Display name; None = the file or folder name without extension.
+        holdout: int = 0,  # Images set apart from training (chosen with random_seed); 0 = none.
+        split: str = 'train',  # 'train' serves the training images, 'holdout' the held-out ones.
     ) -> None:
         if resolution is not None and not (is_power_of_two(int(resolution)) and resolution >= 4):
             raise DatasetError(f'resolution={resolution} must be a power of two >= 4 (e.g. 64, 256, 1024)')

@@ -48,15 +48,13 @@ def r1_penalty(real_logits: torch.Tensor, real_img: torch.Tensor) -> torch.Tenso
     return grad.square().sum(dim=[1, 2, 3])
 
 
-def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+def path_lengths(
+    img: torch.Tensor,  # Images [N, C, H, W] generated from ws.
+    ws: torch.Tensor,  # Latents [N, num_ws, w_dim] that require grad.
+) -> torch.Tensor:
     """Jacobian-vector norms ``||J_w^T y||_2`` with ``y ~ N(0, I) / sqrt(H W)`` (StyleGAN2, Eq. 4).
 
-    Args:
-        img: ``[N, C, H, W]`` images generated from ``ws``.
-        ws: ``[N, num_ws, w_dim]`` latents that require grad.
-
-    Returns:
-        ``[N]`` lengths, differentiable w.r.t. G's weights.
+    Returns ``[N]`` lengths, differentiable w.r.t. G's weights.
     """
     y = torch.randn_like(img) / np.sqrt(img.shape[2] * img.shape[3])
     (grad,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
@@ -64,22 +62,17 @@ def path_lengths(img: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
 
 
 def path_length_penalty(
-    lengths: torch.Tensor, pl_mean: torch.Tensor, pl_decay: float, batch_mean: torch.Tensor | None = None
+    lengths: torch.Tensor,  # Path lengths [N] from path_lengths(), differentiable.
+    pl_mean: torch.Tensor,  # 0-d running mean (no gradient).
+    pl_decay: float,  # Weight of this batch's mean, in [0, 1].
+    batch_mean: torch.Tensor | None = None,  # 0-d mean path length of the batch; None = lengths.mean().
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Path-length penalty ``(|J^T y| - a)^2`` per sample (StyleGAN2, Eq. 4) and the updated mean ``a``.
 
     ``a = pl_mean + pl_decay * (batch_mean - pl_mean)`` is the running mean updated with this batch;
     it stays in the autograd graph, so the penalty's gradient includes the term through ``a`` (as in
-    the reference trainer). Store ``a.detach()`` as the next step's ``pl_mean``.
-
-    Args:
-        lengths: ``[N]`` path lengths from :func:`path_lengths`, differentiable.
-        pl_mean: 0-d running mean (no gradient).
-        pl_decay: weight of this batch's mean, in ``[0, 1]``.
-        batch_mean: 0-d mean path length of the batch, differentiable; default ``lengths.mean()``.
-
-    Returns:
-        ``([N] penalty, 0-d updated mean)``.
+    the reference trainer). Store ``a.detach()`` as the next step's ``pl_mean``. ``batch_mean`` is
+    differentiable. Returns ``([N] penalty, 0-d updated mean)``.
     """
     pl_mean_new = pl_mean.lerp(lengths.mean() if batch_mean is None else batch_mean, pl_decay)
     return (lengths - pl_mean_new).square(), pl_mean_new

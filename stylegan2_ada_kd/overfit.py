@@ -25,28 +25,21 @@ MAX_IMAGES = 256  # Images per group (training reals, held-out reals, fakes): en
 class OverfitMonitor:
     """Mean D logits on training reals, held-out reals and fakes, for ``stats.jsonl`` once per tick.
 
-    Args:
-        dataset_kwargs: the training set's kwargs (with ``class_name`` and ``holdout > 0``); the held-out
-            split is opened from them with ``split='holdout'`` and without x-flips.
-        holdout_files: the held-out file names recorded in training_options.json; checked against the split.
-        num_images: images per group (at most the held-out count and :data:`MAX_IMAGES`).
-        training_set: the training dataset the loop uses; the training-reals sample is drawn from it.
-        z_dim: G's latent size.
-        device: where D and G run.
-        batch: images per D/G call (``batch_gpu``; a multiple of D's minibatch-std group).
-        seed: seed of the training sample and of the fakes' latents.
+    The held-out split is opened from ``dataset_kwargs`` with ``split='holdout'`` and without x-flips, and
+    checked against ``holdout_files``; the training-reals sample is drawn from ``training_set``. Each group
+    has at most the held-out count and :data:`MAX_IMAGES` images.
     """
 
     def __init__(
         self,
-        dataset_kwargs: dict,
-        holdout_files: list,
-        num_images: int,
-        training_set: Any,
-        z_dim: int,
-        device: torch.device,
-        batch: int,
-        seed: int = 0,
+        dataset_kwargs: dict,  # The training set's kwargs (with class_name and holdout > 0).
+        holdout_files: list,  # The held-out file names recorded in training_options.json.
+        num_images: int,  # Images per group (capped, see above).
+        training_set: Any,  # The training dataset the loop uses.
+        z_dim: int,  # G's latent size.
+        device: torch.device,  # Where D and G run.
+        batch: int,  # Images per D/G call (batch_gpu; a multiple of D's minibatch-std group).
+        seed: int = 0,  # Seed of the training sample and of the fakes' latents.
     ) -> None:
         kwargs = dict(dataset_kwargs, split='holdout', xflip=False, max_size=None)
         held = construct_class_by_name(**kwargs)

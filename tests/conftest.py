@@ -1,4 +1,4 @@
-"""Shared test fixtures: tiny network configs and the optional ../shared compat folder."""
+"""Shared test fixtures: tiny network and CLIP configs and the optional ../shared compat folder."""
 
 import copy
 import os
@@ -41,6 +41,20 @@ TINY_D = dict(
     channel_max=16,
     epilogue_kwargs=dict(mbstd_group_size=2),
 )
+
+
+# A CLIP small enough for CPU tests (E = 16, 32x32 input, 2+2 layers of width 32; about 1.6M parameters,
+# mostly the token embedding), as an open_clip model-config file, so that `random:PATH` builds it in any
+# process (train.py in a subprocess too).
+TINY_CLIP_CONFIG = REPO / 'tests' / 'data' / 'tiny-clip.json'
+TINY_CLIP_SPEC = f'random:{TINY_CLIP_CONFIG}'
+
+
+def tiny_clip_name() -> str:
+    """The open_clip model name of TINY_CLIP_CONFIG ('tiny-clip'), added to open_clip in this process."""
+    from stylegan2_ada_kd.kd.teacher_open_clip import add_config_file
+
+    return add_config_file(TINY_CLIP_SPEC, str(TINY_CLIP_CONFIG))
 
 
 TINY_OPT = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)

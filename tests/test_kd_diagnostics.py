@@ -7,15 +7,14 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_D, TINY_G, tiny_training_run
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, tiny_training_run
 
 from stylegan2_ada_kd.kd.loss import KDLoss, agkd_official, agkd_paper, cgkd_official, cgkd_paper
-from stylegan2_ada_kd.kd.teacher import register_tiny_clip_config
 from stylegan2_ada_kd.networks import Discriminator, Generator
 from stylegan2_ada_kd.training_run import training_step
 from torch_utils import training_stats
 
-SPEC = f'random:{register_tiny_clip_config()}'
+SPEC = TINY_CLIP_SPEC
 PROMPTS = ['a cat', 'a dog', 'a car']
 
 

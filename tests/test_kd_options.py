@@ -8,14 +8,13 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_D, TINY_G, make_image_folder
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, make_image_folder
 
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
-from stylegan2_ada_kd.kd.teacher import register_tiny_clip_config
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
-SPEC = f'random:{register_tiny_clip_config()}'
+SPEC = TINY_CLIP_SPEC
 TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--batch=4']
 
 

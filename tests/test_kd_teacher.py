@@ -1,7 +1,12 @@
-"""KD teachers (kd/teacher.py) and real-image anchors (kd/anchors.py), on a tiny random CLIP: CPU, offline."""
+"""KD teachers (kd/teacher.py and its loaders) and real-image anchors (kd/anchors.py), on a tiny random CLIP
+(tests/data/tiny-clip.json): CPU, offline."""
 
 import copy
+import importlib
+import json
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -9,14 +14,16 @@ import open_clip
 import PIL.Image
 import pytest
 import torch
+from conftest import REPO, TINY_CLIP_CONFIG, TINY_CLIP_SPEC, tiny_clip_name
 
 from stylegan2_ada_kd.kd import anchors as anchors_mod
 from stylegan2_ada_kd.kd import teacher as teacher_mod
+from stylegan2_ada_kd.kd import teacher_torchscript
 from stylegan2_ada_kd.kd.anchors import AnchorError, kmeans, real_image_anchors
-from stylegan2_ada_kd.kd.teacher import Teacher, TeacherError, load_teacher, register_tiny_clip_config
+from stylegan2_ada_kd.kd.teacher import Teacher, TeacherError, load_teacher
 
-TINY = register_tiny_clip_config()
-TINY_SPEC = f'random:{TINY}'
+TINY = tiny_clip_name()  # 'tiny-clip', known to open_clip in this process
+TINY_SPEC = TINY_CLIP_SPEC  # 'random:.../tests/data/tiny-clip.json', buildable in any process
 
 
 @pytest.fixture(scope='module')
@@ -238,6 +245,13 @@ def test_bad_spec_lists_the_accepted_forms(spec):
     _assert_readable(err, 'random:MODEL', 'torchscript:PATH', 'MODEL:PRETRAINED')
 
 
+def test_every_spec_form_has_a_loader_and_is_listed_in_the_errors():
+    for prefix, loader in [*teacher_mod.SPEC_LOADERS.items(), ('MODEL', teacher_mod.PRETRAINED_LOADER)]:
+        module, name = loader.rsplit('.', 1)
+        assert callable(getattr(importlib.import_module(module), name)), loader
+        assert f"'{prefix}:" in teacher_mod.SPEC_FORMS, prefix
+
+
 def test_random_and_torchscript_take_no_weights(tmp_path):
     with pytest.raises(TeacherError, match='takes no --kd-teacher-weights'):
         load_teacher(TINY_SPEC, weights=str(tmp_path / 'w.bin'))
@@ -245,12 +259,38 @@ def test_random_and_torchscript_take_no_weights(tmp_path):
         load_teacher(f'torchscript:{tmp_path}/m.pt', weights=str(tmp_path / 'w.bin'))
 
 
-def test_register_config_rejects_builtins_and_incomplete_configs():
-    assert register_tiny_clip_config() == TINY  # idempotent
-    with pytest.raises(TeacherError, match='already has a model'):
-        teacher_mod.register_clip_config('ViT-B-32', teacher_mod.TINY_CLIP_CONFIG)
+def test_a_model_config_file_is_added_once_and_never_replaces_another(tmp_path):
+    assert tiny_clip_name() == TINY  # idempotent
+    builtin = tmp_path / 'ViT-B-32.json'
+    builtin.write_text(TINY_CLIP_CONFIG.read_text())
+    with pytest.raises(TeacherError, match='already has a model') as err:
+        load_teacher(f'random:{builtin}')
+    _assert_readable(err, str(builtin), 'rename')
+    broken = tmp_path / 'broken-test-clip.json'
+    broken.write_text(json.dumps({'embed_dim': 4}))
     with pytest.raises(TeacherError, match='vision_cfg'):
-        teacher_mod.register_clip_config('broken-test-clip', {'embed_dim': 4})
+        load_teacher(f'random:{broken}')
+    with pytest.raises(TeacherError, match='cannot read'):
+        load_teacher(f'random:{tmp_path}/missing.json')
+    assert 'broken-test-clip' not in open_clip.list_models()
+
+
+def test_a_random_teacher_from_a_config_file_builds_in_a_fresh_process():
+    """What train.py in a subprocess does with --kd-teacher=random:PATH.json: no registration beforehand."""
+    code = (
+        'import sys; from stylegan2_ada_kd.kd.teacher import load_teacher; '
+        't = load_teacher(sys.argv[1]); print(t.embed_dim, t.input_size, t.has_text)'
+    )
+    res = subprocess.run(
+        [sys.executable, '-c', code, TINY_SPEC], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == '16 32 True'
+
+
+def test_a_registered_config_name_is_a_model_name(teacher):
+    named = load_teacher(f'random:{TINY}')
+    assert named is not teacher and named.embed_dim == teacher.embed_dim == 16
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -279,7 +319,7 @@ def test_torchscript_teacher(tmp_path, with_attrs):
     t = load_teacher(f'torchscript:{path}')
     assert t.embed_dim == 12 and not t.has_text and not t.is_random
     assert t.input_size == (48 if with_attrs else 224)
-    expected_mean = (0.5, 0.5, 0.5) if with_attrs else teacher_mod.IMAGENET_MEAN
+    expected_mean = (0.5, 0.5, 0.5) if with_attrs else teacher_torchscript.IMAGENET_MEAN
     assert torch.allclose(t.mean, torch.tensor(expected_mean))
     img = torch.rand(3, 3, 32, 32) * 2 - 1
     assert t.encode_image(img).shape == (3, 12) and t.preprocess(img).shape[-1] == t.input_size

@@ -15,15 +15,16 @@ import huggingface_hub
 import open_clip
 import pytest
 import torch
+from conftest import tiny_clip_name
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError
 from huggingface_hub.utils import _http as hf_http
 
 from stylegan2_ada_kd.kd import teacher as teacher_mod
 from stylegan2_ada_kd.kd import teacher_open_clip
-from stylegan2_ada_kd.kd.teacher import TeacherError, load_teacher, register_tiny_clip_config
+from stylegan2_ada_kd.kd.teacher import TeacherError, load_teacher
 
-TINY = register_tiny_clip_config()
+TINY = tiny_clip_name()
 VIT_REPO = 'timm/vit_base_patch32_clip_224.openai'
 
 

@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_D, TINY_G, TinyImageEncoder, make_image_folder
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_image_folder
 
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
 from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
-from stylegan2_ada_kd.kd.teacher import register_tiny_clip_config
 from stylegan2_ada_kd.loss import StyleGAN2Loss
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
@@ -21,7 +20,7 @@ TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--batch=4', '--tick=0.008', 
 
 @pytest.fixture(scope='module')
 def teacher_spec():
-    return f'random:{register_tiny_clip_config()}'
+    return TINY_CLIP_SPEC
 
 
 @pytest.fixture(scope='module')

@@ -7,17 +7,17 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_D, TINY_G, TinyImageEncoder, make_image_folder
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_image_folder
 
 from stylegan2_ada_kd.kd import anchors as anchors_mod
 from stylegan2_ada_kd.kd import loss as kd_loss
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.loss import KDLoss, cgkd_official, cross_terms_on, resolve_kd_settings
-from stylegan2_ada_kd.kd.teacher import load_teacher, register_tiny_clip_config
+from stylegan2_ada_kd.kd.teacher import load_teacher
 from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss
 from stylegan2_ada_kd.networks import Discriminator, Generator
 
-SPEC = f'random:{register_tiny_clip_config()}'
+SPEC = TINY_CLIP_SPEC
 PROMPTS = ['a cat', 'a dog', 'a car']
 
 

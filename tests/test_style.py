@@ -90,6 +90,21 @@ def test_public_defs_have_docstrings_and_forward_states_shapes():
     assert not problems, '\n'.join(problems)
 
 
+def test_parameters_are_documented_in_the_signature_not_in_args_sections():
+    """One parameter-documentation style, training_loop's: ``name: type = default,  # Meaning.``, one per
+    line (docs/style.md, 5). No docstring has a Google-style ``Args:`` (``Arguments:``, ``Parameters:``)
+    section."""
+    section = re.compile(r'^\s*(Args|Arguments|Parameters):\s*$', re.MULTILINE)
+    problems = []
+    for path in _py_files(CORE_DIRS) + sorted(REPO.glob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if section.search(ast.get_docstring(node) or ''):
+                    name = getattr(node, 'name', '(module)')
+                    problems.append(f'{path.relative_to(REPO)}:{getattr(node, "lineno", 1)} {name}')
+    assert not problems, 'docstrings with an Args: section:\n' + '\n'.join(problems)
+
+
 @pytest.mark.parametrize('rel', ['stylegan2_ada_kd/networks', 'stylegan2_ada_kd/kd'])
 def test_forward_methods_assert_shapes(rel):
     for path in sorted((REPO / rel).glob('*.py')):

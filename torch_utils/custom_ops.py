@@ -338,14 +338,14 @@ def load_op_plugin(
     return module
 
 
-def plugin_for(op: str, x: torch.Tensor, impl: str = 'auto') -> ModuleType | None:
+def plugin_for(
+    op: str,  # 'upfirdn2d' or 'bias_act'.
+    x: torch.Tensor,  # The op's input; CPU tensors take the reference path unless impl='cuda'.
+    impl: str = 'auto',  # 'auto' follows SG2KD_OPS; 'ref' forces the reference; 'cuda' requires the plugin.
+) -> ModuleType | None:
     """Decide the implementation of one call: the plugin module, or ``None`` for the reference path.
 
-    Args:
-        op: ``'upfirdn2d'`` or ``'bias_act'``.
-        x: the op's input; CPU tensors always take the reference path under ``auto``/``SG2KD_OPS``.
-        impl: ``'auto'`` follows ``SG2KD_OPS``; ``'ref'`` forces the reference; ``'cuda'`` requires the
-            plugin (error on a CPU tensor or a failed build).
+    ``impl='cuda'`` raises on a CPU tensor or a failed build.
     """
     if impl not in MODES:
         raise ValueError(f'impl must be one of {"|".join(MODES)}; got {impl!r}')

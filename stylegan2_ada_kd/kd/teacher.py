@@ -1,42 +1,37 @@
 """Frozen image(-text) teachers for KD-DLGAN (docs/kd-dlgan.md, "Teachers").
 
 A :class:`Teacher` wraps an open_clip CLIP model (pretrained tag, local weights file, or random init for
-tests) or a TorchScript image encoder. It maps images in the trainer's ``[-1, 1]`` range to raw
+smoke runs and tests) or a TorchScript image encoder. It maps images in the trainer's ``[-1, 1]`` range to raw
 ``[N, E]`` float32 embeddings, with the teacher input built in torch on the images' device, either as the
 paper describes (``variant='paper'``: bicubic resize + CLIP mean/std) or as the official BigGAN code does
 (``variant='official'``: nearest upsample of the ``[-1, 1]`` image, no normalisation).
 
 :func:`load_teacher` builds each teacher once per process and never falls back to random weights: when
 weights cannot be had it raises one :class:`TeacherError` that says what was tried and how to pass a local
-checkpoint with ``--kd-teacher-weights``. open_clip models are built by :mod:`kd.teacher_open_clip`, which
-looks for a pretrained tag's weights in the local caches first and then makes a single download attempt
-(no retries), so an offline machine gets the error at once.
+checkpoint with ``--kd-teacher-weights``. Each spec form has a loader in its own module, listed once in
+:data:`SPEC_LOADERS`: :mod:`kd.teacher_open_clip` builds open_clip models (it looks for a pretrained tag's
+weights in the local caches first and then makes a single download attempt, no retries, so an offline
+machine gets the error at once), :mod:`kd.teacher_torchscript` loads scripted encoders.
 
-open_clip is imported lazily, so importing this module stays cheap.
+The loaders are imported lazily (open_clip too), so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.kd.variants import check_variant
-from torch_utils import torchscript
 from torch_utils.misc import assert_shape
 
 DEFAULT_TEACHER = 'ViT-B-32:openai'
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SPEC_FORMS = (
     "'MODEL:PRETRAINED' (an open_clip model and pretrained tag, e.g. 'ViT-B-32:openai'; "
     'add --kd-teacher-weights=PATH to load a local checkpoint instead of downloading), '
@@ -45,16 +40,16 @@ SPEC_FORMS = (
 )
 WEIGHTS_OPTION = '--kd-teacher-weights'
 
-# A CLIP small enough for CPU tests (about 1.6M parameters, mostly the token embedding).
-TINY_CLIP_CONFIG: dict[str, Any] = {
-    'embed_dim': 16,
-    'vision_cfg': {'image_size': 32, 'layers': 2, 'width': 32, 'head_width': 16, 'patch_size': 8},
-    'text_cfg': {'context_length': 16, 'vocab_size': 49408, 'width': 32, 'heads': 2, 'layers': 2},
+# The spec forms 'PREFIX:REST' and the dotted names of their loader(spec, rest, weights, device) -> Teacher.
+# A spec whose prefix is not listed is 'MODEL:PRETRAINED' and goes whole (rest = spec) to PRETRAINED_LOADER.
+# A new kind of teacher is one module with its loader plus one line here (and a phrase in SPEC_FORMS).
+SPEC_LOADERS = {
+    'random': 'stylegan2_ada_kd.kd.teacher_open_clip.load_random',
+    'torchscript': 'stylegan2_ada_kd.kd.teacher_torchscript.load_torchscript',
 }
+PRETRAINED_LOADER = 'stylegan2_ada_kd.kd.teacher_open_clip.load_pretrained'
 
 _TEACHERS: dict[tuple, Teacher] = {}
-_CONFIG_DIR: str | None = None
-_REGISTERED: dict[str, dict] = {}
 
 
 class TeacherError(ValueError):
@@ -251,56 +246,12 @@ def _one_line(err: BaseException, limit: int = 300) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Model configs for tests and custom architectures.
-
-
-def register_clip_config(name: str, cfg: dict[str, Any]) -> str:
-    """Make ``cfg`` (an open_clip model config dict) known to open_clip as ``name``; returns ``name``.
-
-    ``cfg`` needs ``embed_dim``, ``vision_cfg`` and ``text_cfg`` (the open_clip JSON schema). The config is
-    written to a per-process temp folder and added with ``open_clip.add_model_config``, after which
-    ``load_teacher('random:NAME')`` (or ``'NAME:TAG'`` with weights) builds it. Registering the same name and
-    config again is a no-op; built-in open_clip names cannot be replaced.
-    """
-    import open_clip
-
-    global _CONFIG_DIR
-    missing = [key for key in ('embed_dim', 'vision_cfg', 'text_cfg') if key not in cfg]
-    if missing:
-        raise TeacherError(
-            f'open_clip config {name!r} lacks {missing}; it needs embed_dim, vision_cfg, text_cfg'
-        )
-    if _REGISTERED.get(name) == cfg:
-        return name
-    if name in open_clip.list_models() and name not in _REGISTERED:
-        raise TeacherError(
-            f'open_clip already has a model named {name!r}; register the config under another name'
-        )
-    if _CONFIG_DIR is None:
-        _CONFIG_DIR = tempfile.mkdtemp(prefix='sg2kd-clip-configs-')
-        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
-    path = os.path.join(_CONFIG_DIR, f'{name}.json')
-    with open(path, 'w', encoding='utf-8') as f:
-        json.dump(cfg, f)
-    open_clip.add_model_config(path)
-    _REGISTERED[name] = json.loads(json.dumps(cfg))
-    return name
-
-
-def register_tiny_clip_config(name: str = 'tiny-test-clip') -> str:
-    """Register :data:`TINY_CLIP_CONFIG` (E = 16, 32x32 input, 2+2 layers of width 32) and return its name.
-
-    For fast CPU tests: ``load_teacher(f'random:{register_tiny_clip_config()}')``.
-    """
-    return register_clip_config(name, TINY_CLIP_CONFIG)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Loading.
 
 
 def clear_teacher_cache() -> None:
-    """Forget every teacher built by :func:`load_teacher` in this process (tests use it)."""
+    """Forget every teacher built by :func:`load_teacher` in this process (frees their memory; the next call
+    reads the spec's files again)."""
     _TEACHERS.clear()
 
 
@@ -311,7 +262,8 @@ def load_teacher(
 
     Spec forms: ``'MODEL:PRETRAINED'`` (open_clip name and pretrained tag, downloaded through open_clip's
     cache, or read from the local file ``weights``), ``'random:MODEL'`` (random init, prints a warning;
-    tests and smoke runs only) and ``'torchscript:PATH'`` (an image-only scripted encoder). Built once per
+    tests and smoke runs only) and ``'torchscript:PATH'`` (an image-only scripted encoder); MODEL is an
+    open_clip model name or an open_clip model-config JSON file (``PATH.json``). Built once per
     process and ``(spec, weights)``, and held once: asking for it on another device moves that same module
     there (e.g. train.py's option check loads it on CPU, the loss then moves it to the training GPU), so a
     process never keeps a second copy. Any failure raises one :class:`TeacherError`; random weights are
@@ -337,34 +289,13 @@ def load_teacher(
 
 
 def _build_teacher(spec: str, weights: str | None, device: torch.device) -> Teacher:
-    """Dispatch on the spec form; see :func:`load_teacher`."""
-    if spec.startswith('torchscript:'):
-        if weights:
-            raise TeacherError(
-                f'--kd-teacher={spec}: {WEIGHTS_OPTION} does not apply to TorchScript teachers '
-                '(the file holds its weights); drop it'
-            )
-        return _load_torchscript(spec, spec[len('torchscript:') :], device)
-    if spec.startswith('random:'):
-        if weights:
-            raise TeacherError(
-                f'--kd-teacher={spec}: a random-init teacher takes no {WEIGHTS_OPTION}; to use the file, '
-                f'pass --kd-teacher=MODEL:TAG (e.g. {DEFAULT_TEACHER}) with {WEIGHTS_OPTION}={weights}'
-            )
-        return _open_clip_loader()(spec, spec[len('random:') :], None, None, device)
+    """The loader of the spec's form (:data:`SPEC_LOADERS`) called on it; see :func:`load_teacher`."""
     if ':' not in spec:
         raise TeacherError(f'--kd-teacher={spec}: not a teacher spec; accepted forms: {SPEC_FORMS}')
-    model_name, tag = spec.rsplit(':', 1)
-    if not model_name or not tag:
-        raise TeacherError(f'--kd-teacher={spec}: model or tag missing; accepted forms: {SPEC_FORMS}')
-    return _open_clip_loader()(spec, model_name, tag, weights, device)
-
-
-def _open_clip_loader() -> Callable[..., Teacher]:
-    """:func:`kd.teacher_open_clip.load_open_clip`, imported late (that module imports this one)."""
-    from stylegan2_ada_kd.kd.teacher_open_clip import load_open_clip
-
-    return load_open_clip
+    prefix, rest = spec.split(':', 1)
+    if prefix not in SPEC_LOADERS:
+        return construct_class_by_name(spec, spec, weights, device, class_name=PRETRAINED_LOADER)
+    return construct_class_by_name(spec, rest, weights, device, class_name=SPEC_LOADERS[prefix])
 
 
 def random_warning(spec: str) -> str:
@@ -374,36 +305,4 @@ def random_warning(spec: str) -> str:
         f'{bar}\nWARNING: random-init KD teacher ({spec}) -- for tests and smoke runs only; KD with it '
         f'teaches nothing.\nWARNING: for real training use a pretrained teacher, e.g. --kd-teacher='
         f'{DEFAULT_TEACHER} (add {WEIGHTS_OPTION}=PATH on offline machines).\n{bar}'
-    )
-
-
-def _load_torchscript(spec: str, path: str, device: torch.device) -> Teacher:
-    """A Teacher around a scripted image encoder ``[N, 3, S, S]`` (normalised) -> ``[N, E]``."""
-    path = os.path.expanduser(path)
-    if not path or not os.path.isfile(path):
-        raise TeacherError(
-            f'--kd-teacher={spec}: TorchScript file {path!r} does not exist; pass torchscript:PATH with a '
-            'file written by torch.jit.save(torch.jit.script(encoder), PATH)'
-        )
-    try:
-        module = torchscript.load(path, map_location=device)  # an fp16 file computes in fp32
-    except Exception as err:
-        raise TeacherError(
-            f'--kd-teacher={spec}: torch.jit.load({path!r}) failed ({_one_line(err)}); the file must be a '
-            'TorchScript module saved with torch.jit.save'
-        ) from err
-
-    def attr(name: str, default: Any) -> Any:
-        value = getattr(module, name, None)
-        if isinstance(value, torch.Tensor):
-            value = value.detach().flatten().tolist()
-            value = value[0] if name == 'input_size' and len(value) == 1 else value
-        return default if value is None else value
-
-    return Teacher(
-        spec,
-        module,
-        input_size=int(attr('input_size', 224)),
-        mean=attr('mean', IMAGENET_MEAN),
-        std=attr('std', IMAGENET_STD),
     )

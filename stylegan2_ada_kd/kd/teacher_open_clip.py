@@ -1,5 +1,11 @@
 """open_clip teachers for KD-DLGAN: name checks, offline-first weights, building and wrapping the model.
 
+The loaders of ``--kd-teacher=MODEL:PRETRAINED`` (:func:`load_pretrained`) and ``random:MODEL``
+(:func:`load_random`). MODEL is an open_clip model name, or the path of an open_clip model-config JSON file
+(``embed_dim``, ``vision_cfg``, ``text_cfg``, as open_clip's own ``model_configs/*.json``), which is added to
+open_clip under its file name without ``.json`` (:func:`add_config_file`) in whichever process is given the
+spec: a custom architecture, or a CLIP small enough for CPU tests.
+
 A pretrained tag (``--kd-teacher=MODEL:TAG``) is turned into a local checkpoint file before open_clip sees it,
 so open_clip's own download (for ViT-B-32:openai: two Hugging Face files, each retried five times with
 backoff, about 50 s of retry warnings on an offline machine) never runs:
@@ -20,6 +26,7 @@ import contextlib
 import dataclasses
 import difflib
 import hashlib
+import json
 import logging
 import os
 import warnings
@@ -30,8 +37,10 @@ from typing import Any, Callable
 import torch
 
 from stylegan2_ada_kd.kd.teacher import (
+    DEFAULT_TEACHER,
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
+    SPEC_FORMS,
     WEIGHTS_OPTION,
     Teacher,
     TeacherError,
@@ -41,6 +50,7 @@ from stylegan2_ada_kd.kd.teacher import (
 HF_WEIGHTS_NAME = 'open_clip_pytorch_model.bin'  # open_clip's default file name in a hub repo
 HF_SAFE_WEIGHTS_NAME = 'open_clip_model.safetensors'
 URL_CACHE_DIR = '~/.cache/clip'  # open_clip's download_pretrained_from_url default
+CONFIG_KEYS = ('embed_dim', 'vision_cfg', 'text_cfg')  # What open_clip needs in a model config.
 
 
 @dataclasses.dataclass
@@ -232,10 +242,50 @@ def _not_found_message(
     )
 
 
-def check_model_name(spec: str, model_name: str) -> str:
-    """open_clip's name for ``model_name`` ('/' -> '-'), or TeacherError listing close and valid names."""
+def add_config_file(spec: str, path: str) -> str:
+    """Add the open_clip model config of the JSON file ``path`` to open_clip; returns its name (file stem).
+
+    Adding a file whose name and config open_clip already has is a no-op. Raises TeacherError for a file that
+    cannot be read, lacks a key of :data:`CONFIG_KEYS`, or would replace another config of that name (one of
+    open_clip's own, or another file's).
+    """
     import open_clip
 
+    path = os.path.expanduser(path)
+    name = os.path.splitext(os.path.basename(path))[0]
+    try:
+        with open(path, encoding='utf-8') as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as err:
+        raise TeacherError(
+            f'--kd-teacher={spec}: cannot read the open_clip model config {path} ({_one_line(err)})'
+        ) from err
+    missing = [key for key in CONFIG_KEYS if not isinstance(cfg, dict) or key not in cfg]
+    if missing:
+        raise TeacherError(
+            f'--kd-teacher={spec}: the open_clip model config {path} lacks {missing}; it needs '
+            f'{", ".join(CONFIG_KEYS)}'
+        )
+    known = open_clip.get_model_config(name)
+    if known is None:
+        open_clip.add_model_config(path)
+    elif known != cfg:
+        raise TeacherError(
+            f'--kd-teacher={spec}: open_clip already has a model named {name!r} with another config; '
+            f'rename {path}'
+        )
+    return name
+
+
+def check_model_name(spec: str, model_name: str) -> str:
+    """open_clip's name for ``model_name`` ('/' -> '-'), or TeacherError listing close and valid names.
+
+    A ``model_name`` ending in ``.json`` is a model-config file, added by :func:`add_config_file`.
+    """
+    import open_clip
+
+    if model_name.endswith('.json'):
+        return add_config_file(spec, model_name)
     name = model_name.replace('/', '-')
     models = open_clip.list_models()
     if name in models:
@@ -268,7 +318,35 @@ def download_hint(model_name: str, tag: str | None, cfg: dict) -> str:
     )
 
 
-def load_open_clip(
+def load_random(
+    spec: str,  # The whole --kd-teacher value, for messages.
+    model: str,  # MODEL: the spec after 'random:'.
+    weights: str | None,  # --kd-teacher-weights; must be None.
+    device: torch.device,  # Where the teacher runs.
+) -> Teacher:
+    """``random:MODEL``: a random-init open_clip model (smoke runs and tests; it teaches nothing)."""
+    if weights:
+        raise TeacherError(
+            f'--kd-teacher={spec}: a random-init teacher takes no {WEIGHTS_OPTION}; to use the file, '
+            f'pass --kd-teacher=MODEL:TAG (e.g. {DEFAULT_TEACHER}) with {WEIGHTS_OPTION}={weights}'
+        )
+    return _load_open_clip(spec, model, None, None, device)
+
+
+def load_pretrained(
+    spec: str,  # The whole --kd-teacher value, for messages.
+    model_tag: str,  # 'MODEL:PRETRAINED' (the whole spec).
+    weights: str | None,  # --kd-teacher-weights: a local checkpoint of MODEL instead of the tag's download.
+    device: torch.device,  # Where the teacher runs.
+) -> Teacher:
+    """``MODEL:PRETRAINED``: open_clip model MODEL with the weights of pretrained tag PRETRAINED."""
+    model_name, tag = model_tag.rsplit(':', 1)
+    if not model_name or not tag:
+        raise TeacherError(f'--kd-teacher={spec}: model or tag missing; accepted forms: {SPEC_FORMS}')
+    return _load_open_clip(spec, model_name, tag, weights, device)
+
+
+def _load_open_clip(
     spec: str, model_name: str, tag: str | None, weights: str | None, device: torch.device
 ) -> Teacher:
     """Build an open_clip teacher: random init (``tag`` None, no weights), a pretrained tag, or a file."""

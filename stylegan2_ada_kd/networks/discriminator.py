@@ -280,21 +280,15 @@ class Discriminator(torch.nn.Module):
 
     def forward(
         self,
-        img: torch.Tensor,
-        c: torch.Tensor | None,
-        return_features: bool = False,
-        force_fp32: bool = False,
+        img: torch.Tensor,  # Images [N, img_channels, R, R] in [-1, 1] (any float dtype).
+        c: torch.Tensor | None,  # Labels [N, c_dim] (ignored when unconditional).
+        return_features: bool = False,  # Also return the features (see below).
+        force_fp32: bool = False,  # Run every block in fp32.
     ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Score images.
+        """Score images ``[N, img_channels, R, R]`` in [-1, 1].
 
-        Args:
-            img: ``[N, img_channels, R, R]`` images in [-1, 1] (any float dtype).
-            c: ``[N, c_dim]`` labels (ignored when unconditional).
-            return_features: also return ``{'fc': h [N, feature_dim], <head name>: head(h), ...}``.
-            force_fp32: run every block in fp32.
-
-        Returns:
-            logits ``[N, 1]`` float32, or ``(logits, features)``.
+        Returns logits ``[N, 1]`` float32, or ``(logits, features)`` with ``return_features``: features are
+        ``{'fc': h [N, feature_dim], <head name>: head(h), ...}``.
         """
         assert_shape(img, [None, self.img_channels, self.img_resolution, self.img_resolution], 'D img')
         x = None

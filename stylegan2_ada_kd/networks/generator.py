@@ -49,23 +49,15 @@ class Generator(torch.nn.Module):
 
     def forward(
         self,
-        z: torch.Tensor,
-        c: torch.Tensor | None,
-        truncation_psi: float = 1,
-        truncation_cutoff: int | None = None,
-        **synthesis_kwargs,
+        z: torch.Tensor,  # Standard-normal latents [N, z_dim].
+        c: torch.Tensor | None,  # Labels [N, c_dim] ([N, 0] or None when unconditional).
+        truncation_psi: float = 1,  # Truncation strength; 1 = off.
+        truncation_cutoff: int | None = None,  # Truncate only the first this-many ws; None = all.
+        **synthesis_kwargs,  # noise_mode ('random', 'const', 'none'), force_fp32, fused_modconv.
     ) -> torch.Tensor:
-        """Generate images.
+        """Generate images from latents ``[N, z_dim]``.
 
-        Args:
-            z: ``[N, z_dim]`` standard-normal latents.
-            c: ``[N, c_dim]`` labels (``[N, 0]`` or None when unconditional).
-            truncation_psi: truncation strength; 1 = off.
-            truncation_cutoff: truncate only the first this-many ws; None = all.
-            synthesis_kwargs: ``noise_mode`` ('random', 'const', 'none'), ``force_fp32``, ``fused_modconv``.
-
-        Returns:
-            ``[N, img_channels, img_resolution, img_resolution]`` float32 images in about [-1, 1].
+        Returns ``[N, img_channels, img_resolution, img_resolution]`` float32 images in about [-1, 1].
         """
         assert_shape(z, [None, self.z_dim], 'z')
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)

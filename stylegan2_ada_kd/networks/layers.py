@@ -159,32 +159,23 @@ def _fp16_safe_scale(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.
 
 
 def modulated_conv2d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    styles: torch.Tensor,
-    noise: torch.Tensor | None = None,
-    up: int = 1,
-    down: int = 1,
-    padding: int = 0,
-    resample_filter: torch.Tensor | None = None,
-    demodulate: bool = True,
-    flip_weight: bool = True,
-    fused_modconv: bool = True,
+    x: torch.Tensor,  # Input activations [N, I, H, W].
+    weight: torch.Tensor,  # Shared weight [O, I, k, k].
+    styles: torch.Tensor,  # Per-sample scales [N, I] of the input channels (s_i in the paper).
+    noise: torch.Tensor | None = None,  # Noise [N, 1 or O, H', W'] added after demodulation; None = none.
+    up: int = 1,  # As in conv2d_resample.
+    down: int = 1,  # As in conv2d_resample.
+    padding: int = 0,  # As in conv2d_resample.
+    resample_filter: torch.Tensor | None = None,  # As in conv2d_resample (f).
+    demodulate: bool = True,  # Normalise each output channel of the modulated weight to unit L2 norm.
+    flip_weight: bool = True,  # As in conv2d_resample.
+    fused_modconv: bool = True,  # One grouped convolution with per-sample weights (see below).
 ) -> torch.Tensor:
     """Modulated convolution with optional demodulation (StyleGAN2, Eq. 1-3).
 
-    Args:
-        x: ``[N, I, H, W]`` input activations.
-        weight: ``[O, I, k, k]`` shared weight.
-        styles: ``[N, I]`` per-sample scales of the input channels (s_i in the paper).
-        noise: ``[N, 1 or O, H', W']`` noise added after demodulation, or ``None``.
-        up, down, padding, resample_filter, flip_weight: as in ``conv2d_resample``.
-        demodulate: normalise each output channel of the modulated weight to unit L2 norm.
-        fused_modconv: run one grouped convolution with per-sample weights (fast at inference);
-            ``False`` scales the activations instead and runs a shared-weight convolution.
-
-    Returns:
-        ``[N, O, H', W']`` tensor in ``x``'s dtype.
+    ``fused_modconv=True`` runs one grouped convolution with per-sample weights (fast at inference);
+    ``False`` scales the activations instead and runs a shared-weight convolution. Returns ``[N, O, H', W']``
+    in ``x``'s dtype.
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape

@@ -62,23 +62,15 @@ class MappingNetwork(torch.nn.Module):
 
     def forward(
         self,
-        z: torch.Tensor | None,
-        c: torch.Tensor | None,
-        truncation_psi: float = 1,
-        truncation_cutoff: int | None = None,
-        skip_w_avg_update: bool = False,
+        z: torch.Tensor | None,  # Standard-normal latents [N, z_dim] (ignored when z_dim == 0).
+        c: torch.Tensor | None,  # Labels [N, c_dim], one-hot for classes (ignored when c_dim == 0).
+        truncation_psi: float = 1,  # Interpolate from w_avg towards w by this factor; 1 = off.
+        truncation_cutoff: int | None = None,  # Truncate only the first this-many ws; None = all.
+        skip_w_avg_update: bool = False,  # Do not update w_avg (style-mixing second calls).
     ) -> torch.Tensor:
-        """Map latents and labels to w.
+        """Map latents ``[N, z_dim]`` and labels ``[N, c_dim]`` to w.
 
-        Args:
-            z: ``[N, z_dim]`` standard-normal latents (ignored when ``z_dim == 0``).
-            c: ``[N, c_dim]`` labels, one-hot for classes (ignored when ``c_dim == 0``).
-            truncation_psi: interpolate from ``w_avg`` towards w by this factor; 1 = off.
-            truncation_cutoff: truncate only the first this-many ws; None = all.
-            skip_w_avg_update: do not update ``w_avg`` (style-mixing second calls).
-
-        Returns:
-            ``[N, num_ws, w_dim]`` float32, or ``[N, w_dim]`` when ``num_ws`` is None.
+        Returns ``[N, num_ws, w_dim]`` float32, or ``[N, w_dim]`` when ``num_ws`` is None.
         """
         x = self._embed_inputs(z, c)
         for idx in range(self.num_layers):

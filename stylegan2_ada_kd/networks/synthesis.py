@@ -210,25 +210,16 @@ class SynthesisBlock(torch.nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor | None,
-        img: torch.Tensor | None,
-        ws: torch.Tensor,
-        force_fp32: bool = False,
-        fused_modconv: bool | None = None,
-        noise_mode: str = 'random',
+        x: torch.Tensor | None,  # Features [N, in_channels, R/2, R/2]; None for the first block.
+        img: torch.Tensor | None,  # Float32 running image [N, img_channels, R/2, R/2] (skip), or None.
+        ws: torch.Tensor,  # [N, num_conv + num_torgb, w_dim].
+        force_fp32: bool = False,  # Run in fp32 even if the block is fp16.
+        fused_modconv: bool | None = None,  # None = fused at inference when fp32 or batch 1, not in training.
+        noise_mode: str = 'random',  # 'random', 'const' or 'none'.
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run the block.
+        """Run the block on features ``[N, in_channels, R/2, R/2]``.
 
-        Args:
-            x: ``[N, in_channels, R/2, R/2]`` features, or None for the first block.
-            img: ``[N, img_channels, R/2, R/2]`` float32 running image (skip), or None.
-            ws: ``[N, num_conv + num_torgb, w_dim]``.
-            force_fp32: run in fp32 even if the block is fp16.
-            fused_modconv: None = fused at inference when fp32 or batch 1, non-fused in training.
-            noise_mode: 'random', 'const' or 'none'.
-
-        Returns:
-            features ``[N, out_channels, R, R]`` and the image ``[N, img_channels, R, R]`` (or None).
+        Returns features ``[N, out_channels, R, R]`` and the image ``[N, img_channels, R, R]`` (or None).
         """
         assert_shape(ws, [None, self.num_conv + self.num_torgb, None], 'SynthesisBlock ws')
         dtype = block_dtype(self.use_fp16, force_fp32, ws.device)

@@ -46,30 +46,19 @@ def get_activation(name: str) -> Activation:
 
 
 def bias_act(
-    x: torch.Tensor,
-    b: torch.Tensor | None = None,
-    dim: int = 1,
-    act: str = 'linear',
-    alpha: float | None = None,
-    gain: float | None = None,
-    clamp: float | None = None,
-    impl: str = 'auto',
+    x: torch.Tensor,  # Input of any shape, e.g. [N, C, H, W] or [N, C].
+    b: torch.Tensor | None = None,  # Bias [x.shape[dim]]; None = no bias.
+    dim: int = 1,  # Axis of x that b runs along.
+    act: str = 'linear',  # One of linear relu lrelu tanh sigmoid elu selu softplus swish.
+    alpha: float | None = None,  # Slope parameter (lrelu's negative slope); None = the activation's default.
+    gain: float | None = None,  # Output scale; None = the activation's default (sqrt(2): relu, lrelu, swish).
+    clamp: float | None = None,  # Clamp the output to [-clamp, clamp]; None or negative = off.
+    impl: str = 'auto',  # 'auto' (follow SG2KD_OPS), 'ref' (this code) or 'cuda' (require the plugin).
 ) -> torch.Tensor:
     """Add a bias, apply an activation, scale and clamp.
 
-    Args:
-        x: input tensor of any shape, e.g. ``[N, C, H, W]`` or ``[N, C]``.
-        b: ``[x.shape[dim]]`` bias, or ``None``.
-        dim: axis of ``x`` that ``b`` runs along.
-        act: one of ``linear relu lrelu tanh sigmoid elu selu softplus swish``.
-        alpha: slope parameter (lrelu's negative slope); ``None`` takes the activation's default.
-        gain: output scale; ``None`` takes the activation's default (sqrt(2) for relu, lrelu, swish).
-        clamp: clamp the output to ``[-clamp, clamp]``; ``None`` or negative disables it.
-        impl: ``'auto'`` (follow ``SG2KD_OPS``: the CUDA plugin for CUDA tensors when it builds),
-            ``'ref'`` (this reference code) or ``'cuda'`` (require the plugin); see ``custom_ops``.
-
-    Returns:
-        tensor with the shape and dtype of ``x``.
+    ``impl='auto'`` follows ``SG2KD_OPS``: the CUDA plugin for CUDA tensors when it builds; see
+    ``custom_ops``. Returns a tensor with the shape and dtype of ``x``.
     """
     spec = get_activation(act)
     alpha = spec.def_alpha if alpha is None else float(alpha)

@@ -167,24 +167,18 @@ def _dense(x: torch.Tensor) -> torch.Tensor:
 
 
 def bias_act_cuda(
-    x: torch.Tensor,
-    b: torch.Tensor | None,
-    plugin: ModuleType,
-    dim: int = 1,
-    act: str = 'linear',
-    alpha: float = 0.0,
-    gain: float = 1.0,
-    clamp: float | None = None,
+    x: torch.Tensor,  # Any shape (float16/bfloat16/float32/float64), on the plugin's device.
+    b: torch.Tensor | None,  # Bias [x.shape[dim]] of x's dtype and device; None = no bias.
+    plugin: ModuleType,  # The loaded bias_act extension (or an object with the same bias_act function).
+    dim: int = 1,  # Axis of x that b runs along.
+    act: str = 'linear',  # Activation name, as in bias_act.
+    alpha: float = 0.0,  # Resolved slope parameter.
+    gain: float = 1.0,  # Resolved output scale.
+    clamp: float | None = None,  # Clamp the output to [-clamp, clamp]; None or negative = off.
 ) -> torch.Tensor:
     """:func:`~torch_utils.ops.bias_act.bias_act` on the compiled kernel, with resolved ``alpha``/``gain``.
 
-    Args:
-        x: tensor of any shape (float16/bfloat16/float32/float64) on the plugin's device.
-        b: ``[x.shape[dim]]`` bias of ``x``'s dtype and device, or ``None``.
-        plugin: the loaded ``bias_act`` extension (or an object with the same ``bias_act`` function).
-
-    Returns:
-        tensor with ``x``'s shape and dtype (computed in float32, float64 for float64).
+    Returns a tensor with ``x``'s shape and dtype (computed in float32, float64 for float64).
     """
     dim = dim % x.ndim
     clamp_v = -1.0 if clamp is None or clamp < 0 else float(clamp)

@@ -29,31 +29,19 @@ def _transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def conv2d_resample(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    f: torch.Tensor | None = None,
-    up: int = 1,
-    down: int = 1,
-    padding: int = 0,
-    groups: int = 1,
-    flip_weight: bool = True,
-    flip_filter: bool = False,
+    x: torch.Tensor,  # Input [N, I, H, W].
+    w: torch.Tensor,  # Weight [O, I/groups, kh, kw], same dtype as x.
+    f: torch.Tensor | None = None,  # FIR filter from setup_filter (needed when up or down > 1).
+    up: int = 1,  # Integer upsampling factor (not together with down).
+    down: int = 1,  # Integer downsampling factor.
+    padding: int = 0,  # Zero padding of the convolution.
+    groups: int = 1,  # Grouped convolution.
+    flip_weight: bool = True,  # True correlates (torch convention), False convolves.
+    flip_filter: bool = False,  # Passed on to upfirdn2d.
 ) -> torch.Tensor:
     """Convolve ``[N, I, H, W]`` images with ``[O, I/groups, k, k]`` weights, resampling by 2^n.
 
-    Args:
-        x: ``[N, I, H, W]`` input.
-        w: ``[O, I/groups, kh, kw]`` weight, same dtype as ``x``.
-        f: FIR filter from ``setup_filter`` (needed when ``up`` or ``down`` > 1).
-        up: integer upsampling factor (not together with ``down``).
-        down: integer downsampling factor.
-        padding: zero padding of the convolution, int.
-        groups: grouped convolution.
-        flip_weight: ``True`` correlates (torch convention), ``False`` convolves.
-        flip_filter: passed on to ``upfirdn2d``.
-
-    Returns:
-        ``[N, O, H * up // down, W * up // down]`` for 'same'-padded kernels.
+    Returns ``[N, O, H * up // down, W * up // down]`` for 'same'-padded kernels.
     """
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f'expected 4-D x and w; got {list(x.shape)} and {list(w.shape)}')

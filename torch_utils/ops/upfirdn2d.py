@@ -59,26 +59,17 @@ def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
 
 
 def setup_filter(
-    f: FilterLike,
-    device: str | torch.device = 'cpu',
-    normalize: bool = True,
-    flip_filter: bool = False,
-    gain: float = 1,
-    separable: bool | None = None,
+    f: FilterLike,  # Taps: nested list, array or tensor (1-D or 2-D); None = the identity [[1]].
+    device: str | torch.device = 'cpu',  # Where the result lives.
+    normalize: bool = True,  # Divide by the sum of the taps of the full 2-D filter (DC gain 1).
+    flip_filter: bool = False,  # Flip the taps (turns convolution into correlation).
+    gain: float = 1,  # Overall gain; a 1-D filter gets sqrt(gain), because it is applied twice.
+    separable: bool | None = None,  # Keep a 1-D filter 1-D; None = only when it has 8 or more taps.
 ) -> torch.Tensor:
     """Turn filter taps into a float32 tensor ready for :func:`upfirdn2d`.
 
-    Args:
-        f: taps as a nested list, array or tensor (1-D or 2-D); ``None`` gives the identity ``[[1]]``.
-        device: where the result lives.
-        normalize: divide by the sum of the taps of the full 2-D filter, so that the DC gain is 1.
-        flip_filter: flip the taps (turns convolution into correlation).
-        gain: overall gain; a 1-D filter gets ``sqrt(gain)`` because it is applied twice.
-        separable: keep a 1-D filter 1-D (separable). ``None`` keeps it 1-D only when it has 8 or
-            more taps; otherwise a 1-D filter becomes its outer product with itself.
-
-    Returns:
-        ``[taps]`` or ``[taps_y, taps_x]`` float32 tensor.
+    A 1-D filter that is not kept separable becomes its outer product with itself. Returns a ``[taps]`` or
+    ``[taps_y, taps_x]`` float32 tensor.
     """
     if f is None:
         f = 1
@@ -109,30 +100,19 @@ def _pad_or_crop(x: torch.Tensor, x0: int, x1: int, y0: int, y1: int) -> torch.T
 
 
 def upfirdn2d(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    up: IntPair = 1,
-    down: IntPair = 1,
-    padding: IntPair = 0,
-    flip_filter: bool = False,
-    gain: float = 1,
-    impl: str = 'auto',
+    x: torch.Tensor,  # Images [N, C, H, W], any float dtype.
+    f: torch.Tensor | None,  # Float32 filter [taps] (separable) or [taps_y, taps_x]; None = identity.
+    up: IntPair = 1,  # Integer upsampling factor, int or [x, y].
+    down: IntPair = 1,  # Integer downsampling factor, int or [x, y].
+    padding: IntPair = 0,  # Pad (negative: crop) after upsampling; int, [x, y] or [x0, x1, y0, y1].
+    flip_filter: bool = False,  # False convolves, True correlates.
+    gain: float = 1,  # Signal gain (see the module docstring).
+    impl: str = 'auto',  # 'auto' (follow SG2KD_OPS), 'ref' (this code) or 'cuda' (require the plugin).
 ) -> torch.Tensor:
     """Upsample, pad, FIR-filter and downsample a batch of images.
 
-    Args:
-        x: ``[N, C, H, W]`` images, any float dtype.
-        f: ``[taps]`` (separable) or ``[taps_y, taps_x]`` float32 filter, or ``None`` for identity.
-        up: integer upsampling factor, int or ``[x, y]``.
-        down: integer downsampling factor, int or ``[x, y]``.
-        padding: pad (negative: crop) after upsampling; int, ``[x, y]`` or ``[x0, x1, y0, y1]``.
-        flip_filter: ``False`` convolves, ``True`` correlates.
-        gain: signal gain (see module docstring).
-        impl: ``'auto'`` (follow ``SG2KD_OPS``: the CUDA plugin for CUDA tensors when it builds),
-            ``'ref'`` (this reference code) or ``'cuda'`` (require the plugin); see ``custom_ops``.
-
-    Returns:
-        ``[N, C, H_out, W_out]`` tensor of ``x``'s dtype.
+    ``impl='auto'`` follows ``SG2KD_OPS``: the CUDA plugin for CUDA tensors when it builds; see
+    ``custom_ops``. Returns ``[N, C, H_out, W_out]`` of ``x``'s dtype.
     """
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
         raise ValueError(f'upfirdn2d expects [N, C, H, W] input; got {getattr(x, "shape", type(x))}')

@@ -72,24 +72,18 @@ class _UpFirDn2dPass(torch.autograd.Function):
 
 
 def upfirdn2d_cuda(
-    x: torch.Tensor,
-    f: torch.Tensor | None,
-    plugin: ModuleType,
-    up: IntPair = 1,
-    down: IntPair = 1,
-    padding: IntPair = 0,
-    flip_filter: bool = False,
-    gain: float = 1,
+    x: torch.Tensor,  # [N, C, H, W] (float16/bfloat16/float32/float64) on the plugin's device.
+    f: torch.Tensor | None,  # Filter [taps] (separable) or [taps_y, taps_x], not requiring grad; or None.
+    plugin: ModuleType,  # The loaded upfirdn2d extension (or an object with the same upfirdn2d function).
+    up: IntPair = 1,  # As in upfirdn2d.
+    down: IntPair = 1,  # As in upfirdn2d.
+    padding: IntPair = 0,  # As in upfirdn2d.
+    flip_filter: bool = False,  # As in upfirdn2d.
+    gain: float = 1,  # As in upfirdn2d.
 ) -> torch.Tensor:
     """:func:`~torch_utils.ops.upfirdn2d.upfirdn2d` on the compiled kernel (same arguments and result).
 
-    Args:
-        x: ``[N, C, H, W]`` tensor (float16/bfloat16/float32/float64) on the plugin's device.
-        f: ``[taps]`` (separable) or ``[taps_y, taps_x]`` filter not requiring grad, or ``None``.
-        plugin: the loaded ``upfirdn2d`` extension (or an object with the same ``upfirdn2d`` function).
-
-    Returns:
-        ``[N, C, H_out, W_out]`` tensor of ``x``'s dtype (accumulated in float32, float64 for float64).
+    Returns ``[N, C, H_out, W_out]`` of ``x``'s dtype (accumulated in float32, float64 for float64).
     """
     upx, upy = _pair(up)
     downx, downy = _pair(down)

@@ -33,6 +33,20 @@ def read_runs(root: str) -> dict[str, dict[str, dict[int, float]]]:
     return runs
 
 
+def read_gap(root: str) -> dict[str, list[tuple[float, float]]]:
+    """``{run: [(kimg, Overfit/gap)]}`` per tick from each run's stats.jsonl."""
+    gaps = {}
+    for run in sorted(glob.glob(os.path.join(root, '*-s[0-9]*'))):
+        rows = []
+        for path in sorted(glob.glob(os.path.join(run, '*', 'stats.jsonl'))):
+            for line in open(path):
+                entry = json.loads(line)
+                if 'Overfit/gap' in entry:
+                    rows.append((entry['Progress/kimg']['mean'], entry['Overfit/gap']['mean']))
+        gaps[os.path.basename(run)] = rows
+    return gaps
+
+
 def verdict(da: list[tuple[float, float]], kd: list[tuple[float, float]]) -> str:
     """The rule on ``[(fid, kid)]`` of the DA seeds and of the KD seeds at one point."""
     better = all(max(k[i] for k in kd) < min(d[i] for d in da) for i in range(2))
@@ -60,6 +74,12 @@ def main(root: str, kimg: int) -> None:
             print(f'  {side}: {len(vals)} runs, FID {fid_range}, KID {kid_range}')
         if len(sides.get('DA', [])) >= 2 and len(sides.get('KD', [])) >= 2:
             print(f'  rule: {verdict(sides["DA"], sides["KD"])}' + ('  <- verdict' if k == kimg else ''))
+    print('Overfit/gap (one tick is noisy; the mean over the ticks after 10 kimg is steadier):')
+    for name, rows in read_gap(root).items():
+        late = [g for k, g in rows if k > 10]
+        points = ' '.join(f'{g:.3f}@{k:.1f}' for k, g in rows if k and abs(k / 5 - round(k / 5)) < 0.1)
+        mean = f'{sum(late) / len(late):.3f}' if late else '-'
+        print(f'  {name:12s} {points}  mean after 10 kimg {mean}')
 
 
 if __name__ == '__main__':

@@ -8,43 +8,22 @@ KD seeds beat (lose to) both DA seeds in FID *and* in KID, otherwise no differen
 """
 
 import glob
-import json
 import os
-import re
+import sys
 
 import click
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # experiments/, for few_shot's readers
+from few_shot import read_metric_all, read_stats  # noqa: E402
+
 METRICS = ('fid1k_train', 'kid1k_train')
 
 
 def read_runs(root: str) -> dict[str, dict[str, dict[int, float]]]:
     """``{run: {metric: {kimg: value}}}`` for every ``<variant>-s<seed>`` folder under ``root``."""
-    runs = {}
-    for run in sorted(glob.glob(os.path.join(root, '*-s[0-9]*'))):
-        values = {m: {} for m in METRICS}
-        for metric in METRICS:
-            for path in sorted(glob.glob(os.path.join(run, '*', f'metric-{metric}.jsonl'))):
-                for line in open(path):
-                    entry = json.loads(line)
-                    kimg = int(re.search(r'(\d{6})\.pkl$', entry['snapshot_pkl']).group(1))
-                    values[metric][kimg] = entry['results'][metric]
-        runs[os.path.basename(run)] = values
-    return runs
-
-
-def read_gap(root: str) -> dict[str, list[tuple[float, float]]]:
-    """``{run: [(kimg, Overfit/gap)]}`` per tick from each run's stats.jsonl."""
-    gaps = {}
-    for run in sorted(glob.glob(os.path.join(root, '*-s[0-9]*'))):
-        rows = []
-        for path in sorted(glob.glob(os.path.join(run, '*', 'stats.jsonl'))):
-            for line in open(path):
-                entry = json.loads(line)
-                if 'Overfit/gap' in entry:
-                    rows.append((entry['Progress/kimg']['mean'], entry['Overfit/gap']['mean']))
-        gaps[os.path.basename(run)] = rows
-    return gaps
+    runs = sorted(glob.glob(os.path.join(root, '*-s[0-9]*')))
+    return {os.path.basename(r): {m: dict(read_metric_all(r, m)) for m in METRICS} for r in runs}
 
 
 def verdict(da: list[tuple[float, float]], kd: list[tuple[float, float]]) -> str:
@@ -75,9 +54,10 @@ def main(root: str, kimg: int) -> None:
         if len(sides.get('DA', [])) >= 2 and len(sides.get('KD', [])) >= 2:
             print(f'  rule: {verdict(sides["DA"], sides["KD"])}' + ('  <- verdict' if k == kimg else ''))
     print('Overfit/gap (one tick is noisy; the mean over the ticks after 10 kimg is steadier):')
-    for name, rows in read_gap(root).items():
+    for run in sorted(glob.glob(os.path.join(root, '*-s[0-9]*'))):
+        name, rows = os.path.basename(run), read_stats(run, 'Overfit/gap')
         late = [g for k, g in rows if k > 10]
-        points = ' '.join(f'{g:.3f}@{k:.1f}' for k, g in rows if k and abs(k / 5 - round(k / 5)) < 0.1)
+        points = ' '.join(f'{g:.3f}@{k:.1f}' for k, g in rows if abs(k / 5 - round(k / 5)) < 0.1)
         mean = f'{sum(late) / len(late):.3f}' if late else '-'
         print(f'  {name:12s} {points}  mean after 10 kimg {mean}')
 

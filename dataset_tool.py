@@ -11,13 +11,18 @@ Examples::
         --transform=center-crop --labels=subfolders
     # CIFAR-10 (the python version; the archive or its extracted cifar-10-batches-py/ folder):
     python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32.zip
+    # 512x256 crops on a black 512x512 canvas (--resolution=512x256 and --resolution=512 do the same):
+    python dataset_tool.py --source=cars --dest=cars.zip --transform=center-crop-wide --width=512 --height=256
 
 Conversion rules (one choice each, so datasets come out the same every time):
 
 - Transparent pixels (RGBA, LA, palette or colour-key transparency) are composited over black.
 - Grayscale images stay 1-channel, unless the converted set also holds colour images: then all become RGB.
 - 16-bit images are scaled to 8 bits (value / 257); CMYK, YCbCr etc. are converted to RGB.
+- Size: ``--resolution=N``, ``--resolution=WxH`` or ``--width=W --height=H``, for N x N output, N a power of
+  two >= 4 (W x W/2 with ``center-crop-wide``: its strip on the W x W canvas). Default: the images' size.
 - Images smaller than the target are upscaled (a warning gives the count).
+- ``--max-images=N`` takes N readable images: round-robin over the classes if labelled, else the first ones.
 - Files that cannot be decoded are skipped; a warning lists them and dataset.json ``meta.skipped`` keeps them.
 - A source ``dataset.json`` is checked as training checks it: unusable labels (or an unparsable file) are an
   error unless ``--labels=none`` (no labels), ``--labels=subfolders`` or ``--labels=FILE.csv`` replaces them;
@@ -171,6 +176,54 @@ def transform_image(
     return img, upscaled
 
 
+def _size_option(hint: str, w: int, h: int) -> str:
+    """``w x h`` as typed with option ``hint``: ``--resolution=N``, ``=WxH`` or ``--width=W --height=H``."""
+    if hint == '--resolution':
+        return f'--resolution={w}' + (f'x{h}' if w != h else '')
+    return f'--width={w} --height={h}'
+
+
+def square_size(w: int, h: int, transform: str | None, hint: str) -> int:
+    """N of the N x N output that ``w x h`` (given by option ``hint``) asks for: N = w = h, or w = 2h with
+    ``center-crop-wide`` (its strip on the canvas). N must be a power of two >= 4 (the networks need it)."""
+    wide, fix = transform == 'center-crop-wide', _size_option(hint, w, w)
+    if not (is_power_of_two(w) and w >= 4):
+        n = max(4, 1 << (w.bit_length() - 1))
+        problem = f'{w} is not a power of two >= 4'
+        fix = _size_option(hint, n, n) + (f' or {_size_option(hint, 2 * n, 2 * n)}' if w > 4 else '')
+    elif w != h and not (wide and 2 * h == w):
+        problem = f'{w}x{h} is not square, as the networks need'
+        if wide:
+            fix = f'{_size_option(hint, w, w // 2)} (the 2:1 strip on the {w}x{w} canvas) or {fix}'
+        elif 2 * h == w:
+            fix += f', or add --transform=center-crop-wide ({w}x{h} crops on a black {w}x{w} canvas)'
+    else:
+        return w
+    raise click.BadParameter(f'{problem}: pass {fix}', param_hint=hint)
+
+
+def output_resolution(
+    resolution: str | None, width: int | None, height: int | None, transform: str | None
+) -> int | None:
+    """N of the N x N output from ``--resolution=N|WxH`` and/or ``--width --height`` (None: keep the images'
+    size). Usage errors name the option; when both forms are given they must agree."""
+    if (width is None) != (height is None):
+        given, missing = ('--width', '--height') if height is None else ('--height', '--width')
+        raise click.UsageError(f'{given} needs {missing}: pass both (or neither), or --resolution=WxH')
+    sizes = {}
+    if resolution is not None:
+        hint, match = '--resolution', re.fullmatch(r'(\d+)(?:[xX](\d+))?', resolution.strip())
+        if not match:
+            raise click.BadParameter(f'{resolution!r}: pass N or WxH (e.g. 256x256)', param_hint=hint)
+        w, h = int(match.group(1)), int(match.group(2) or match.group(1))
+        sizes[_size_option(hint, w, h)] = square_size(w, h, transform, hint)
+    if width is not None and height is not None:
+        sizes[_size_option('', width, height)] = square_size(width, height, transform, '--width/--height')
+    if len(set(sizes.values())) > 1:
+        raise click.UsageError(f'{" and ".join(sizes)} disagree: pass only one of them')
+    return next(iter(sizes.values()), None)
+
+
 def _infer_resolution(sizes: dict[str, tuple[int, int]], transform: str | None) -> int:
     """The single output width the images give without resizing; an error if they differ or it is not 2^k."""
     widths: dict[int, list[str]] = {}
@@ -185,17 +238,25 @@ def _infer_resolution(sizes: dict[str, tuple[int, int]], transform: str | None) 
     )
 
 
-def _scan(src: Source, max_images: int | None) -> tuple[dict[str, tuple[int, int]], dict[str, str], list]:
-    """Read every header: ``({name: size} of the first max_images readable, {name: mode}, [unreadable])``."""
-    sizes, modes, skipped = {}, {}, []
-    for name in src.names:
-        if max_images is not None and len(sizes) >= max_images:
+def _scan(src: Source, max_images: int | None, labels: dict | None) -> tuple[dict, dict, list]:
+    """Read the headers: ``({name: (w, h)} in source order, {name: mode}, [unreadable])`` of all images, or
+    of ``max_images`` readable ones taken round-robin over the classes (without classes: the first ones)."""
+    sizes, modes, skipped, groups = {}, {}, [], {}
+    classes = max_images and labels and all(isinstance(v, int) for v in labels.values())
+    for name in src.names:  # By class index in class order, unlabelled last; one group without classes.
+        groups.setdefault(labels.get(name, float('inf')) if classes else 0, []).append(name)
+    queues = [iter(groups[key]) for key in sorted(groups)]
+    while queues and len(sizes) < (max_images or len(src.names)):
+        queue = queues.pop(0)  # A class's turn: its next readable image; an exhausted class drops out.
+        for name in queue:
+            try:
+                sizes[name], modes[name] = src.header(name)
+            except Exception as err:  # PIL raises many exception types for broken files.
+                skipped.append(f'{name} ({type(err).__name__})')
+                continue
+            queues.append(queue)
             break
-        try:
-            sizes[name], modes[name] = src.header(name)
-        except Exception as err:  # PIL raises many exception types for broken files.
-            skipped.append(f'{name} ({type(err).__name__})')
-    return sizes, modes, skipped
+    return {name: sizes[name] for name in src.names if name in sizes}, modes, skipped
 
 
 def _check_plan(sizes: dict, transform: str | None, labels: dict | None, src: Source) -> None:
@@ -344,10 +405,8 @@ def convert_dataset(
 
     Raises ``click.ClickException`` (incl. ``UsageError``/``BadParameter``) with a message for the user.
     """
-    if resolution is not None and not (is_power_of_two(resolution) and resolution >= 4):
-        raise click.BadParameter(
-            f'{resolution} is not a power of two >= 4 (e.g. 256)', param_hint='--resolution'
-        )
+    if resolution is not None:
+        square_size(resolution, resolution, transform, '--resolution')
     if max_images is not None and max_images < 1:
         raise click.BadParameter(f'{max_images} must be at least 1', param_hint='--max-images')
     dest_path, is_zip = _check_dest(dest)  # Before the (possibly slow) source scan.
@@ -356,7 +415,7 @@ def convert_dataset(
     src = open_source(source, labels)
     label_map, class_names = _choose_labels(src, labels)
     prompt_list = _read_prompts(prompts) if prompts else src.prompts
-    sizes, modes, skipped = _scan(src, max_images)
+    sizes, modes, skipped = _scan(src, max_images, label_map)
     _check_plan(sizes, transform, label_map, src)
     plan = dict(
         source=src.description,
@@ -418,10 +477,20 @@ def _report(info: dict, dest: str, skipped: list[str], upscaled: int) -> None:
             err=True,
         )
     kind = 'grayscale' if meta['channels'] == 1 else 'RGB'
-    classes = f', {len(info["class_names"])} classes' if info.get('class_names') else ''
+    classes = _class_summary(info['labels'] or [], info.get('class_names'))
     labelled = 'labelled' if info['labels'] is not None else 'unlabelled'
     res = meta['resolution']
     click.echo(f'Wrote {meta["num_images"]} {labelled} {kind} images ({res}x{res}{classes}) to {dest}')
+
+
+def _class_summary(out_labels: list, class_names: list[str] | None) -> str:
+    """``', 3 of 10 classes, 1 to 2 image(s) each'`` for class-index labels, else ``''``."""
+    labels = [label for _, label in out_labels]
+    if not labels or not all(isinstance(v, int) for v in labels):
+        return ''
+    counts = sorted(labels.count(c) for c in set(labels))
+    each = f'{counts[0]} to {counts[-1]}' if counts[0] != counts[-1] else counts[0]
+    return f', {len(counts)}{f" of {len(class_names)}" if class_names else ""} classes, {each} image(s) each'
 
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], max_content_width=110))
@@ -429,13 +498,15 @@ def _report(info: dict, dest: str, skipped: list[str], upscaled: int) -> None:
     '--source', required=True, metavar='PATH', help='Folder or zip of images, or CIFAR-10 (python).'
 )
 @click.option('--dest', required=True, metavar='PATH', help='Output .zip (new) or folder (new or empty).')
-@click.option('--resolution', type=int, metavar='N', help='Output size N x N (power of two). [default: keep]')
+@click.option('--resolution', metavar='N|WxH', help='Size N x N (a power of two) or WxH. [default: keep]')
+@click.option('--width', type=int, metavar='W', help='With --height: the same as --resolution=WxH.')
+@click.option('--height', type=int, metavar='H', help='With --width: the same as --resolution=WxH.')
 @click.option(
     '--transform',
     type=click.Choice(['center-crop', 'center-crop-wide']),
     help='Centred square crop, or 2:1 crop on a black square. [default: none; images must be square]',
 )
-@click.option('--max-images', type=int, metavar='N', help='Convert only the first N readable images.')
+@click.option('--max-images', type=int, metavar='N', help='Convert N images (round-robin over classes).')
 @click.option(
     '--resize-filter', type=click.Choice(list(RESIZE_FILTERS)), default='lanczos', show_default=True
 )
@@ -445,14 +516,18 @@ def _report(info: dict, dest: str, skipped: list[str], upscaled: int) -> None:
     help='Class labels: first-level folder, path,class rows of a CSV file, or none (drop the source labels).',
 )
 @click.option('--prompts', metavar='FILE', help='Text prompts, one per line, stored in dataset.json.')
-def main(**opts: Any) -> None:
+def main(resolution: str | None, width: int | None, height: int | None, **opts: Any) -> None:
     """Make a training dataset: square power-of-two PNGs of one size plus dataset.json.
+
+    Size: --resolution=N|WxH or --width=W --height=H, square (or W x W/2 with center-crop-wide).
 
     \b
     python dataset_tool.py --source=~/photos --dest=~/photos-256.zip --resolution=256 --transform=center-crop
+    python dataset_tool.py --source=~/photos --dest=~/photos-64.zip --resolution=64x64 --transform=center-crop
+    python dataset_tool.py --source=cars --dest=cars.zip --transform=center-crop-wide --width=512 --height=256
     python dataset_tool.py --source=cifar-10-python.tar.gz --dest=cifar10-32.zip
     """
-    convert_dataset(**opts)
+    convert_dataset(resolution=output_resolution(resolution, width, height, opts['transform']), **opts)
 
 
 if __name__ == '__main__':

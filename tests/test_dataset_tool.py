@@ -246,3 +246,99 @@ def test_source_dataset_json_is_checked_like_training(tmp_path):
     assert res.exit_code == 0 and 'ignoring the unusable dataset.json' in res.output
     ds = ImageFolderDataset(str(tmp_path / 'j.zip'))
     assert len(ds) == 2 and not ds.has_labels
+
+
+def square_images(root, count=2, size=16):
+    rnd = np.random.RandomState(7)
+    for i in range(count):
+        save(root / f'{i}.png', rnd.randint(0, 256, size=[size, size, 3], dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    'size_args',
+    [['--resolution=8x8'], ['--width=8', '--height=8'], ['--resolution=8', '--width=8', '--height=8']],
+)
+def test_size_forms_wxh_and_width_height(tmp_path, size_args):
+    square_images(tmp_path / 'src')
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip', *size_args)
+    assert res.exit_code == 0, res.output
+    assert ImageFolderDataset(str(tmp_path / 'o.zip')).image_shape == [3, 8, 8] and '(8x8)' in res.output
+
+
+def test_width_height_center_crop_wide_as_the_reference_tool(tmp_path):
+    save(tmp_path / 'w' / 'a.png', np.full([20, 60, 3], 200, np.uint8))
+    for n, size_args in enumerate([['--width=8', '--height=4'], ['--resolution=8x4'], ['--resolution=8x8']]):
+        dest = tmp_path / f'w{n}.zip'
+        res = run('--source', tmp_path / 'w', '--dest', dest, '--transform=center-crop-wide', *size_args)
+        assert res.exit_code == 0, res.output
+        img = ImageFolderDataset(str(dest))[0][0]
+        assert img.shape == (3, 8, 8)  # As --resolution=8: the 8x4 strip on a black 8x8 canvas.
+        assert (img[:, :2] == 0).all() and (img[:, 6:] == 0).all() and (img[:, 2:6] == 200).all()
+
+
+@pytest.mark.parametrize(
+    'size_args, words',
+    [
+        (['--resolution=64x32'], ['--resolution', 'not square', '--transform=center-crop-wide']),
+        (['--width=64', '--height=32'], ['--width/--height', 'not square', '--transform=center-crop-wide']),
+        (['--resolution=32x64'], ['--resolution', 'not square', '--resolution=32']),
+        (['--resolution=24x24'], ['--resolution', 'power of two', '--resolution=16', '--resolution=32']),
+        (['--width=48', '--height=48'], ['--width/--height', 'power of two', '--width=32 --height=32']),
+        (['--resolution=64by64'], ['--resolution', 'N or WxH']),
+        (['--width=64'], ['--width', '--height', 'both']),
+        (['--height=64'], ['--height', '--width', 'both']),
+        (['--resolution=32', '--width=64', '--height=64'], ['--resolution=32', '--width=64', 'disagree']),
+    ],
+)
+def test_bad_sizes_name_the_option(tmp_path, size_args, words):
+    square_images(tmp_path / 'src')
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'o.zip', *size_args)
+    assert res.exit_code == 2, res.output  # A usage error, before anything is read or written.
+    assert all(w in res.output for w in words), res.output
+    assert not (tmp_path / 'o.zip').exists()
+
+
+def test_center_crop_wide_needs_half_height(tmp_path):
+    square_images(tmp_path / 'src')
+    res = run(
+        '--source',
+        tmp_path / 'src',
+        '--dest',
+        tmp_path / 'o.zip',
+        '--transform=center-crop-wide',
+        '--resolution=64x16',
+    )
+    assert res.exit_code == 2 and '--resolution' in res.output and '32' in res.output, res.output
+
+
+def class_folders(root, classes=('ant', 'bee', 'cat'), per_class=3):
+    for c, cls in enumerate(classes):  # Pixel value 10 * class + index tells which file an output came from.
+        for i in range(per_class):
+            save(root / cls / f'{i}.png', np.full([8, 8, 3], 10 * c + i, np.uint8))
+
+
+def test_max_images_samples_across_class_folders(tmp_path):
+    class_folders(tmp_path / 'c')
+    (tmp_path / 'c' / 'bee' / '0.png').write_bytes(b'\x89PNG garbage')  # Its turn goes to bee/1.png.
+    res = run(
+        '--source', tmp_path / 'c', '--dest', tmp_path / 'c.zip', '--labels=subfolders', '--max-images=4'
+    )
+    assert res.exit_code == 0, res.output
+    assert 'Wrote 4 labelled' in res.output and '3 of 3 classes' in res.output
+    ds = ImageFolderDataset(str(tmp_path / 'c.zip'), use_labels=True)
+    assert ds.class_names == ['ant', 'bee', 'cat'] and len(ds) == 4
+    # Round-robin in sorted class order (ant/0, bee/1, cat/0, then ant/1), written in source order.
+    assert [int(ds.get_label(i).argmax()) for i in range(4)] == [0, 0, 1, 2]
+    assert [int(ds[i][0][0, 0, 0]) for i in range(4)] == [0, 1, 11, 20]
+    res = run(
+        '--source', tmp_path / 'c', '--dest', tmp_path / 'd.zip', '--labels=subfolders', '--max-images=2'
+    )
+    assert res.exit_code == 0 and '2 of 3 classes' in res.output, res.output
+
+
+def test_max_images_without_classes_takes_the_first_readable(tmp_path):
+    class_folders(tmp_path / 'c')
+    res = run('--source', tmp_path / 'c', '--dest', tmp_path / 'c.zip', '--max-images=4')
+    assert res.exit_code == 0 and 'classes' not in res.output, res.output
+    ds = ImageFolderDataset(str(tmp_path / 'c.zip'))
+    assert [int(ds[i][0][0, 0, 0]) for i in range(4)] == [0, 1, 2, 10]  # ant/0-2, bee/0.

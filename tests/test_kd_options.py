@@ -1,6 +1,7 @@
 """train.py's --kd* options (kd/options.py): what --dry-run shows is what the loss runs, --kd-p is refused
 with the official variant, every --kd-* option without --kd is an error naming it, and the official
-variant's class prompts use the released template."""
+variant's class prompts use the released template; anchor options (prompts, k-means prototypes) are
+resolved only when CGKD or the diversity term uses them, never for AGKD alone."""
 
 import copy
 import json
@@ -8,7 +9,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, make_image_folder
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_image_folder
 
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
@@ -107,3 +108,53 @@ def test_all_stray_kd_options_are_named(tmp_path, data16):
 def test_class_prompts_follow_the_variant(tmp_path, cond16, variant, want):
     kd = ['--cond=1', '--kd=correlated', f'--kd-teacher={SPEC}', f'--kd-variant={variant}']
     assert _config(_dry(tmp_path, cond16, *kd))['loss_kwargs']['prompts'] == want
+
+
+ANCHOR_KEYS = {'prompts', 'num_anchors', 'anchor_dataset', 'anchor_cache'}
+
+
+@pytest.fixture(scope='module')
+def encoder_spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp('kdopt-encoder') / 'encoder.pt'
+    torch.jit.script(TinyImageEncoder()).save(str(path))
+    return f'torchscript:{path}'
+
+
+@pytest.mark.parametrize('teacher', ['clip', 'torchscript'])
+def test_anchor_options_are_resolved_only_when_cgkd_or_diversity_uses_them(
+    tmp_path, data16, encoder_spec, teacher
+):
+    spec = SPEC if teacher == 'clip' else encoder_spec
+    used = {'prompts'} if teacher == 'clip' else {'num_anchors', 'anchor_dataset', 'anchor_cache'}
+    for kd, used_here in [
+        (['--kd=aggregated'], set()),
+        (['--kd=aggregated', '--kd-div-weight=0.1'], used),
+        (['--kd=correlated'], used),
+        (['--kd=aggregated,correlated'], used),
+    ]:
+        lk = _config(_dry(tmp_path, data16, *kd, f'--kd-teacher={spec}'))['loss_kwargs']
+        assert ANCHOR_KEYS & set(lk) == used_here, kd
+        # The printed kwargs build the loss; AGKD alone computes no anchors.
+        G, D = Generator(**copy.deepcopy(TINY_G)), Discriminator(**copy.deepcopy(TINY_D))
+        loss = KDLoss(torch.device('cpu'), G, D, **{k: v for k, v in lk.items() if k != 'class_name'})
+        assert (loss.anchors is not None) == bool(used_here), kd
+
+
+def test_agkd_alone_needs_no_prompts_for_conditional_data(tmp_path):
+    """Conditional data without class names has no CGKD prompts, which AGKD alone does not need."""
+    root = tmp_path / 'nonames'
+    make_image_folder(root, n=8, seed=4)
+    (root / 'dataset.json').write_text(json.dumps({'labels': [[f'img{i:03d}.png', i % 2] for i in range(8)]}))
+    kd = ['--cond=1', f'--kd-teacher={SPEC}']
+    lk = _config(_dry(tmp_path / 'out', root, *kd, '--kd=aggregated'))['loss_kwargs']
+    assert 'prompts' not in lk
+    res = _dry(tmp_path / 'out', root, *kd, '--kd=aggregated,correlated')
+    assert res.exit_code != 0 and 'class names' in res.output
+
+
+@pytest.mark.parametrize('option', ['--kd-prompts=p.txt', '--kd-anchors=4'])
+def test_anchor_options_with_agkd_alone_are_errors_naming_the_option(tmp_path, data16, option):
+    res = _dry(tmp_path, data16, '--kd=aggregated', f'--kd-teacher={SPEC}', option)
+    assert res.exit_code != 0, res.output
+    assert option.split('=')[0] in res.output and 'correlated' in res.output
+    assert not list(tmp_path.iterdir())

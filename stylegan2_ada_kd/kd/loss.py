@@ -26,7 +26,7 @@ from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
 from stylegan2_ada_kd.kd.teacher import load_teacher, random_warning
-from stylegan2_ada_kd.kd.variants import KD_TERMS, check_terms, resolve_kd_settings
+from stylegan2_ada_kd.kd.variants import KD_TERMS, check_terms, resolve_kd_settings, uses_anchors
 from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss, d_logistic_loss
 from torch_utils import training_stats
 
@@ -189,11 +189,12 @@ class KDLoss(StyleGAN2Loss):
         attach_kd_head(D, self.teacher.embed_dim, variant)  # before the loop builds D's optimizer
         self._teacher_timer = training_stats.Timer('Timing/kd_teacher_sec')
         self.anchors = None
-        if 'correlated' in self.kd_terms or div_weight > 0:
+        if uses_anchors(self.kd_terms, div_weight):
             self.anchors = self._anchors(prompts, num_anchors, anchor_dataset, anchor_cache)
 
     def describe(self) -> str:
-        """The base loss line plus the KD terms, weights, teacher and CGKD anchors."""
+        """The base loss line plus the KD terms, weights, teacher and anchors: 'CGKD anchors' with CGKD,
+        'diversity anchors' when only the G-side diversity term uses them, nothing for AGKD alone."""
         terms = []
         if 'aggregated' in self.kd_terms:
             terms.append(f'{self.agkd_weight:g} * AGKD')
@@ -209,7 +210,8 @@ class KDLoss(StyleGAN2Loss):
         text += ', random weights)' if self.teacher.is_random else ')'
         if self.anchors is not None:
             kind = 'prompt text embeddings' if self.teacher.has_text else 'k-means prototypes of real images'
-            text += f'; CGKD anchors: {self.anchors.shape[0]} {kind}'
+            user = 'CGKD' if 'correlated' in self.kd_terms else 'diversity'
+            text += f'; {user} anchors: {self.anchors.shape[0]} {kind}'
         return text
 
     def _anchors(

@@ -2,25 +2,28 @@
 Sec. 3-4).
 
 Every KD default is resolved here (weights, cross-term probability, prompts, the anchor cache in the run
-directory), so what ``--dry-run`` and ``training_options.json`` show is what the loss runs. ``--kd-*``
-options without ``--kd`` are errors. The teacher is loaded here, at option-parsing time, so a missing weight
-file or an offline machine stops the run before anything is created; the loss then takes that same teacher
-from the per-process cache (moved to the training device, not loaded again). The run directory gets the
-suffix ``-kd``.
+directory), so what ``--dry-run`` and ``training_options.json`` show is what the loss runs. Anchor options
+(prompts, k-means prototypes) are resolved only when CGKD or the diversity term uses them, never for AGKD
+alone. ``--kd-*`` options without ``--kd`` are errors. The teacher is loaded here, at option-parsing time,
+so a missing weight file or an offline machine stops the run before anything is created; the loss then
+takes that same teacher from the per-process cache (moved to the training device, not loaded again). The
+run directory gets the suffix ``-kd``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
 from dnnlib import EasyDict
 from stylegan2_ada_kd.kd.prompts import CLASS_TEMPLATES, resolve_prompts
-from stylegan2_ada_kd.kd.variants import VARIANTS, check_terms, resolve_kd_settings
+from stylegan2_ada_kd.kd.variants import VARIANTS, check_terms, resolve_kd_settings, uses_anchors
 from stylegan2_ada_kd.plugins import Family, NamePart, ParsedOptions
+
+ANCHOR_OPTIONS = ('kd_prompts', 'kd_anchors')  # Options of the anchors only (CGKD, diversity term).
 
 
 def parse_kd_terms(text: str | None) -> tuple[str, ...]:
@@ -68,13 +71,42 @@ def _prompts(values: Mapping[str, Any], dataset: Any, has_text: bool) -> list[st
         raise click.UsageError(str(err)) from err
 
 
+def _check_anchor_options(terms: Sequence[str], parsed: ParsedOptions) -> None:
+    """A UsageError naming ``--kd-prompts`` / ``--kd-anchors`` when given but nothing uses anchors."""
+    if uses_anchors(terms, parsed.values['kd_div_weight']):
+        return
+    stray = [name for name in ANCHOR_OPTIONS if name in parsed.given]
+    if stray:
+        names = ', '.join(_flag(name) for name in stray)
+        raise click.UsageError(
+            f'{names}: anchors are used only by CGKD (--kd=...,correlated) or --kd-div-weight > 0, not by '
+            f'--kd={parsed.values["kd"]}'
+        )
+
+
+def _anchor_kwargs(c: EasyDict, parsed: ParsedOptions, has_text: bool) -> dict[str, Any]:
+    """KDLoss's anchor options: the prompts of a CLIP teacher, or for an image-only teacher K, the training
+    set and the cache file in the run directory for the k-means prototypes."""
+    prompts = _prompts(parsed.values, parsed.dataset, has_text)
+    if has_text:
+        return dict(prompts=prompts)
+    return dict(
+        num_anchors=parsed.values['kd_anchors'],
+        anchor_dataset=dict(c.training_set_kwargs),
+        anchor_cache=os.path.join(parsed.run_dir, 'kd_anchors.pt'),
+    )
+
+
 def _resolve(c: EasyDict, parsed: ParsedOptions) -> None:
     """Turn the StyleGAN2 loss in ``c`` into a KDLoss with every KD default resolved, when ``--kd`` is given.
 
-    Any ``--kd-*`` option the user set without ``--kd`` is a UsageError naming it.
+    Any ``--kd-*`` option the user set without ``--kd`` is a UsageError naming it. The anchor options
+    (prompts; K, training set and cache file of the k-means prototypes) are added only when something uses
+    the anchors (:func:`uses_anchors`), so AGKD alone neither resolves nor shows them.
     """
     values = parsed.values
-    if not parse_kd_terms(values['kd']):
+    terms = parse_kd_terms(values['kd'])
+    if not terms:
         stray = sorted(name for name in parsed.given if name.startswith('kd_'))
         if stray:
             names = ', '.join(_flag(name) for name in stray)
@@ -86,25 +118,23 @@ def _resolve(c: EasyDict, parsed: ParsedOptions) -> None:
         )
     except ValueError as err:
         raise click.UsageError(str(err)) from err
+    _check_anchor_options(terms, parsed)
     teacher = _load(values)
     base = {k: v for k, v in c.loss_kwargs.items() if k != 'class_name'}
     c.loss_kwargs = EasyDict(
         class_name='stylegan2_ada_kd.kd.loss.KDLoss',
-        kd_terms=list(parse_kd_terms(values['kd'])),
+        kd_terms=list(terms),
         teacher=values['kd_teacher'],
         teacher_weights=values['kd_teacher_weights'],
         variant=values['kd_variant'],
         **settings,
         seed=values['seed'],
         div_weight=values['kd_div_weight'],
-        prompts=_prompts(values, parsed.dataset, teacher.has_text),
-        num_anchors=values['kd_anchors'],
-        anchor_dataset=None if teacher.has_text else dict(c.training_set_kwargs),
         teacher_embed_dim=teacher.embed_dim,
         **base,
     )
-    if not teacher.has_text:
-        c.loss_kwargs.anchor_cache = os.path.join(parsed.run_dir, 'kd_anchors.pt')
+    if uses_anchors(terms, values['kd_div_weight']):
+        c.loss_kwargs.update(_anchor_kwargs(c, parsed, teacher.has_text))
 
 
 def _name_parts(values: Mapping[str, Any]) -> list[NamePart]:

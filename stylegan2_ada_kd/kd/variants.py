@@ -27,6 +27,12 @@ def check_terms(terms: Sequence[str]) -> tuple[str, ...]:
     return tuple(terms)
 
 
+def uses_anchors(terms: Sequence[str], div_weight: float) -> bool:
+    """Whether a KD loss needs the anchor matrix A: CGKD (Sec. 3.3) and the G-side diversity term use it,
+    AGKD (Sec. 3.2) alone does not."""
+    return 'correlated' in terms or div_weight > 0
+
+
 def resolve_kd_settings(
     variant: str, agkd_weight: float | None, cgkd_weight: float | None, cross_p: float | None
 ) -> dict[str, float]:

@@ -68,9 +68,7 @@ def resolve_dataset_kwargs(
 
 
 def find_run_dir(network: str) -> str | None:
-    """The run directory holding ``network`` (it has ``training_options.json``), or None (URLs included)."""
-    if '://' in network:
-        return None
+    """The run directory holding the local file ``network`` (it has ``training_options.json``), or None."""
     folder = os.path.dirname(os.path.abspath(network))
     return folder if os.path.isfile(os.path.join(folder, 'training_options.json')) else None
 
@@ -110,7 +108,12 @@ def _worker(rank: int, args: dict, init_method: str | None) -> None:
 
 
 @click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
-@click.option('--network', metavar='PKL|URL', required=True, help='Network snapshot or official pickle')
+@click.option(
+    '--network',
+    metavar='PKL|DIR|URL|NAME',
+    required=True,
+    help='Snapshot or official pickle: a file, a run directory (its newest snapshot), a URL or a name',
+)
 @click.option(
     '--metrics',
     metavar='LIST',
@@ -137,7 +140,10 @@ def _worker(rank: int, args: dict, init_method: str | None) -> None:
 )
 def main(**args: object) -> None:
     """Entry point (see the module docstring)."""
-    network = str(args['network'])
+    try:
+        network = args['network'] = checkpoint.resolve_network(str(args['network']), '--network')
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
     if args['verbose']:
         print(f'Loading network from {network}...', flush=True)
     try:

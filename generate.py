@@ -113,10 +113,14 @@ def generate_images(
 
 
 def load_generator(network: str, device: torch.device) -> torch.nn.Module:
-    """Load ``G_ema`` from a network file (path or URL) onto ``device``."""
+    """Load ``G_ema`` onto ``device`` from a network file, a run directory (its newest snapshot), a URL or a
+    pretrained name (the same forms as ``train.py --resume``)."""
     try:
-        with dnnlib.util.open_url(network) as handle:
-            return checkpoint.load_network_pkl(handle, device=device)['G_ema']
+        path = checkpoint.resolve_network(network, '--network')
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    try:
+        return checkpoint.load_network_pkl(path, device=device)['G_ema']
     except (checkpoint.NetworkPickleError, OSError, ValueError) as err:
         raise click.ClickException(f'Cannot load --network={network}: {err}') from err
 
@@ -125,8 +129,9 @@ def load_generator(network: str, device: torch.device) -> torch.nn.Module:
 @click.option(
     '--network',
     required=True,
-    metavar='PKL|URL',
-    help='Network file or URL (our snapshot or StyleGAN2-ADA pickle).',
+    metavar='PKL|DIR|URL|NAME',
+    help='Network: our snapshot or a StyleGAN2-ADA pickle, as a file, a run directory (its newest snapshot), '
+    f'a URL or a name ({", ".join(checkpoint.PRETRAINED)}).',
 )
 @click.option(
     '--seeds',

@@ -14,17 +14,26 @@ Examples:
     # Continue a run exactly where its last snapshot stopped:
     python train.py --outdir=runs --data=ffhq256.zip --cfg=paper256 --mirror=1 \\
         --resume=runs/00000-ffhq256-mirror-paper256/network-snapshot-000200.pkl
+
+\b
+    # Time-limited sessions: the same command each time continues the newest run with these options:
+    python train.py --outdir=runs --data=ffhq256.zip --cfg=paper256 --mirror=1 --resume=auto
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 
 import click
 
 from dnnlib.util import BOOL
 from stylegan2_ada_kd import plugins
+from stylegan2_ada_kd.checkpoint.locate import PRETRAINED
 from stylegan2_ada_kd.train_config import PRESETS, build_training_kwargs
+from torch_utils.distributed import launched_by_torchrun
 
 
 @click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
@@ -37,7 +46,7 @@ from stylegan2_ada_kd.train_config import PRESETS, build_training_kwargs
 )
 @click.option(
     '--snap',
-    help='Snapshot interval in ticks (4 kimg each)',
+    help='Snapshot interval in ticks (of --tick kimg each)',
     type=click.IntRange(min=1),
     default=50,
     show_default=True,
@@ -119,8 +128,10 @@ from stylegan2_ada_kd.train_config import PRESETS, build_training_kwargs
 @plugins.add_options
 @click.option(
     '--resume',
-    help='Our snapshot (exact resume), or a pickle path/URL/name to warm-start from',
-    metavar='PKL',
+    help="Our snapshot or run directory (exact resume; a directory: its newest snapshot), 'auto' (the newest "
+    'snapshot of the newest run in --outdir with the same options, else a fresh start), or a pickle '
+    f'path/URL/name ({", ".join(PRETRAINED)}) to warm-start from',
+    metavar='PKL|DIR|auto',
 )
 @click.option(
     '--cbase',
@@ -183,11 +194,15 @@ from stylegan2_ada_kd.train_config import PRESETS, build_training_kwargs
 @click.option('--desc', help='Extra text appended to the run directory name', metavar='STR')
 def main(**opts: object) -> None:
     """Resolve the options, then train (or print them with --dry-run)."""
-    c = build_training_kwargs(opts, plugins.given_options(click.get_current_context()))
-    print(json.dumps(c, indent=2, default=str))
-    print(f'\nRun directory: {c.run_dir}')
+    # Under torchrun every process resolves the options; only rank 0 prints them (errors show on all).
+    quiet = launched_by_torchrun() and os.environ['RANK'] != '0'
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        c = build_training_kwargs(opts, plugins.given_options(click.get_current_context()))
+        print(json.dumps(c, indent=2, default=str))
+        print(f'\nRun directory: {c.run_dir}')
     if opts['dry_run']:
-        print('Dry run; exiting.')
+        if not quiet:
+            print('Dry run; exiting.')
         return
     from stylegan2_ada_kd.training_loop import training_loop
     from torch_utils.launcher import launch

@@ -7,6 +7,7 @@ so this module (and that class name) must stay importable at this path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -17,13 +18,15 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, Callable
 
 import click
 
 __all__ = [
     'EasyDict',
+    'atomic_write',
     'construct_class_by_name',
+    'local_path',
     'make_cache_dir_path',
     'open_url',
     'parse_range',
@@ -139,6 +142,29 @@ def temp_file_prefix(path: str | os.PathLike) -> str:
     return f'.{os.path.basename(os.fspath(path))}.{_host_tag()}-{os.getpid()}.'
 
 
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = True) -> None:
+    """Write ``path`` all at once or not at all: ``write(handle)`` fills a temporary file in the same folder
+    (named by :func:`temp_file_prefix`, so :func:`remove_stale_temp_files` removes it after a kill), which is
+    fsynced, given the usual ``0666 & ~umask`` mode and moved into place. If ``write`` fails, ``path`` is
+    untouched and the temporary file is removed. The folder is created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temp_file_prefix(path), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb' if binary else 'w') as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0o022)  # mkstemp creates 0600 files; read the umask back to apply it
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_name)
+        raise
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -232,37 +258,43 @@ def _fetch_cached(url: str, cache_dir: str | None, num_attempts: int, verbose: b
     ) from last_error
 
 
+def local_path(
+    url_or_path: str | os.PathLike,
+    cache_dir: str | None = None,
+    num_attempts: int = 3,
+    verbose: bool = True,
+) -> str:
+    """The local file behind a path, a ``file://`` URL or an ``http(s)://`` URL.
+
+    HTTP(S) downloads are stored in ``<cache_dir>/downloads/`` (default: ``make_cache_dir_path()``) and reused
+    by later calls. Raises ``OSError`` naming what was passed when the file cannot be had.
+    """
+    text = os.fspath(url_or_path)
+    path = os.path.expanduser(text)
+    if _is_url(text):
+        scheme = urllib.parse.urlparse(text).scheme.lower()
+        if scheme in ('http', 'https'):
+            return _fetch_cached(text, cache_dir, num_attempts, verbose)
+        if scheme != 'file':
+            raise ValueError(
+                f'Unsupported URL scheme {scheme!r} in {text!r}: use a local path, file://, http:// or https://.'
+            )
+        path = _file_url_to_path(text)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f'No such file: {text!r} (resolved to {Path(path).resolve()}). Check the path.'
+        )
+    return path
+
+
 def open_url(
     url_or_path: str | os.PathLike,
     cache_dir: str | None = None,
     num_attempts: int = 3,
     verbose: bool = True,
 ) -> BinaryIO:
-    """Open a local path, a ``file://`` URL or an ``http(s)://`` URL for binary reading.
-
-    Local files are opened directly. HTTP(S) downloads are stored in ``<cache_dir>/downloads/`` (default:
-    ``make_cache_dir_path()``) and reused by later calls. The caller owns the returned file object.
-    """
-    text = os.fspath(url_or_path)
-    if not _is_url(text):
-        return _open_local(text, text)
-    scheme = urllib.parse.urlparse(text).scheme.lower()
-    if scheme == 'file':
-        return _open_local(_file_url_to_path(text), text)
-    if scheme in ('http', 'https'):
-        return open(_fetch_cached(text, cache_dir, num_attempts, verbose), 'rb')
-    raise ValueError(
-        f'Unsupported URL scheme {scheme!r} in {text!r}: use a local path, file://, http:// or https://.'
-    )
-
-
-def _open_local(path: str, shown: str) -> BinaryIO:
-    """Open a local file for reading, with an error message that names what the user passed."""
-    path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        resolved = Path(path).resolve()
-        raise FileNotFoundError(f'No such file: {shown!r} (resolved to {resolved}). Check the path.')
-    return open(path, 'rb')
+    """Open :func:`local_path` of a path or URL for binary reading; the caller owns the file object."""
+    return open(local_path(url_or_path, cache_dir, num_attempts, verbose), 'rb')
 
 
 class BoolParamType(click.ParamType):

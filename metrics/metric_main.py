@@ -27,7 +27,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from typing import Callable
 
@@ -36,7 +35,7 @@ import torch
 
 import dnnlib
 from metrics import detectors, features, ppl, scores
-from torch_utils import distributed
+from torch_utils import distributed, run_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,35 +420,24 @@ def report_metric(result: dict, run_dir: str | None = None, snapshot_pkl: str | 
     print(text, flush=True)
 
 
-def _atomic_json(path: str, data: dict) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-', suffix='.json')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _point_best(run_dir: str, snapshot: str) -> None:
     """Atomically point ``<run_dir>/network-snapshot-best.pkl`` at ``snapshot`` (hard link, else copy)."""
-    tmp = os.path.join(run_dir, f'.network-snapshot-best.pkl.tmp-{os.getpid()}')
+    best = os.path.join(run_dir, 'network-snapshot-best.pkl')
+    tmp = os.path.join(run_dir, dnnlib.util.temp_file_prefix(best) + 'tmp')
     if os.path.lexists(tmp):
         os.remove(tmp)
     try:
         os.link(snapshot, tmp)
     except OSError:
         shutil.copyfile(snapshot, tmp)
-    os.replace(tmp, os.path.join(run_dir, 'network-snapshot-best.pkl'))
+    os.replace(tmp, best)
 
 
 def update_best(
     run_dir: str,  # The run directory that holds best-<metric>.json and the snapshots.
     metric: str,  # The metric name, e.g. 'fid50k_full'.
     result: dict,  # A calc_metric() result.
-    snapshot_pkl: str | None,  # The evaluated snapshot (absolute or relative to run_dir); None = no link.
+    snapshot_pkl: str | None,  # The evaluated snapshot (a path from the current directory); None = no link.
     key: str | None = None,  # Which value of result['results']; None = the metric name, else the first.
     lower_is_better: bool | None = None,  # None = from the registry (see below).
 ) -> bool:
@@ -461,7 +449,8 @@ def update_best(
     lower.
 
     The JSON holds ``metric``, ``key``, ``value``, ``lower_is_better``, ``snapshot_pkl`` (relative),
-    ``kimg`` (from the snapshot name, or None) and ``timestamp``. Non-finite values never become the best.
+    ``kimg`` (from the snapshot name, with its decimals if it has any; or None) and ``timestamp``.
+    Non-finite values never become the best.
     """
     results = result['results']
     key = key or (metric if metric in results else next(iter(results)))
@@ -477,19 +466,19 @@ def update_best(
             old = float(json.load(f)['value'])
         if (value >= old) if lower_is_better else (value <= old):
             return False
-    snapshot = None
     if snapshot_pkl is not None:
-        snapshot = snapshot_pkl if os.path.isabs(snapshot_pkl) else os.path.join(run_dir, snapshot_pkl)
-        _point_best(run_dir, snapshot)
-    match = re.search(r'network-snapshot-(\d+)\.pkl$', snapshot or '')
+        _point_best(run_dir, snapshot_pkl)
+    match = re.fullmatch(r'network-snapshot-(.+)\.pkl', os.path.basename(snapshot_pkl or ''))
+    nimg = run_io.parse_kimg_tag(match.group(1)) if match else None
+    kimg = nimg if nimg is None else (nimg / 1000 if '.' in match.group(1) else nimg // 1000)
     data = dict(
         metric=metric,
         key=key,
         value=value,
         lower_is_better=lower_is_better,
-        snapshot_pkl=_relative(snapshot, run_dir),
-        kimg=int(match.group(1)) if match else None,
+        snapshot_pkl=_relative(snapshot_pkl, run_dir),
+        kimg=kimg,
         timestamp=time.time(),
     )
-    _atomic_json(best_path, data)
+    dnnlib.util.atomic_write(best_path, lambda f: json.dump(data, f, indent=2), binary=False)
     return True

@@ -94,12 +94,11 @@ few_shot() {  # the few-shot experiment of experiments/results/obama32-kd at 64x
     -- --cfg=auto --mirror=1 --workers=2
 }
 
-train_and_resume() {  # a short run that writes a snapshot, then an exact resume from it
+train_and_resume() {  # a short run that writes a snapshot, then an exact resume from it (--resume=auto)
   local runs="$WORK/resume_runs" args=(--data="$GPU/obama64.zip" --tick=0.1 --snap=1 --metrics=none --workers=2)
   rm -rf "$runs"
   python train.py --outdir="$runs" "${args[@]}" --kimg=0.2 || return 1
-  local snap; snap=$(ls "$runs"/*/network-snapshot-*.pkl | tail -n 1)
-  python train.py --outdir="$runs" "${args[@]}" --kimg=0.4 --resume="$snap" | tee "$WORK/resume.out" || return 1
+  python train.py --outdir="$runs" "${args[@]}" --kimg=0.4 --resume=auto | tee "$WORK/resume.out" || return 1
   grep -q 'Resuming exactly' "$WORK/resume.out"
 }
 

@@ -5,8 +5,10 @@ plugin families are resolved by their own modules (:mod:`stylegan2_ada_kd.plugin
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
+import tempfile
 from collections.abc import Collection
 from typing import Any
 
@@ -14,6 +16,7 @@ import click
 
 from dnnlib import EasyDict
 from stylegan2_ada_kd import plugins
+from stylegan2_ada_kd.checkpoint.locate import PRETRAINED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,18 +42,6 @@ PRESETS = {
     'paper512': Preset(8, 25000, 64, 8, 1, 0.0025, 0.5, 20, None, 8),
     'paper1024': Preset(8, 25000, 32, 4, 1, 0.002, 2, 10, None, 8),
     'cifar': Preset(2, 100000, 64, 32, 1, 0.0025, 0.01, 500, 0.05, 2),
-}
-
-RESUME_SPECS = {
-    name: 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/'
-    + tail
-    for name, tail in {
-        'ffhq256': 'ffhq-res256-mirror-paper256-noaug.pkl',
-        'ffhq512': 'ffhq-res512-mirror-stylegan2-noaug.pkl',
-        'ffhq1024': 'ffhq-res1024-mirror-stylegan2-noaug.pkl',
-        'celebahq256': 'celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl',
-        'lsundog256': 'lsundog-res256-paper256-kimg100000-noaug.pkl',
-    }.items()
 }
 
 
@@ -146,9 +137,9 @@ def run_desc(opts: dict, dataset_name: str, cfg_desc: str, family_parts: list[tu
     resume = opts['resume']
     if resume == 'noresume':
         later.append('noresume')
-    elif resume in RESUME_SPECS:
+    elif resume in PRETRAINED:
         later.append(f'resume{resume}')
-    elif resume is not None:
+    elif resume not in (None, 'auto'):
         later.append('resumecustom')
     if opts['freezed']:
         later.append(f'freezed{opts["freezed"]}')
@@ -263,7 +254,7 @@ def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> E
         loss.r1_gamma = opts['gamma']
     if opts['cfg'] == 'cifar':
         loss.update(pl_weight=0, style_mixing_prob=0)
-    workers = opts['workers']
+    workers = cap_workers(opts['workers'])
     grid = parse_grid(opts['grid'], dataset.resolution)
     return EasyDict(
         training_set_kwargs=set_kwargs,
@@ -293,6 +284,36 @@ def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> E
     )
 
 
+def cap_workers(workers: int) -> int:
+    """``--workers`` capped at the CPU cores this process may use (more only make torch's DataLoader warn
+    and the processes compete); the cap is printed once."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    if workers > cores:
+        print(
+            f'--workers={workers}: this machine gives the process {cores} CPU core(s); using {cores} workers.'
+        )
+        return cores
+    return workers
+
+
+def check_outdir(outdir: str) -> None:
+    """Fail before anything else when no run directory can be created in ``outdir``: one line naming
+    ``--outdir``. Creates nothing (a probe directory is made and removed in the nearest existing folder)."""
+    folder = os.path.abspath(outdir)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise click.UsageError(
+            f'--outdir={outdir}: {folder} is a file, not a folder; choose another --outdir'
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix='.outdir-check-', dir=folder))
+    except OSError as err:
+        raise click.UsageError(
+            f'--outdir={outdir}: cannot create folders in {folder} ({err.strerror}); choose a writable one'
+        ) from err
+
+
 def build_training_kwargs(opts: dict, given: Collection[str] = ()) -> EasyDict:
     """Resolve train.py's options (a dict of click values; ``given``: the names the user set) into the
     training_loop kwargs, ``run_dir`` included (the directory is not created).
@@ -300,6 +321,7 @@ def build_training_kwargs(opts: dict, given: Collection[str] = ()) -> EasyDict:
     The core options come first; then every plugin family (:mod:`stylegan2_ada_kd.plugins`) adds its run
     name parts, and, once the run directory is known, validates its options and fills its kwargs.
     """
+    check_outdir(opts['outdir'])
     gpus = process_count(opts['gpus'])
     set_kwargs, dataset = _load_dataset(
         opts['data'], opts['cond'], opts['subset'], opts['mirror'], opts['seed'], opts['holdout']
@@ -309,8 +331,8 @@ def build_training_kwargs(opts: dict, given: Collection[str] = ()) -> EasyDict:
     desc = run_desc(opts, dataset.name, cfg_desc, plugins.name_parts(opts))
     run_dir = next_run_dir(opts['outdir'], desc)
     plugins.resolve(c, plugins.ParsedOptions(opts, frozenset(given), dataset, run_dir))
-    _apply_resume(c, opts['resume'], dataset)
     c.run_dir = run_dir
+    _apply_resume(c, opts['resume'], opts['outdir'], dataset)
     return c
 
 
@@ -350,25 +372,61 @@ def _parse_metrics(text: str | None) -> list:
     return names
 
 
-def _apply_resume(c: EasyDict, resume: str | None, dataset: Any) -> None:
+def _apply_resume(c: EasyDict, resume: str | None, outdir: str, dataset: Any) -> None:
     """Exact resume for our snapshots; a warm start (ADA reacts 5x faster, no EMA rampup) otherwise.
 
-    The file is checked now, before the run directory exists (see
-    :func:`stylegan2_ada_kd.checkpoint.check_resume`).
+    ``resume``: a file, a run directory, a URL, a pretrained name (fetched now) or ``auto``. The file is
+    checked now, before the run directory exists (see :func:`stylegan2_ada_kd.checkpoint.check_resume`).
     """
     if resume is None or resume == 'noresume':
         return
-    from stylegan2_ada_kd.checkpoint import check_resume
+    from stylegan2_ada_kd.checkpoint import check_resume, find_auto_resume, resolve_network
 
-    c.resume_pkl = RESUME_SPECS.get(resume, resume)
-    common = dict(
-        c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
-    )
     try:
-        exact = check_resume(c.resume_pkl, c.G_kwargs, c.D_kwargs, common)
+        if resume == 'auto':
+            path = find_auto_resume(outdir, lambda recorded: same_run_options(c, recorded))
+            found = f'continuing {path}' if path else 'no earlier run with the same options; starting fresh'
+            print(f'--resume=auto: {found}')
+            if path is None:
+                return
+        else:
+            path = resolve_network(resume, '--resume')
+        c.resume_pkl = path
+        common = dict(
+            c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
+        )
+        exact = check_resume(path, c.G_kwargs, c.D_kwargs, common)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     if not exact:
         if c.ada_kwargs is not None:
             c.ada_kwargs.kimg = 100
         c.ema_rampup = None
+
+
+# What may differ between the sessions of one run continued with --resume=auto: where it is written and
+# resumed from, how long it trains, and bookkeeping that does not change the training.
+AUTO_RESUME_FREE_KEYS = (
+    'run_dir',
+    'resume_pkl',
+    'total_kimg',
+    'kimg_per_tick',
+    'image_snapshot_ticks',
+    'network_snapshot_ticks',
+    'grid_size',
+    'metrics',
+    'data_loader_kwargs',
+)
+
+
+def same_run_options(c: dict, recorded: dict) -> bool:
+    """Whether the resolved options ``c`` and a run's ``training_options.json`` (``recorded``) describe the
+    same training, apart from :data:`AUTO_RESUME_FREE_KEYS` and paths inside each run's own directory."""
+
+    def canonical(options: dict) -> str:
+        free = {k: v for k, v in options.items() if k not in AUTO_RESUME_FREE_KEYS}
+        text = json.dumps(free, sort_keys=True, default=str)
+        own = json.dumps(str(options.get('run_dir', '')))[1:-1]
+        return text.replace(own, '<run_dir>') if own else text
+
+    return canonical(c) == canonical(recorded)

@@ -9,7 +9,6 @@ the public run API (:mod:`stylegan2_ada_kd.training_run`); the loop adds data, t
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
@@ -122,7 +121,12 @@ def training_loop(
     overfit_kwargs: dict | None = None,  # D-overfitting monitor (held-out reals): class_name + options.
     abort_fn: Callable[[], bool] | None = None,  # Called each tick; True stops training after a snapshot.
 ) -> None:
-    """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature."""
+    """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature.
+
+    Snapshots and grids are named by whole kimg as in the reference (``network-snapshot-000200.pkl``), or by
+    kimg with three decimals (``network-snapshot-000000.256.pkl``) when their interval is below 1 kimg or the
+    whole-kimg name is already taken, so that no output replaces another (:func:`run_io.output_path`).
+    """
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     rounds = accumulation_rounds(batch_size, batch_gpu, num_gpus)
     _setup_torch(device, random_seed * num_gpus + rank, cudnn_benchmark, allow_tf32)
@@ -214,15 +218,24 @@ def training_loop(
         progress.tick_start_nimg = progress.cur_nimg
         if grid is not None and (done or tick % image_snapshot_ticks == 0):
             images = loop_report.generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
-            kimg = progress.cur_nimg // 1000
-            run_io.save_image_grid(
-                images, os.path.join(run_dir, f'fakes{kimg:06d}.png'), (-1, 1), grid['size']
-            )
+            fine = kimg_per_tick * image_snapshot_ticks < 1
+            path = run_io.output_path(run_dir, 'fakes', '.png', progress.cur_nimg, fine)
+            run_io.save_image_grid(images, path, (-1, 1), grid['size'])
         if done or (network_snapshot_ticks and tick % network_snapshot_ticks == 0):
             if run.ada is not None:  # pending signs go into the snapshot, so resume is exact
                 run.ada.absorb(run.ada_stats.collect(device))
+            fine = kimg_per_tick * (network_snapshot_ticks or 1e9) < 1
+            path = run_io.output_path(run_dir, 'network-snapshot-', '.pkl', progress.cur_nimg, fine)
             snapshot_pkl = checkpoint.write_snapshot(
-                run_dir, run.nets, run.phases, run.loss, run.ada, progress, training_set_kwargs, rank, device
+                path if rank == 0 else None,
+                run.nets,
+                run.phases,
+                run.loss,
+                run.ada,
+                progress,
+                training_set_kwargs,
+                rank,
+                device,
             )
             stats.update(
                 loop_report.evaluate_metrics(

@@ -127,3 +127,18 @@ def _private_cache_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line that dates the suite's counts with the commit they were measured at (for the README)."""
+    import subprocess
+
+    counts = {k: len(terminalreporter.stats.get(k, [])) for k in ('passed', 'failed', 'skipped', 'error')}
+    try:
+        commit = subprocess.run(
+            ['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ''
+    summary = ', '.join(f'{n} {k}' for k, n in counts.items() if n)
+    terminalreporter.write_line(f'stylegan2-ada-kd suite at commit {commit or "unknown"}: {summary}')

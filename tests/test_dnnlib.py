@@ -145,9 +145,9 @@ def test_remove_stale_temp_files_keeps_live_and_foreign_ones(tmp_path):
 
 
 def test_atomic_writes_use_names_the_cleaner_recognises(tmp_path):
+    """Temp files of atomic writes are recognised by the stale cleanup; the result has the usual mode."""
     import numpy as np
 
-    from stylegan2_ada_kd.checkpoint import snapshot
     from torch_utils import run_io
 
     seen = []
@@ -156,9 +156,14 @@ def test_atomic_writes_use_names_the_cleaner_recognises(tmp_path):
         seen.extend(p.name for p in tmp_path.iterdir())
         handle.write(b'data')
 
-    snapshot._atomic_write(tmp_path / 'network-snapshot-000000.pkl', write)
+    util.atomic_write(tmp_path / 'network-snapshot-000000.pkl', write)
     assert len(seen) == 1 and util._TEMP_NAME.match(seen[0]), seen
-    assert util.temp_file_prefix(tmp_path / 'fakes.png') + 'tmp.png' != 'fakes.png'
-    assert util._TEMP_NAME.match(util.temp_file_prefix(tmp_path / 'fakes.png') + 'tmp.png')
+    assert (tmp_path / 'network-snapshot-000000.pkl').stat().st_mode & 0o777 == 0o666 & ~_umask()
     run_io.save_image_grid(np.zeros([4, 3, 4, 4]), str(tmp_path / 'fakes.png'), (0, 1), (2, 2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['fakes.png', 'network-snapshot-000000.pkl']
+
+
+def _umask() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask

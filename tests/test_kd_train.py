@@ -168,11 +168,37 @@ def test_kd_training_writes_kd_stats(tmp_path, data16, teacher_spec, aug, lecam)
     opts = json.loads((run_dir / 'training_options.json').read_text())
     assert opts['loss_kwargs']['teacher'] == teacher_spec and opts['loss_kwargs']['teacher_embed_dim'] == 16
     assert len(opts['loss_kwargs']['prompts']) >= 2
-    raw = torch.load(run_dir / 'network-snapshot-000000.pkl', weights_only=True)
+    raw = torch.load(run_dir / 'network-snapshot-000000.012.pkl', weights_only=True)
     assert 'heads.kd.fc0.weight' in raw['networks']['D']['state_dict']
     from stylegan2_ada_kd.checkpoint import load_network_pkl
 
-    assert load_network_pkl(str(run_dir / 'network-snapshot-000000.pkl'))['G_ema'].img_resolution == 16
+    assert load_network_pkl(str(run_dir / 'network-snapshot-000000.012.pkl'))['G_ema'].img_resolution == 16
+
+
+@pytest.mark.parametrize(
+    'kd, announced',
+    [
+        (['--kd=aggregated'], None),
+        (['--kd=aggregated', '--kd-div-weight=0.1'], 'diversity anchors'),
+        (['--kd=correlated'], 'CGKD anchors'),
+        (['--kd=aggregated,correlated'], 'CGKD anchors'),
+    ],
+)
+def test_anchors_are_announced_only_when_cgkd_or_diversity_uses_them(
+    tmp_path, data16, teacher_spec, kd, announced
+):
+    """The run's Loss line names CGKD anchors only with CGKD; AGKD alone announces no anchors at all."""
+    args = [f'--outdir={tmp_path}', f'--data={data16}', *TINY, '--kimg=0.004', '--aug=noaug']
+    out = _train([*args, *kd, f'--kd-teacher={teacher_spec}'])
+    log = (_run_dir(tmp_path) / 'log.txt').read_text()
+    for text in (out, log):
+        loss_line = next(line for line in text.splitlines() if line.startswith('Loss: KDLoss'))
+        if announced is None:
+            assert 'anchor' not in loss_line.lower()
+            assert 'prompts' not in text  # nor are prompts resolved and shown in the options
+        else:
+            assert loss_line.endswith(f'; {announced}: {len(GENERIC_PROMPTS)} prompt text embeddings')
+        assert ('CGKD' in loss_line) == any('correlated' in arg for arg in kd)
 
 
 def test_kd_resume_restores_head_and_lecam_exactly(tmp_path, data16, teacher_spec):
@@ -187,7 +213,7 @@ def test_kd_resume_restores_head_and_lecam_exactly(tmp_path, data16, teacher_spe
     ]
     _train([f'--outdir={tmp_path / "full"}', *args, '--kimg=0.028'])
     _train([f'--outdir={tmp_path / "first"}', *args, '--kimg=0.012'])
-    snap = _run_dir(tmp_path / 'first') / 'network-snapshot-000000.pkl'
+    snap = _run_dir(tmp_path / 'first') / 'network-snapshot-000000.012.pkl'
     state = torch.load(snap, weights_only=True)['resume_state']['loss']
     assert state['lecam_ema'].abs().sum() > 0
     out = _train([f'--outdir={tmp_path / "resumed"}', *args, '--kimg=0.028', f'--resume={snap}'])

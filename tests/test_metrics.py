@@ -351,11 +351,10 @@ def test_update_best_keeps_the_best_snapshot(tmp_path):
     for kimg in (4, 8, 12):
         (tmp_path / f'network-snapshot-{kimg:06d}.pkl').write_bytes(str(kimg).encode())
     best = tmp_path / 'network-snapshot-best.pkl'
-    assert metric_main.update_best(str(tmp_path), 'fid5k_full', _result(20.0), 'network-snapshot-000004.pkl')
-    assert metric_main.update_best(str(tmp_path), 'fid5k_full', _result(15.0), 'network-snapshot-000008.pkl')
-    assert not metric_main.update_best(
-        str(tmp_path), 'fid5k_full', _result(18.0), 'network-snapshot-000012.pkl'
-    )
+    snap = lambda kimg: str(tmp_path / f'network-snapshot-{kimg:06d}.pkl')
+    assert metric_main.update_best(str(tmp_path), 'fid5k_full', _result(20.0), snap(4))
+    assert metric_main.update_best(str(tmp_path), 'fid5k_full', _result(15.0), snap(8))
+    assert not metric_main.update_best(str(tmp_path), 'fid5k_full', _result(18.0), snap(12))
     assert not metric_main.update_best(str(tmp_path), 'fid5k_full', _result(float('nan')), None)
     info = json.loads((tmp_path / 'best-fid5k_full.json').read_text())
     assert (
@@ -371,9 +370,10 @@ def test_update_best_higher_is_better_with_a_key(tmp_path):
     (tmp_path / 'network-snapshot-000001.pkl').write_bytes(b'1')
     res = dict(_result(0.0), results={'pr50k3_full_precision': 0.6, 'pr50k3_full_recall': 0.3})
     kw = dict(key='pr50k3_full_recall', lower_is_better=False)
-    assert metric_main.update_best(str(tmp_path), 'pr50k3_full', res, 'network-snapshot-000001.pkl', **kw)
+    snap = str(tmp_path / 'network-snapshot-000001.pkl')
+    assert metric_main.update_best(str(tmp_path), 'pr50k3_full', res, snap, **kw)
     res['results']['pr50k3_full_recall'] = 0.2
-    assert not metric_main.update_best(str(tmp_path), 'pr50k3_full', res, 'network-snapshot-000001.pkl', **kw)
+    assert not metric_main.update_best(str(tmp_path), 'pr50k3_full', res, snap, **kw)
     # IS: higher is better by default (from the registry); the key defaults to the first value (the mean).
     is_res = dict(_result(0.0), metric='is50k', results={'is50k_mean': 5.0, 'is50k_std': 0.1})
     assert metric_main.update_best(str(tmp_path), 'is50k', is_res, None)

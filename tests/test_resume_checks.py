@@ -64,10 +64,11 @@ def test_missing_file(setup, tmp_path):
     assert 'nope.pkl' in out and 'no such file' in out
 
 
-def test_directory_suggests_its_newest_snapshot(setup, tmp_path):
-    data, run_dir, snap = setup
-    out = _check(data, tmp_path, run_dir)
-    assert 'is a directory' in out and f'--resume={snap}' in out
+def test_directory_without_snapshots(setup, tmp_path):
+    data, _, _ = setup
+    (tmp_path / 'empty').mkdir()
+    out = _check(data, tmp_path, tmp_path / 'empty')
+    assert 'empty is a directory without network-snapshot-*.pkl' in out
 
 
 def test_text_file(setup, tmp_path):

@@ -23,7 +23,7 @@ def data16(tmp_path_factory):
 def _dry(args):
     res = CliRunner().invoke(train.main, args + ['--dry-run'])
     assert res.exit_code == 0, res.output
-    return json.loads(res.output.split('\n\nRun directory')[0])
+    return json.loads(res.output[res.output.index('{\n') : res.output.index('\n\nRun directory')])
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_run_dir_name_and_overrides(data16, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert f'00008-{os.path.basename(data16)}-mirror-auto1-gamma2-kimg10-fixed-p0.3-freezed2' in res.output
-    c = json.loads(res.output.split('\n\nRun directory')[0])
+    c = json.loads(res.output[res.output.index('{\n') : res.output.index('\n\nRun directory')])
     assert c['augment_p'] == 0.3 and c['ada_kwargs'] is None
     assert c['G_kwargs']['synthesis_kwargs']['num_fp16_res'] == 0 and c['D_kwargs']['conv_clamp'] is None
     assert c['D_kwargs']['block_kwargs']['freeze_layers'] == 2
@@ -188,14 +188,16 @@ def test_short_run_writes_every_file(data16, tmp_path):
         'stats.jsonl',
         'reals.png',
         'fakes_init.png',
-        'fakes000000.png',
-        'network-snapshot-000000.pkl',
+        'fakes000000.004.png',  # ticks of 0.008 kimg: snapshots and grids named by kimg with 3 decimals
+        'network-snapshot-000000.004.pkl',
+        'fakes000000.012.png',
+        'network-snapshot-000000.012.pkl',
     ]:
         assert name in names, (name, names)
     assert not [n for n in names if n.endswith('.tmp') or '.tmp' in n]
     import PIL.Image
 
-    for name in ('reals.png', 'fakes_init.png', 'fakes000000.png'):  # --grid=4x2 of 16x16 images
+    for name in ('reals.png', 'fakes_init.png', 'fakes000000.012.png'):  # --grid=4x2 of 16x16 images
         assert PIL.Image.open(run_dir / name).size == (4 * 16, 2 * 16), name
     stats = _stats(run_dir)
     assert len(stats) == 2  # tick 0 after the first step (4 images), tick 1 at 12 images (done)
@@ -219,7 +221,7 @@ def test_short_run_writes_every_file(data16, tmp_path):
     assert 'Networks: G ' in log and 'Loss: StyleGAN2Loss: r1_gamma=' in log and 'Augmentation: ' in log
     from stylegan2_ada_kd.checkpoint import load_network_pkl
 
-    data = load_network_pkl(str(run_dir / 'network-snapshot-000000.pkl'))
+    data = load_network_pkl(str(run_dir / 'network-snapshot-000000.012.pkl'))
     assert data['G_ema'].img_resolution == 16 and data['training_set_kwargs']['path'] == data16
     assert data['resume_state']['progress']['cur_nimg'] == 12
 
@@ -228,7 +230,7 @@ def test_resume_continues_exactly(data16, tmp_path):
     args = ['--batch=4', '--tick=0.008', '--snap=1', '--seed=3']
     full, _ = _train(tmp_path, data16, *args, '--kimg=0.028', outdir='full')
     first, _ = _train(tmp_path, data16, *args, '--kimg=0.012', outdir='first')
-    snap = first / 'network-snapshot-000000.pkl'
+    snap = first / 'network-snapshot-000000.012.pkl'
     resumed, out = _train(tmp_path, data16, *args, '--kimg=0.028', f'--resume={snap}', outdir='resumed')
     assert 'Resuming exactly' in out
     full_stats, resumed_stats = _stats(full), _stats(resumed)
@@ -246,7 +248,7 @@ def test_two_process_ddp_on_cpu(data16, tmp_path):
         tmp_path, data16, '--gpus=2', '--batch=8', '--kimg=0.016', '--tick=0.008', '--snap=1'
     )
     assert len(list((tmp_path / 'runs').iterdir())) == 1
-    assert (run_dir / 'network-snapshot-000000.pkl').exists()
+    assert (run_dir / 'network-snapshot-000000.016.pkl').exists()
     stats = _stats(run_dir)
     assert stats[-1]['Progress/kimg']['mean'] == pytest.approx(0.016)
     assert stats[-1]['Loss/G/loss']['num'] == 8  # both ranks' reports were summed
@@ -258,7 +260,7 @@ def test_two_process_resume_continues_exactly(data16, tmp_path):
     args = ['--gpus=2', '--batch=8', '--tick=0.008', '--snap=1', '--seed=3', '--lecam=0.1']
     full, _ = _train(tmp_path, data16, *args, '--kimg=0.048', outdir='full')
     first, _ = _train(tmp_path, data16, *args, '--kimg=0.024', outdir='first')
-    snap = first / 'network-snapshot-000000.pkl'
+    snap = first / 'network-snapshot-000000.024.pkl'
     resumed, out = _train(tmp_path, data16, *args, '--kimg=0.048', f'--resume={snap}', outdir='resumed')
     assert 'Resuming exactly' in out
     by_kimg = {round(s['Progress/kimg']['mean'], 3): s for s in _stats(full)}
@@ -303,6 +305,8 @@ def test_torchrun_two_processes_as_the_readme_writes_it(data16, tmp_path):
     options = json.loads((runs[0] / 'training_options.json').read_text())
     assert options['num_gpus'] == 2 and options['batch_gpu'] == 4
     assert (runs[0] / 'network-snapshot-000000.pkl').exists()
+    # rank 0 alone prints the options and the run directory (rank 1 used to name one never created)
+    assert res.stdout.count('Run directory') == 1 and res.stdout.count('"G_kwargs"') == 1, res.stdout
     assert _stats(runs[0])[-1]['Loss/G/loss']['num'] == 8  # 2 processes x 4 images
 
 

@@ -39,7 +39,15 @@ def test_an_old_diffaugment_snapshot_with_its_p_buffer_resumes_exactly(tmp_path)
     assert run.augment_probability() is None  # nothing to write into the pipe or report as Progress/augment
     _step(run, 1)
     path = checkpoint.write_snapshot(
-        str(tmp_path), run.nets, run.phases, run.loss, run.ada, run.progress, {}, 0, run.device
+        str(tmp_path / 'network-snapshot-000000.pkl'),
+        run.nets,
+        run.phases,
+        run.loss,
+        run.ada,
+        run.progress,
+        {},
+        0,
+        run.device,
     )
     raw = torch.load(path, weights_only=True)
     assert raw['networks']['augment_pipe']['state_dict'] == {}

@@ -20,24 +20,29 @@ from torch_utils import distributed, run_io
 
 
 def _prepare_run_dir(c: EasyDict) -> None:
-    """Create the run directory and write training_options.json (rank 0 only)."""
+    """Create the run directory and write training_options.json (rank 0 only), after removing what killed
+    runs left behind (:func:`_clean_dead_writes`)."""
+    _clean_dead_writes(os.path.dirname(c.run_dir) or '.', c.get('resume_pkl'))
     os.makedirs(c.run_dir, exist_ok=False)
     with open(os.path.join(c.run_dir, 'training_options.json'), 'w') as f:
         json.dump(c, f, indent=2, default=str)
 
 
-def _clean_resumed_run_dir(resume_pkl: str | None) -> None:
-    """Remove temporary files that a killed run left beside the snapshot we resume from (run dirs only)."""
-    if not resume_pkl or not os.path.isfile(resume_pkl):
-        return
-    run_dir = os.path.dirname(os.path.abspath(resume_pkl))
-    if not os.path.isfile(os.path.join(run_dir, 'training_options.json')):
-        return
-    removed = remove_stale_temp_files(run_dir)
-    if removed:
-        print(
-            f'Removed {len(removed)} temporary file(s) left by an interrupted write in {run_dir}: {removed}'
-        )
+def _clean_dead_writes(outdir: str, resume_pkl: str | None) -> None:
+    """Remove the temporary files of interrupted writes (their writer is dead) from every run directory in
+    ``outdir`` and from the one holding ``resume_pkl``: a run killed before its first snapshot leaves one
+    that no resume would ever reach."""
+    folders = []
+    if os.path.isdir(outdir):
+        folders = [os.path.join(outdir, name) for name in sorted(os.listdir(outdir))]
+    if resume_pkl and os.path.isfile(resume_pkl):
+        folders.append(os.path.dirname(os.path.abspath(resume_pkl)))
+    for folder in dict.fromkeys(folders):
+        if not os.path.isfile(os.path.join(folder, 'training_options.json')):
+            continue  # only run directories
+        removed = remove_stale_temp_files(folder)
+        if removed:
+            print(f'Removed {len(removed)} temporary file(s) of an interrupted write in {folder}: {removed}')
 
 
 def _worker(rank: int, c: EasyDict, init_method: str | None, loop_fn: Callable[..., None]) -> None:
@@ -49,8 +54,6 @@ def _worker(rank: int, c: EasyDict, init_method: str | None, loop_fn: Callable[.
         c.run_dir = holder[0]
     tee = run_io.Tee(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else None
     try:
-        if rank == 0:
-            _clean_resumed_run_dir(c.get('resume_pkl'))
         loop_fn(rank=rank, device=device, **c)
         if rank == 0:
             print(f'Done. Snapshots, image grids, stats.jsonl and log.txt are in {c.run_dir}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from typing import TextIO
@@ -12,7 +13,31 @@ import numpy as np
 import PIL.Image
 import torch
 
-from dnnlib.util import temp_file_prefix
+from dnnlib.util import atomic_write
+
+_KIMG_TAG = re.compile(r'(?P<kimg>\d{6,})(?:\.(?P<rest>\d{3}))?')
+
+
+def kimg_tag(cur_nimg: int, fine: bool) -> str:
+    """The count in snapshot and grid names: ``'000200'`` (whole kimg, the reference's names) or, with
+    ``fine``, ``'000000.256'`` (kimg with three decimals: the exact image count, for sub-kimg intervals)."""
+    kimg, rest = divmod(int(cur_nimg), 1000)
+    return f'{kimg:06d}.{rest:03d}' if fine else f'{kimg:06d}'
+
+
+def parse_kimg_tag(text: str) -> int | None:
+    """The image count of a :func:`kimg_tag` (a whole-kimg tag counts as its first image), or None."""
+    m = _KIMG_TAG.fullmatch(text)
+    return None if m is None else int(m['kimg']) * 1000 + int(m['rest'] or 0)
+
+
+def output_path(run_dir: str, prefix: str, suffix: str, cur_nimg: int, fine: bool) -> str:
+    """``<run_dir>/<prefix><kimg_tag><suffix>`` that never replaces an earlier file of the run: the whole-kimg
+    name unless ``fine`` is asked for or that name is taken (two outputs within one kimg)."""
+    path = os.path.join(run_dir, f'{prefix}{kimg_tag(cur_nimg, fine)}{suffix}')
+    if not fine and os.path.exists(path):
+        path = os.path.join(run_dir, f'{prefix}{kimg_tag(cur_nimg, True)}{suffix}')
+    return path
 
 
 def grid_size(resolution: int) -> tuple[int, int]:
@@ -48,9 +73,8 @@ def save_image_grid(images: np.ndarray | torch.Tensor, path: str, drange: tuple,
     gw, gh = grid
     _n, c, h, w = img.shape
     img = img.reshape(gh, gw, c, h, w).transpose(0, 3, 1, 4, 2).reshape(gh * h, gw * w, c)
-    tmp = os.path.join(os.path.dirname(path), temp_file_prefix(path) + 'tmp.png')
-    PIL.Image.fromarray(img[:, :, 0] if c == 1 else img).save(tmp)
-    os.replace(tmp, path)
+    pixels = PIL.Image.fromarray(img[:, :, 0] if c == 1 else img)
+    atomic_write(path, lambda handle: pixels.save(handle, format='PNG'))
 
 
 class StatsWriter:

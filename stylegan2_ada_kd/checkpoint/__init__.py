@@ -7,6 +7,8 @@ snapshots with the training state for exact resume.
   state_dict export, conversion).
 * :mod:`.official`: the restricted unpickler of official pickles (never runs their embedded code).
 * :mod:`.training_state`: snapshots with ``resume_state``, the ``--resume`` check, exact resume, warm start.
+* :mod:`.resume_heads`: resuming when D's plugin heads differ between the snapshot and the run.
+* :mod:`.locate`: network files from paths, URLs, pretrained names, run directories and ``--resume=auto``.
 """
 
 from stylegan2_ada_kd.checkpoint.classes import (
@@ -15,6 +17,7 @@ from stylegan2_ada_kd.checkpoint.classes import (
     UnsafePickleError,
     register_network_class,
 )
+from stylegan2_ada_kd.checkpoint.locate import PRETRAINED, find_auto_resume, newest_snapshot, resolve_network
 from stylegan2_ada_kd.checkpoint.snapshot import (
     SNAPSHOT_FORMAT,
     convert_network_pkl,
@@ -33,16 +36,20 @@ from stylegan2_ada_kd.checkpoint.training_state import (
 
 __all__ = [
     'NETWORK_KEYS',
+    'PRETRAINED',
     'SNAPSHOT_FORMAT',
     'NetworkPickleError',
     'UnsafePickleError',
     'check_resume',
     'convert_network_pkl',
     'export_state_dicts',
+    'find_auto_resume',
     'load_for_training',
     'load_network_pkl',
+    'newest_snapshot',
     'read_snapshot',
     'register_network_class',
+    'resolve_network',
     'restore_rng',
     'save_network_snapshot',
     'torch_load_error',

@@ -28,10 +28,9 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Union
 
 import torch
 
@@ -65,29 +64,6 @@ _RESERVED_KEYS = _STANDARD_KEYS | {'format', 'networks'}
 _ZIP_MAGIC = b'PK\x03\x04'
 
 PathLike = Union[str, os.PathLike]
-
-
-def _atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> None:
-    """Write a file via a temporary file in the same directory, fsync it and move it into place.
-
-    If ``write`` fails, the destination is left untouched and the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=dnnlib.util.temp_file_prefix(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0o022)  # mkstemp creates 0600 files; give the usual 0666 & ~umask instead
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_name)
-        raise
 
 
 def _cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -145,7 +121,7 @@ def save_network_snapshot(
         if not isinstance(key, str):
             raise TypeError(f'save_network_snapshot: extra key {key!r} is not a string.')
         payload[key] = to_plain(value, f'extra[{key!r}]', allow_tensors=True)
-    _atomic_write(path, lambda handle: torch.save(payload, handle))
+    dnnlib.util.atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def export_state_dicts(data: dict[str, Any], out_dir: PathLike) -> dict[str, Path]:
@@ -163,7 +139,7 @@ def export_state_dicts(data: dict[str, Any], out_dir: PathLike) -> dict[str, Pat
         record = _network_record(f'export_state_dicts: data[{key!r}]', module)
         state = _cpu_state_dict(module)
         path = out_dir / f'{key}.pt'
-        _atomic_write(path, lambda handle, state=state: torch.save(state, handle))
+        dnnlib.util.atomic_write(path, lambda handle, state=state: torch.save(state, handle))
         manifest['networks'][key] = dict(record, state_dict_file=path.name)
         written[key] = path
     for key in ('training_set_kwargs', 'augment_pipe_kwargs', 'augment_p'):
@@ -171,7 +147,7 @@ def export_state_dicts(data: dict[str, Any], out_dir: PathLike) -> dict[str, Pat
             manifest[key] = to_plain(data[key], key)
     text = json.dumps(manifest, indent=2, sort_keys=True) + '\n'
     written['json'] = out_dir / 'networks.json'
-    _atomic_write(written['json'], lambda handle: handle.write(text.encode('utf-8')))
+    dnnlib.util.atomic_write(written['json'], lambda handle: handle.write(text.encode('utf-8')))
     return written
 
 

@@ -8,8 +8,6 @@ StyleGAN2-ADA one, or one of ours without resume state) is a warm start: weights
 
 from __future__ import annotations
 
-import glob
-import os
 import random
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
+from stylegan2_ada_kd.checkpoint import resume_heads
 from stylegan2_ada_kd.checkpoint.classes import NetworkPickleError, load_state_strict
 from stylegan2_ada_kd.checkpoint.snapshot import load_network_pkl, read_snapshot, save_network_snapshot
 from torch_utils import distributed
@@ -59,7 +58,7 @@ def _optimizers(phases: list) -> dict:
 
 
 def write_snapshot(
-    run_dir: str,
+    path: str | None,
     nets: dict,
     phases: list,
     loss: Any,
@@ -69,7 +68,8 @@ def write_snapshot(
     rank: int,
     device: torch.device,
 ) -> str | None:
-    """Write ``network-snapshot-<kimg>.pkl`` atomically (rank 0); every rank must call (RNG gather)."""
+    """Write the snapshot ``path`` atomically (rank 0; other ranks pass None) and return ``path``; every rank
+    must call (RNG gather)."""
     rng = distributed.gather_objects(_rng_state(device))
     if rank != 0:
         return None
@@ -84,7 +84,6 @@ def write_snapshot(
         'ada': ada.state_dict() if ada is not None else None,
         'rng': rng,
     }
-    path = os.path.join(run_dir, f'network-snapshot-{progress.cur_nimg // 1000:06d}.pkl')
     save_network_snapshot(
         path,
         G=nets['G'],
@@ -112,27 +111,11 @@ def _kwargs_diff(ours: dict, theirs: dict, prefix: str = '') -> list[str]:
 def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> bool:
     """Check ``--resume=path`` before anything is created: True for an exact resume, False for a warm start.
 
-    ``G_kwargs``/``D_kwargs`` (with ``class_name``) and ``common`` (``c_dim``, ``img_resolution``,
-    ``img_channels``) describe this run's networks. A local file is read now: a missing file, a directory,
-    a file that is neither a snapshot nor an official pickle, a refused global, a truncated file or networks
-    built with other options raise ``ValueError`` naming the file and what to do. URLs are fetched (and
-    checked the same way) when training starts.
+    ``path``: a local file (see :func:`stylegan2_ada_kd.checkpoint.locate.resolve_network`). ``G_kwargs`` /
+    ``D_kwargs`` (with ``class_name``) and ``common`` (``c_dim``, ``img_resolution``, ``img_channels``)
+    describe this run's networks. A file that is neither a snapshot nor an official pickle, a refused global,
+    a truncated file or networks built with other options raise ``ValueError`` naming the file and what to do.
     """
-    if '://' in path:
-        return False
-    if not os.path.exists(path):
-        raise ValueError(
-            f'--resume={path}: no such file. Pass a network-snapshot-NNNNNN.pkl of an earlier run or an '
-            'official StyleGAN2-ADA pickle (path, URL or a name such as ffhq256).'
-        )
-    if os.path.isdir(path):
-        snaps = sorted(glob.glob(os.path.join(glob.escape(path), 'network-snapshot-[0-9]*.pkl')))
-        hint = (
-            f'pass its newest snapshot: --resume={snaps[-1]}'
-            if snaps
-            else 'it holds no network-snapshot-*.pkl'
-        )
-        raise ValueError(f'--resume={path} is a directory; {hint}')
     try:
         raw = read_snapshot(path)
         data = raw if raw is not None and 'resume_state' in raw else load_network_pkl(path)
@@ -191,20 +174,37 @@ def load_for_training(
         _warm_start(path, nets, rank)
         return None
     _check_same_networks(path, nets, raw)
+    snapshot_d = raw['networks']['D']['state_dict']
+    added, dropped = resume_heads.head_changes(nets['D'], snapshot_d)
     for key in ('G', 'D', 'G_ema', 'augment_pipe'):
         if nets[key] is not None and key in raw['networks']:
             entry = raw['networks'][key]
-            load_state_strict(nets[key], entry['state_dict'], f'{path}: {key}', entry['init_kwargs'])
+            weights = resume_heads.fit_heads(nets[key], snapshot_d, added, dropped) if key == 'D' else None
+            load_state_strict(
+                nets[key], weights or entry['state_dict'], f'{path}: {key}', entry['init_kwargs']
+            )
     state = raw['resume_state']
     for key, value in state['progress'].items():
         setattr(progress, key, value)
     for key, opt in _optimizers(phases).items():
-        opt.load_state_dict(state['optimizers'][key])
+        opt_state = state['optimizers'][key]
+        if key == 'D' and (added or dropped):
+            heads = resume_heads.head_names(snapshot_d)
+            try:
+                opt_state = resume_heads.fit_optimizer_state(opt_state, nets['D'], heads, added, dropped)
+            except ValueError as err:
+                raise ValueError(f'--resume={path}: {err}') from err
+        opt.load_state_dict(opt_state)
     loss.load_state_dict(state['loss'])
     if ada is not None and state['ada'] is not None:
         ada.load_state_dict(state['ada'])
     if rank == 0:
-        print(f'Resuming exactly from {path} at {progress.cur_nimg / 1000:.1f} kimg.')
+        for name in added:
+            print(f"Note: the snapshot's D has no head {name!r}; this run creates it fresh (weights, Adam).")
+        for name in dropped:
+            print(f"Note: this run does not use the snapshot's D head {name!r}; it is dropped.")
+        how = 'exactly' if not (added or dropped) else 'exactly apart from the D heads above'
+        print(f'Resuming {how} from {path} at {progress.cur_nimg / 1000:.1f} kimg.')
     return state
 
 

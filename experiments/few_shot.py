@@ -7,8 +7,10 @@
    repeated, and a finished run is skipped;
 3. evaluates the FID and KID ``--metrics`` of the snapshots at ``--eval-kimg`` (calc_metrics.py, results
    kept in the run directories' metric-*.jsonl, so repeating the command evaluates only what is missing);
-4. writes ``results.md`` (tables: per run, and mean / min-max over seeds per variant), ``fid.png``,
-   ``kid.png``, ``gap.png`` (D-overfitting gap from ``--holdout``, per tick) and ``samples.png``.
+4. writes ``results.md`` (tables: per run, and mean / min-max over seeds per variant; with ``--holdout``
+   also the D-overfitting gap and train/held-out AUC averaged over thirds of the run), ``fid.png``,
+   ``kid.png``, ``gap.png`` and ``auc.png`` (``Overfit/gap`` and ``Overfit/auc`` per tick, from
+   ``--holdout``) and ``samples.png``.
 
     python experiments/few_shot.py --source=../shared/data/100-shot-obama --outdir=out/obama32 \\
         --res=32 --kimg=10 --tick=1 --snap=2 --eval-kimg=0,10 --holdout=20 --teacher=efficientnet \\
@@ -40,6 +42,9 @@ import PIL.ImageDraw
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 DEFAULT_VARIANTS = ('DiffAugment=', 'DiffAugment+KD=--kd=aggregated,correlated')
+# results.md averages each run's per-tick overfitting stats over this many equal kimg windows (thirds:
+# start, middle, end of training, about 7 ticks each in a 20-tick run), whatever the run's length.
+OVERFIT_WINDOWS = 3
 COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#17becf']
 
 
@@ -152,9 +157,92 @@ def _cell(value, digits):
     return '-' if value is None else f'{value:.{digits}f}'
 
 
+def _spread(values: list[float], digits: int) -> str:
+    """``'mean (min - max)'`` of ``values``, or ``'-'`` when there are none."""
+    if not values:
+        return '-'
+    return f'{np.mean(values):.{digits}f} ({min(values):.{digits}f} - {max(values):.{digits}f})'
+
+
+def _tables(runs: dict, columns: list[tuple[str, str, int]], rows: list, row_name: str) -> list[str]:
+    """Markdown lines: one line per entry of ``rows`` with each run's ``columns`` and, when a variant has
+    several seeds, a second table of each variant's mean (min - max) over its seeds.
+
+    ``runs``: ``{run: {'variant': name, key: {row: value}}}``; ``columns``: ``[(key, label, digits)]``.
+    """
+
+    def header(names: dict) -> list[str]:
+        head = ' | '.join(f'{name} {label}' for name in names for _, label, _ in columns)
+        return [f'| {row_name} | {head} |', '|---|' + '---|' * (len(names) * len(columns))]
+
+    lines = header(runs)
+    for row in rows:
+        cells = [_cell(r[key].get(row), digits) for r in runs.values() for key, _, digits in columns]
+        lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+    groups = {}
+    for r in runs.values():
+        groups.setdefault(r['variant'], []).append(r)
+    if all(len(g) == 1 for g in groups.values()):
+        return lines
+    lines += ['', 'Over seeds: mean (min - max).', '', *header(groups)]
+    for row in rows:
+        cells = [
+            _spread([r[key][row] for r in group if r[key].get(row) is not None], digits)
+            for group in groups.values()
+            for key, _, digits in columns
+        ]
+        lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def window_means(rows: list[tuple[float, float]], edges: list[float]) -> list[float | None]:
+    """Means of the finite values of ``[(kimg, value)]`` in each window ``(edges[i], edges[i + 1]]`` (the
+    first window also takes kimg 0), one per window; None where a window has none."""
+    out = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        vals = [v for k, v in rows if (lo < k or i == 0) and k <= hi + 1e-9 and np.isfinite(v)]
+        out.append(float(np.mean(vals)) if vals else None)
+    return out
+
+
+def overfit_lines(runs: dict) -> list[str]:
+    """results.md's D-overfitting section: the per-tick ``Overfit/gap`` and ``Overfit/auc`` of each run
+    averaged over :data:`OVERFIT_WINDOWS` equal kimg windows up to the last tick of the longest run (a run
+    without the stat shows '-'); no lines when no run has a gap (trained without ``--holdout``)."""
+    end = max((k for r in runs.values() for k, _ in r.get('gap', [])), default=None)
+    if end is None:
+        return []
+    edges = np.linspace(0, end, OVERFIT_WINDOWS + 1)
+    labels = [f'{lo:.3g}-{hi:.3g}' for lo, hi in zip(edges[:-1], edges[1:])]
+    table = {
+        name: dict(
+            variant=r.get('variant', name),
+            **{key: dict(zip(labels, window_means(r.get(key, []), edges))) for key in ('gap', 'auc')},
+        )
+        for name, r in runs.items()
+    }
+    intro = [
+        '',
+        '## D overfitting (held-out reals, `--holdout`)',
+        '',
+        f'Per-tick statistics averaged over {OVERFIT_WINDOWS} equal kimg windows (one tick is noisy). gap ='
+        ' (D_train - D_holdout) / (D_train - D_fake) of mean logits (0 = held-out reals scored like'
+        ' training reals, 1 = like fakes); AUC = how often D scores a training real above a held-out one'
+        ' (0.5 = it cannot tell them apart, 1 = it ranks every training image higher; it depends on the'
+        ' order of the logits only, not on their scale or the fakes). A run without AUC (trained before'
+        ' it existed) shows -.',
+        '',
+    ]
+    return intro + _tables(table, [('gap', 'gap', 3), ('auc', 'AUC', 3)], labels, 'kimg')
+
+
 def write_table(path, runs, teacher, metrics, notes=()):
-    """results.md: the command, the teacher, one row per evaluated kimg (FID and KID of each run) and,
-    with several seeds, the mean and min-max of each variant."""
+    """results.md: the command, the teacher, one row per evaluated kimg (FID and KID of each run), with
+    several seeds the mean and min-max of each variant, and the D-overfitting windows (:func:`overfit_lines`).
+
+    ``runs``: ``{run: {'fid' | 'kid' | 'gap' | 'auc': [(kimg, value)], 'variant': name}}``; the last three
+    are optional (variant: the run's name).
+    """
     fid, kid = metrics
     lines = [
         '# Few-shot experiment',
@@ -167,35 +255,25 @@ def write_table(path, runs, teacher, metrics, notes=()):
         f'Metrics: `{fid}` and `{kid}` of G_ema at each evaluated snapshot.',
         *notes,
         '',
-        '| kimg | ' + ' | '.join(f'{name} FID | {name} KID' for name in runs) + ' |',
-        '|---|' + '---|---|' * len(runs),
     ]
+    table = {
+        name: dict(variant=r.get('variant', name), fid=dict(r['fid']), kid=dict(r['kid']))
+        for name, r in runs.items()
+    }
     kimgs = sorted({k for r in runs.values() for k, _ in r['fid']})
-    for k in kimgs:
-        cells = []
-        for r in runs.values():
-            cells += [_cell(dict(r['fid']).get(k), 2), _cell(dict(r['kid']).get(k), 4)]
-        lines.append(f'| {k} | ' + ' | '.join(cells) + ' |')
-    groups = {}
-    for name, r in runs.items():
-        groups.setdefault(r.get('variant', name), []).append(r)
-    if any(len(g) > 1 for g in groups.values()):
-        lines += ['', 'Over seeds: mean (min - max).', '']
-        lines += ['| kimg | ' + ' | '.join(f'{v} FID | {v} KID' for v in groups) + ' |']
-        lines += ['|---|' + '---|---|' * len(groups)]
-        for k in kimgs:
-            cells = []
-            for group in groups.values():
-                for key, digits in (('fid', 2), ('kid', 4)):
-                    vals = [dict(r[key])[k] for r in group if k in dict(r[key])]
-                    cells.append(
-                        f'{np.mean(vals):.{digits}f} ({min(vals):.{digits}f} - {max(vals):.{digits}f})'
-                        if vals
-                        else '-'
-                    )
-            lines.append(f'| {k} | ' + ' | '.join(cells) + ' |')
+    lines += _tables(table, [('fid', 'FID', 2), ('kid', 'KID', 4)], kimgs, 'kimg')
+    lines += overfit_lines(runs)
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
+
+
+def write_figures(outdir: str, runs: dict, title: str) -> None:
+    """``fid.png`` and ``kid.png`` (per evaluated kimg) and, where some run has the stat, ``gap.png`` and
+    ``auc.png`` (``Overfit/gap`` and ``Overfit/auc`` per tick) of ``runs`` (as :func:`write_table`)."""
+    for key, ylabel in (('fid', 'FID'), ('kid', 'KID'), ('gap', 'D-overfitting gap'), ('auc', 'D AUC')):
+        if key in ('fid', 'kid') or any(r.get(key) for r in runs.values()):
+            curves = {label: r.get(key, []) for label, r in runs.items()}
+            plot(curves, os.path.join(outdir, f'{key}.png'), title, ylabel=ylabel)
 
 
 def samples_figure(grids, path, res, cols=8, rows=2):
@@ -382,14 +460,10 @@ def main(
     for label, root in roots.items():
         evaluate(root, kimgs, names, detector)
         fid, kid = (read_metric_all(root, m) for m in names)
-        runs[label] = dict(variant=label.rsplit(' s', 1)[0], fid=fid, kid=kid)
+        overfit = {key: read_stats(root, f'Overfit/{key}') for key in ('gap', 'auc')}
+        runs[label] = dict(variant=label.rsplit(' s', 1)[0], fid=fid, kid=kid, **overfit)
     write_table(os.path.join(outdir, 'results.md'), runs, teacher, names)
-    title = os.path.basename(os.path.abspath(source or data))
-    plot({k: v['fid'] for k, v in runs.items()}, os.path.join(outdir, 'fid.png'), title)
-    plot({k: v['kid'] for k, v in runs.items()}, os.path.join(outdir, 'kid.png'), title, ylabel='KID')
-    if holdout:
-        gaps = {label: read_stats(root, 'Overfit/gap') for label, root in roots.items()}
-        plot(gaps, os.path.join(outdir, 'gap.png'), title, ylabel='D-overfitting gap')
+    write_figures(outdir, runs, os.path.basename(os.path.abspath(source or data)))
     grids = {'reals': os.path.join(run_dirs(next(iter(roots.values())))[0], 'reals.png')}
     for label, root in roots.items():
         fakes = sorted(p for d in run_dirs(root) for p in _files(d, r'fakes\d{6}\.png'))

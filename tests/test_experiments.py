@@ -72,8 +72,9 @@ def test_metrics_table_and_plot(tmp_path):
     assert image.size == (640, 420) and len(image.getcolors(1 << 16)) > 2  # lines were drawn
 
 
-def _fake_run(run_dir, kimgs, gap=None, total=None):
-    """A run directory as train.py leaves it: stats.jsonl ticks, snapshots and a fakes grid."""
+def _fake_run(run_dir, kimgs, gap=None, auc=None):
+    """A run directory as train.py leaves it: stats.jsonl ticks (``Overfit/gap`` = ``gap`` x kimg and
+    ``Overfit/auc`` = 0.5 + ``auc`` x kimg where given), snapshots and a fakes grid."""
     run_dir.mkdir(parents=True)
     (run_dir / 'training_options.json').write_text('{}')
     with open(run_dir / 'stats.jsonl', 'w') as f:
@@ -81,6 +82,8 @@ def _fake_run(run_dir, kimgs, gap=None, total=None):
             entry = {'Progress/kimg': {'mean': float(k)}}
             if gap is not None:
                 entry['Overfit/gap'] = {'mean': gap * k}
+            if auc is not None:
+                entry['Overfit/auc'] = {'mean': 0.5 + auc * k}
             f.write(json.dumps(entry) + '\n')
     for k in kimgs:
         (run_dir / f'network-snapshot-{k:06d}.pkl').write_bytes(b'')
@@ -146,3 +149,46 @@ def test_variants_eval_points_and_seed_summary(tmp_path):
         PIL.Image.new('RGB', (128, 64), color).save(grids[name])
     few_shot.samples_figure(grids, str(tmp_path / 'samples.png'), res=16, cols=8, rows=2)
     assert PIL.Image.open(tmp_path / 'samples.png').size == (8 * 16 + 160, 2 * 2 * 16)
+
+
+def test_overfitting_windows_table_and_plots(tmp_path):
+    # Two seeds with the AUC, one old run (before Overfit/auc) and one without --holdout; ticks 0..12 kimg.
+    specs = {'DA s0': (0.01, 0.01), 'DA s1': (0.02, 0.03), 'KD s0': (0.01, None), 'plain s0': (None, None)}
+    runs = {}
+    for label, (gap, auc) in specs.items():
+        root = tmp_path / label.replace(' ', '-')
+        _fake_run(root / '00000-x', list(range(13)), gap=gap, auc=auc)
+        stats = {key: few_shot.read_stats(str(root), f'Overfit/{key}') for key in ('gap', 'auc')}
+        runs[label] = dict(variant=label.split()[0], fid=[(12, 100.0)], kid=[(12, 0.1)], **stats)
+    assert few_shot.window_means(runs['DA s0']['gap'], [0, 4, 8, 12]) == pytest.approx([0.02, 0.065, 0.105])
+    assert few_shot.window_means([(1.0, float('nan'))], [0, 4, 8]) == [None, None]
+    few_shot.write_table(str(tmp_path / 'results.md'), runs, 'ViT-B-32', ['fid1k_train', 'kid1k_train'])
+    text = (tmp_path / 'results.md').read_text()
+    # Windows 0-4 (kimg 0..4), 4-8 (5..8), 8-12 (9..12): gap 0.01 x mean kimg, AUC 0.5 + 0.01 x mean kimg.
+    assert (
+        '| kimg | DA s0 gap | DA s0 AUC | DA s1 gap | DA s1 AUC | KD s0 gap | KD s0 AUC | plain s0 gap'
+        in text
+    )
+    assert '| 8-12 | 0.105 | 0.605 | 0.210 | 0.815 | 0.105 | - | - | - |' in text
+    assert (
+        '| 8-12 | 0.158 (0.105 - 0.210) | 0.710 (0.605 - 0.815) | 0.105 (0.105 - 0.105) | - | - | - |' in text
+    )
+    few_shot.write_figures(str(tmp_path), runs, 'obama')
+    for name in ('fid', 'kid', 'gap', 'auc'):
+        assert len(PIL.Image.open(tmp_path / f'{name}.png').getcolors(1 << 16)) > 2, name  # curves drawn
+    # Old result folders (no AUC anywhere) still give a table, '-' for the AUC and no auc.png; runs
+    # without --holdout give neither the section nor the overfitting plots.
+    for label in ('DA s0', 'DA s1'):
+        runs[label]['auc'] = []
+    old = tmp_path / 'old'
+    old.mkdir()
+    few_shot.write_table(str(old / 'results.md'), runs, 'ViT-B-32', ['fid1k_train', 'kid1k_train'])
+    assert '| 8-12 | 0.105 | - | 0.210 | - |' in (old / 'results.md').read_text()
+    few_shot.write_figures(str(old), runs, 'obama')
+    assert (old / 'gap.png').exists() and not (old / 'auc.png').exists()
+    plain = tmp_path / 'plain'
+    plain.mkdir()
+    few_shot.write_table(str(plain / 'results.md'), {'plain s0': runs['plain s0']}, 'x', ['fid', 'kid'])
+    few_shot.write_figures(str(plain), {'plain s0': runs['plain s0']}, 'obama')
+    assert 'D overfitting' not in (plain / 'results.md').read_text()
+    assert sorted(p.name for p in plain.glob('*.png')) == ['fid.png', 'kid.png']

@@ -9,9 +9,10 @@ from click.testing import CliRunner
 from conftest import TINY_D, TINY_G, make_image_folder
 
 import train
+from stylegan2_ada_kd import overfit
 from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset, split_indices
 from stylegan2_ada_kd.networks import Discriminator, Generator
-from stylegan2_ada_kd.overfit import OverfitMonitor
+from stylegan2_ada_kd.overfit import OverfitMonitor, normalised_gap, roc_auc
 
 TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4', '--grid=4x2']
 
@@ -43,7 +44,7 @@ def test_dry_run_records_the_held_out_files(data16, tmp_path):
         [f'--outdir={tmp_path}', f'--data={data16}', *TINY, '--holdout=4', '--mirror=1', '--dry-run'],
     )
     assert res.exit_code == 0, res.output
-    c = json.loads(res.output.split('\n\nRun directory')[0])
+    c = json.loads(res.output[res.output.index('{\n') : res.output.index('\n\nRun directory')])
     assert c['training_set_kwargs']['holdout'] == 4 and '-holdout4-mirror-' in c['run_dir']
     held = c['overfit_kwargs']['holdout_files']
     assert len(held) == 4 and c['overfit_kwargs']['num_images'] == 4
@@ -92,15 +93,76 @@ def test_monitor_reports_d_on_train_holdout_and_fakes(data16):
         OverfitMonitor(kwargs, held.files[:5], 6, training, G.z_dim, torch.device('cpu'), batch=4)
 
 
+def test_auc_counts_pairs_and_half_ties():
+    # Pairs (positive, negative) with the positive higher: 3 > 2, 0, 1; 1 > 0; 2 > 0, 1 (twice); ties 1 = 1
+    # and 2 = 2 (twice) count 1/2: (3 + 1 + 2 + 2 + 3 / 2) / 12.
+    pos, neg = torch.tensor([3.0, 1.0, 2.0, 2.0]), torch.tensor([2.0, 0.0, 1.0])
+    assert roc_auc(pos, neg) == pytest.approx(9.5 / 12)
+    assert roc_auc(neg, pos) == pytest.approx(2.5 / 12)  # swapped roles: 1 - AUC
+    assert roc_auc(pos + 10, neg) == 1.0 and roc_auc(torch.zeros(5), torch.zeros(3)) == 0.5
+    assert np.isnan(roc_auc(torch.tensor([float('nan')]), neg))
+
+
+def test_auc_sees_only_the_order_of_the_logits_and_the_gap_only_their_affine_scale():
+    train, holdout, fake = torch.tensor([2.0, 3.0]), torch.tensor([1.0, 2.5]), torch.tensor([-3.0, -1.0])
+    assert roc_auc(train, holdout) == 0.75 and normalised_gap(train, holdout, fake) == pytest.approx(1.5 / 9)
+    # Halving D's logits (a regulariser shrinking their scale) changes neither: the gap is a ratio.
+    assert roc_auc(train / 2, holdout / 2) == 0.75
+    assert normalised_gap(train / 2, holdout / 2, fake / 2) == normalised_gap(train, holdout, fake)
+    # Saturating them (monotone but not affine) leaves the AUC and cuts the gap to a third.
+    squashed = [torch.tanh(v) for v in (train, holdout, fake)]
+    assert roc_auc(*squashed[:2]) == 0.75
+    assert normalised_gap(*squashed) == pytest.approx(0.0567, abs=1e-3)
+
+
+class HalfD(torch.nn.Module):
+    """``D`` with its logits halved."""
+
+    def __init__(self, D: torch.nn.Module) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(self, img: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` images in [-1, 1], ``[N, 0]`` labels -> ``[N, 1]`` halved logits."""
+        return self.D(img, c) / 2
+
+
+def test_monitor_reports_the_auc_of_every_training_image_against_every_held_out_one(data16, monkeypatch):
+    kwargs = dict(path=data16, holdout=6, random_seed=1)
+    training = ImageFolderDataset(**kwargs, xflip=True)
+    held = ImageFolderDataset(**kwargs, split='holdout')
+    G, D = Generator(**TINY_G), Discriminator(**TINY_D)
+    args = (held.files, 6, training, G.z_dim, torch.device('cpu'))
+    monitor = OverfitMonitor(dict(kwargs, class_name='stylegan2_ada_kd.dataset.ImageFolderDataset'), *args, 2)
+    stats = monitor.stats(G, D)
+    assert stats['Overfit/auc']['num'] == 10 * 6  # all 10 training images (no mirrored copies), 6 held-out
+
+    def logits(dataset: ImageFolderDataset, n: int) -> list[float]:  # in whole minibatch-std pairs
+        img = torch.from_numpy(np.stack([dataset[i][0] for i in range(n)])).float() / 127.5 - 1
+        with torch.no_grad():
+            return torch.cat([D(pair, torch.zeros(2, 0)) for pair in img.split(2)]).flatten().tolist()
+
+    pos, neg = logits(training, 10), logits(held, 6)
+    pairs = [1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg]
+    assert stats['Overfit/auc']['mean'] == pytest.approx(sum(pairs) / len(pairs))
+    half = monitor.stats(G, HalfD(D))
+    assert half['Overfit/D_train']['mean'] == pytest.approx(stats['Overfit/D_train']['mean'] / 2)
+    assert half['Overfit/auc'] == stats['Overfit/auc'] and half['Overfit/gap'] == stats['Overfit/gap']
+    monkeypatch.setattr(overfit, 'MAX_AUC_IMAGES', 4)  # a seeded sample of each side beyond the cap
+    capped = OverfitMonitor(dict(kwargs, class_name='stylegan2_ada_kd.dataset.ImageFolderDataset'), *args, 2)
+    assert capped.stats(G, D)['Overfit/auc']['num'] == 4 * 4
+
+
 def test_training_writes_overfit_stats(data16, tmp_path):
     args = [f'--outdir={tmp_path}', f'--data={data16}', *TINY, '--holdout=4', '--kimg=0.008', '--tick=0.004']
     res = CliRunner().invoke(train.main, args + ['--snap=10'])
     assert res.exit_code == 0, res.output + repr(res.exception)
     run_dir = next(tmp_path.iterdir())
     stats = [json.loads(line) for line in (run_dir / 'stats.jsonl').read_text().splitlines()]
-    for key in ('Overfit/D_train', 'Overfit/D_holdout', 'Overfit/D_fake', 'Overfit/gap'):
+    for key in ('Overfit/D_train', 'Overfit/D_holdout', 'Overfit/D_fake', 'Overfit/gap', 'Overfit/auc'):
         assert all(key in s for s in stats), key
-    assert stats[-1]['Overfit/D_holdout']['num'] == 4
+    assert stats[-1]['Overfit/D_holdout']['num'] == 4 and stats[-1]['Overfit/auc']['num'] == 12 * 4
+    assert all(0 <= s['Overfit/auc']['mean'] <= 1 for s in stats)
 
 
 def test_train_metrics_use_the_training_split_and_full_metrics_every_image(data16):

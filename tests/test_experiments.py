@@ -192,3 +192,14 @@ def test_overfitting_windows_table_and_plots(tmp_path):
     few_shot.write_figures(str(plain), {'plain s0': runs['plain s0']}, 'obama')
     assert 'D overfitting' not in (plain / 'results.md').read_text()
     assert sorted(p.name for p in plain.glob('*.png')) == ['fid.png', 'kid.png']
+
+
+def test_regime_pilot_turn_point():
+    """obama32-regime's pilot rule: two consecutive KIDs at least 10% above the running minimum."""
+    sys.path.insert(0, str(REPO / 'experiments' / 'results' / 'obama32-regime'))
+    import unit
+
+    curve = [(0, 1.0), (20, 0.5), (40, 0.56), (60, 0.54), (80, 0.4), (100, 0.45), (120, 0.5)]
+    assert unit.turn_point(curve) == 120  # 40 alone is not enough; 60 fell back below 1.1 x 0.5
+    assert unit.turn_point(curve[:6]) is None
+    assert unit.turn_point([(0, 0.5), (20, 0.55), (40, 0.6)]) == 40  # equal to 1.1 x the minimum counts

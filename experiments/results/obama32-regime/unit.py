@@ -1,0 +1,180 @@
+"""One unit of the obama32-regime experiment (README.md beside this file): both arms of one seed, DiffAugment
+(DA) and DA + KD, as two 1-thread train.py jobs side by side, each evaluated in training every 20 kimg
+(KID1k and FID1k of G_ema against the training images).
+
+    python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --seed=0 --pilot
+    python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --seed=1 --kimg=H
+    python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --collect
+
+``--exp`` must hold ``obama32.zip`` and ``efficientnet64.pt`` (README: "Preparation"). Repeating a command
+continues each arm from its newest snapshot (``train.py --resume=auto``); an arm that has its evaluation at
+the target is skipped. ``--pilot`` trains up to ``--kimg`` (the cap, 400) and stops at H, the first
+evaluation at which DA's KID has been at least 10% above its running minimum at two consecutive
+evaluations (rounded up to the 20-kimg grid; written to ``<exp>/H.txt``, or ``none`` at the cap); the KD arm
+stops when it has its evaluation at H. ``--collect`` copies the light files (stats, metric results, logs,
+options, the image grids at each run's best KID and at its end; never snapshots) into ``runs/`` here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import click
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, '..', '..', '..'))
+sys.path.insert(0, os.path.join(REPO, 'experiments'))
+import few_shot  # noqa: E402
+
+KD_WEIGHT = None  # lambda for both KD terms: fixed by the rule in README.md before any run
+EVAL_KIMG = 20  # --tick=4 --snap=5
+CAP_KIMG = 400
+METRICS = ('kid1k_train', 'fid1k_train')  # KID first: it drives the best-snapshot pointer
+
+
+def arm_args(exp: str, arm: str, seed: int, kimg: float) -> list[str]:
+    """The train.py arguments of one arm."""
+    args = [
+        f'--outdir={os.path.join(exp, "runs", f"{arm}-s{seed}")}',
+        f'--data={os.path.join(exp, "obama32.zip")}',
+        '--holdout=20',
+        '--mirror=1',
+        '--aug=diffaug',
+        '--cbase=2048',
+        '--cmax=64',
+        '--batch=16',
+        f'--seed={seed}',
+        '--tick=4',
+        '--snap=5',
+        '--grid=8x8',
+        f'--metrics={",".join(METRICS)}',
+        '--workers=0',
+        '--resume=auto',
+        f'--kimg={kimg:g}',
+    ]
+    if arm == 'KD':
+        if KD_WEIGHT is None:
+            raise click.UsageError('KD_WEIGHT is not fixed yet (README.md: the weight rule)')
+        args += [
+            '--kd=aggregated,correlated',
+            f'--kd-teacher=torchscript:{os.path.join(exp, "efficientnet64.pt")}',
+            f'--kd-agkd-weight={KD_WEIGHT:g}',
+            f'--kd-cgkd-weight={KD_WEIGHT:g}',
+        ]
+    return args
+
+
+def kid_curve(exp: str, arm: str, seed: int) -> list[tuple[int, float]]:
+    """``[(kimg, KID)]`` of an arm's evaluations so far, over all its (resumed) run directories."""
+    return few_shot.read_metric_all(os.path.join(exp, 'runs', f'{arm}-s{seed}'), METRICS[0])
+
+
+def turn_point(curve: list[tuple[int, float]]) -> int | None:
+    """The kimg of the second of two consecutive evaluations whose KID is at least 1.1 x the running minimum
+    (the lowest KID so far, the evaluation itself included), or None."""
+    best, above = math.inf, 0
+    for kimg, kid in curve:
+        best = min(best, kid)
+        above = above + 1 if kid >= 1.1 * best else 0
+        if above == 2:
+            return kimg
+    return None
+
+
+def _start(exp: str, arm: str, seed: int, kimg: float) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    log = open(os.path.join(exp, 'runs', f'{arm}-s{seed}.log'), 'a')  # noqa: SIM115 - the child holds it
+    cmd = [sys.executable, 'train.py', *arm_args(exp, arm, seed, kimg)]
+    print('+ ' + ' '.join(cmd), flush=True)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _evaluated(exp: str, arm: str, seed: int) -> int:
+    """The kimg of an arm's newest evaluation (-1 before the first)."""
+    return max((k for k, _ in kid_curve(exp, arm, seed)), default=-1)
+
+
+def _read_h(h_file: str) -> float | None:
+    """H from ``<exp>/H.txt``: a number, or None while unknown or 'none' (not reached by the cap)."""
+    text = open(h_file).read().strip() if os.path.exists(h_file) else ''
+    return float(text) if text not in ('', 'none') else None
+
+
+def train_unit(exp: str, seed: int, kimg: float, pilot: bool, arms: list[str]) -> None:
+    """Run ``arms`` of one seed to ``kimg`` side by side (the pilot: stop at H); poll every 30 s."""
+    os.makedirs(os.path.join(exp, 'runs'), exist_ok=True)
+    h_file = os.path.join(exp, 'H.txt')
+    target = (_read_h(h_file) if pilot else None) or kimg
+    procs = {
+        arm: None if _evaluated(exp, arm, seed) >= target else _start(exp, arm, seed, target) for arm in arms
+    }
+    while any(p is not None and p.poll() is None for p in procs.values()):
+        time.sleep(30)
+        if not pilot:
+            continue
+        if not os.path.exists(h_file) and 'DA' in arms:
+            turn = turn_point(kid_curve(exp, 'DA', seed))
+            if turn is not None:
+                with open(h_file, 'w') as f:
+                    f.write(f'{math.ceil(turn / EVAL_KIMG) * EVAL_KIMG}\n')
+                print(f'Pilot: DA turned at {turn} kimg; H = {_read_h(h_file):g}', flush=True)
+        h = _read_h(h_file)
+        for arm, proc in procs.items():  # every arm stops once it has its evaluation at H
+            if h is not None and proc is not None and proc.poll() is None and _evaluated(exp, arm, seed) >= h:
+                proc.terminate()
+    bad = {arm: p.returncode for arm, p in procs.items() if p is not None and p.returncode not in (0, -15)}
+    if pilot and 'DA' in arms and not os.path.exists(h_file) and not bad:
+        with open(h_file, 'w') as f:
+            f.write('none\n')  # DA did not turn by the cap: "regime not reached"
+    for arm in arms:
+        print(f'{arm} s{seed}: KID', ', '.join(f'{k}: {v:.4f}' for k, v in kid_curve(exp, arm, seed)))
+    if bad:
+        raise click.ClickException(f'train.py failed: {bad}; see {exp}/runs/<arm>-s{seed}.log')
+
+
+def collect(exp: str) -> None:
+    """Copy the light files of every run under ``<exp>/runs`` into ``runs/`` beside this script."""
+    light = ('stats.jsonl', 'training_options.json', 'log.txt', 'reals.png')
+    for root in sorted(os.listdir(os.path.join(exp, 'runs'))):
+        src_root = os.path.join(exp, 'runs', root)
+        if not os.path.isdir(src_root):
+            continue
+        curve = few_shot.read_metric_all(src_root, METRICS[0])
+        best = min(curve, key=lambda kv: kv[1])[0] if curve else None
+        for run_dir in few_shot.run_dirs(src_root):
+            dest = os.path.join(HERE, 'runs', root, os.path.basename(run_dir))
+            os.makedirs(dest, exist_ok=True)
+            names = sorted(os.listdir(run_dir))
+            grids = [n for n in names if n.startswith('fakes0')]
+            keep = [n for n in names if n in light or n.startswith(('metric-', 'best-'))]
+            if best is not None:
+                keep += [n for n in grids if n in (f'fakes{best:06d}.png', grids[-1])]
+            for name in keep:
+                shutil.copy2(os.path.join(run_dir, name), dest)
+    if os.path.exists(os.path.join(exp, 'H.txt')):
+        shutil.copy2(os.path.join(exp, 'H.txt'), HERE)
+
+
+@click.command()
+@click.option('--exp', required=True, help='Experiment folder (outside the work tree)')
+@click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--kimg', type=float, default=CAP_KIMG, show_default=True, help='Target (the pilot: the cap)')
+@click.option('--pilot', is_flag=True, help='Stop both arms at H (DA turned); write <exp>/H.txt')
+@click.option('--arms', default='DA,KD', show_default=True, help='Which arms to run')
+@click.option('--collect', 'do_collect', is_flag=True, help='Copy the light files of all runs here')
+def main(exp: str, seed: int, kimg: float, pilot: bool, arms: str, do_collect: bool) -> None:
+    """Run one unit, or collect the light files (see the module docstring)."""
+    exp = os.path.abspath(exp)
+    if do_collect:
+        collect(exp)
+        return
+    train_unit(exp, seed, kimg, pilot, arms.split(','))
+
+
+if __name__ == '__main__':
+    main()

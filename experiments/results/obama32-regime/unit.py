@@ -31,7 +31,7 @@ REPO = os.path.abspath(os.path.join(HERE, '..', '..', '..'))
 sys.path.insert(0, os.path.join(REPO, 'experiments'))
 import few_shot  # noqa: E402
 
-KD_WEIGHT = None  # lambda for both KD terms: fixed by the rule in README.md before any run
+KD_WEIGHT = 0.1  # lambda for both KD terms: fixed by the rule in README.md before any run
 EVAL_KIMG = 20  # --tick=4 --snap=5
 CAP_KIMG = 400
 METRICS = ('kid1k_train', 'fid1k_train')  # KID first: it drives the best-snapshot pointer
@@ -58,8 +58,6 @@ def arm_args(exp: str, arm: str, seed: int, kimg: float) -> list[str]:
         f'--kimg={kimg:g}',
     ]
     if arm == 'KD':
-        if KD_WEIGHT is None:
-            raise click.UsageError('KD_WEIGHT is not fixed yet (README.md: the weight rule)')
         args += [
             '--kd=aggregated,correlated',
             f'--kd-teacher=torchscript:{os.path.join(exp, "efficientnet64.pt")}',

@@ -41,6 +41,9 @@ import PIL.Image
 import PIL.ImageDraw
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, REPO)
+from torch_utils.run_io import parse_kimg_tag  # noqa: E402
+
 DEFAULT_VARIANTS = ('DiffAugment=', 'DiffAugment+KD=--kd=aggregated,correlated')
 # results.md averages each run's per-tick overfitting stats over this many equal kimg windows (thirds:
 # start, middle, end of training, about 7 ticks each in a 20-tick run), whatever the run's length.
@@ -70,14 +73,22 @@ def latest_run(outdir):
     return runs[-1] if runs else None
 
 
+def snapshot_kimg(path):
+    """The kimg in a snapshot name: whole (``network-snapshot-000200.pkl`` -> 200) or with three decimals
+    (``network-snapshot-000000.256.pkl`` -> 0.256, ticks under 1 kimg); None for other names."""
+    m = re.fullmatch(r'network-snapshot-([0-9.]+)\.pkl', os.path.basename(path))
+    nimg = parse_kimg_tag(m.group(1)) if m else None
+    return None if nimg is None else (nimg / 1000 if '.' in m.group(1) else nimg // 1000)
+
+
 def snapshots(root):
     """``{kimg: path}`` of every network snapshot of the runs under ``root`` (later runs win)."""
     out = {}
     for run_dir in run_dirs(root):
         for name in os.listdir(run_dir):
-            m = re.fullmatch(r'network-snapshot-(\d{6})\.pkl', name)
-            if m:
-                out[int(m.group(1))] = os.path.join(run_dir, name)
+            kimg = snapshot_kimg(name)
+            if kimg is not None:
+                out[kimg] = os.path.join(run_dir, name)
     return out
 
 
@@ -107,7 +118,7 @@ def read_metric(run_dir, metric):
     if os.path.exists(path):
         for line in open(path):
             entry = json.loads(line)
-            kimg = int(os.path.basename(entry['snapshot_pkl']).split('-')[-1].split('.')[0])
+            kimg = snapshot_kimg(entry['snapshot_pkl'])
             rows.append((kimg, entry['results'][metric]))
     return rows
 

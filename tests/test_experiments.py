@@ -203,3 +203,15 @@ def test_regime_pilot_turn_point():
     assert unit.turn_point(curve) == 120  # 40 alone is not enough; 60 fell back below 1.1 x 0.5
     assert unit.turn_point(curve[:6]) is None
     assert unit.turn_point([(0, 0.5), (20, 0.55), (40, 0.6)]) == 40  # equal to 1.1 x the minimum counts
+
+
+def test_snapshot_names_with_sub_kimg_ticks_are_read(tmp_path):
+    """Snapshots named by kimg with three decimals (ticks under 1 kimg) keep their own kimg."""
+    run_dir = tmp_path / '00000-run'
+    run_dir.mkdir()
+    for tag in ('000000.256', '000000.512', '000002', 'best'):
+        (run_dir / f'network-snapshot-{tag}.pkl').write_bytes(b'')
+    assert sorted(few_shot.snapshots(str(tmp_path))) == [0.256, 0.512, 2]
+    line = {'snapshot_pkl': 'network-snapshot-000000.512.pkl', 'results': {'kid1k_train': 0.5}}
+    (run_dir / 'metric-kid1k_train.jsonl').write_text(json.dumps(line) + '\n')
+    assert few_shot.read_metric_all(str(tmp_path), 'kid1k_train') == [(0.512, 0.5)]

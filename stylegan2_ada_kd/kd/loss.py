@@ -10,8 +10,10 @@ CLIP normalisation, head C -> max(C, E) -> E with lrelu, prompts "a photo of a {
 batch, cross terms always, squared correlation error *summed* over the batch, weights 10, nearest
 upsampling, a linear head C -> 1024 -> E, prompts "a {class}").
 
-Once per tick :meth:`KDLoss.tick_diagnostics` reports ``Loss/kd/grad_ratio``: how much larger the weighted
-KD gradient on D's trunk is than the adversarial one.
+With an image-only teacher CGKD correlates in the space centred on the mean real embedding (kd/anchors.py,
+:func:`correlation`). Each D step reports ``Loss/kd/agkd``, ``Loss/kd/cgkd`` and ``Loss/kd/cgkd_row_spread``
+(:func:`row_spread`). Once per tick :meth:`KDLoss.tick_diagnostics` reports ``Loss/kd/grad_ratio``: how
+much larger the weighted KD gradient on D's trunk is than the adversarial one.
 """
 
 from __future__ import annotations
@@ -55,33 +57,76 @@ def agkd_official(h_r: torch.Tensor, h_f: torch.Tensor, t_r: torch.Tensor, t_f: 
     return dist(h_r, t_r) + dist(h_f, t_f) + dist(h_r, t_f) + dist(h_f, t_r)
 
 
-def correlation(u: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """Image-text correlation rows ``C(u) = n(u A^T)`` (KD-DLGAN Sec. 3.3): ``[N, E] x [K, E] -> [N, K]``,
-    each row L2-normalised (so C is invariant to the scale of u)."""
+def correlation(u: torch.Tensor, anchors: torch.Tensor, center: torch.Tensor | None = None) -> torch.Tensor:
+    """Correlation rows ``[N, K]`` of embeddings ``u`` ``[N, E]`` (any scale) with anchors ``[K, E]``,
+    each row L2-normalised, so C is invariant to the scale of u; entries in ``[-1, 1]``.
+
+    ``center=None`` (prompt text anchors of a CLIP teacher): the paper's ``C(u) = n(u A^T)`` (KD-DLGAN
+    Sec. 3.3). With the mean real embedding ``center`` ``[E]`` of an image-only teacher's anchors
+    (kd/anchors.py): ``C_mu(u) = n((n(u) - mu) A^T)``, the same map for the student head's output and the
+    teacher's target. The head regresses the teacher's uncentred embedding (AGKD), so centring both sides
+    here, rather than the head's target, keeps ``s = t`` the minimum of AGKD and CGKD alike; ``n(u)`` first
+    puts ``u`` on the unit sphere where ``mu`` lives (raw embeddings of the official variant included).
+    """
+    if center is not None:
+        u = F.normalize(u, dim=1) - center
     return F.normalize(u @ anchors.t(), dim=1)
 
 
-def cgkd_paper(
-    s_r: torch.Tensor, s_f: torch.Tensor, t_r: torch.Tensor, t_f: torch.Tensor, anchors: torch.Tensor
-) -> torch.Tensor:
-    """CGKD, KD-DLGAN Sec. 3.3: ``|C(s_r) - C(t_r)|_1 + |C(s_f) - C(t_f)|_1`` summed over the K prompts.
+def _correlation_gaps(
+    h_r: torch.Tensor,
+    h_f: torch.Tensor,
+    t_r: torch.Tensor,
+    t_f: torch.Tensor,
+    anchors: torch.Tensor,
+    center: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``C(h_r) - C(t_r)`` and ``C(h_f) - C(t_f)``, each ``[N, K]`` (:func:`correlation`)."""
+    corr = lambda u: correlation(u, anchors, center)
+    return corr(h_r) - corr(t_r), corr(h_f) - corr(t_f)
 
-    Inputs ``[N, E]``, anchors ``[K, E]``; returns ``[N]``.
+
+def cgkd_paper(
+    s_r: torch.Tensor,
+    s_f: torch.Tensor,
+    t_r: torch.Tensor,
+    t_f: torch.Tensor,
+    anchors: torch.Tensor,
+    center: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CGKD, KD-DLGAN Sec. 3.3: ``|C(s_r) - C(t_r)|_1 + |C(s_f) - C(t_f)|_1`` summed over the K anchors.
+
+    Inputs ``[N, E]``, anchors ``[K, E]``, ``center`` ``[E]`` or None (see :func:`correlation`); returns
+    ``[N]``.
     """
-    return (correlation(s_r, anchors) - correlation(t_r, anchors)).abs().sum(1) + (
-        correlation(s_f, anchors) - correlation(t_f, anchors)
-    ).abs().sum(1)
+    gap_r, gap_f = _correlation_gaps(s_r, s_f, t_r, t_f, anchors, center)
+    return gap_r.abs().sum(1) + gap_f.abs().sum(1)
 
 
 def cgkd_official(
-    h_r: torch.Tensor, h_f: torch.Tensor, t_r: torch.Tensor, t_f: torch.Tensor, anchors: torch.Tensor
+    h_r: torch.Tensor,
+    h_f: torch.Tensor,
+    t_r: torch.Tensor,
+    t_f: torch.Tensor,
+    anchors: torch.Tensor,
+    center: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CGKD as in the released code (KD-DLGAN Sec. 3.3): squared error of the row-normalised correlations
-    of raw embeddings, summed over K. Inputs ``[N, E]``, anchors ``[K, E]``; returns ``[N]`` (the released
-    code sums it over the batch too: see :meth:`KDLoss.kd_terms_of`)."""
-    return (correlation(h_r, anchors) - correlation(t_r, anchors)).square().sum(1) + (
-        correlation(h_f, anchors) - correlation(t_f, anchors)
-    ).square().sum(1)
+    of raw embeddings, summed over K. Inputs ``[N, E]``, anchors ``[K, E]``, ``center`` ``[E]`` or None (see
+    :func:`correlation`); returns ``[N]`` (the released code sums it over the batch too: see
+    :meth:`KDLoss.kd_terms_of`)."""
+    gap_r, gap_f = _correlation_gaps(h_r, h_f, t_r, t_f, anchors, center)
+    return gap_r.square().sum(1) + gap_f.square().sum(1)
+
+
+def row_spread(corr: torch.Tensor) -> torch.Tensor:
+    """How much correlation rows ``[N, K]`` vary across images (0-d, >= 0; 0 for N = 1).
+
+    The standard deviation over the N images (population, divisor N) of each anchor's entry, averaged over
+    the K anchors. Reported as ``Loss/kd/cgkd_row_spread`` on the teacher's rows of the real batch: near 0
+    when every image has nearly the same row, so CGKD's target carries little per-image information.
+    """
+    return corr.std(0, unbiased=False).mean()
 
 
 def pairwise_diversity(corr: torch.Tensor) -> torch.Tensor:
@@ -188,9 +233,12 @@ class KDLoss(StyleGAN2Loss):
             )
         attach_kd_head(D, self.teacher.embed_dim, variant)  # before the loop builds D's optimizer
         self._teacher_timer = training_stats.Timer('Timing/kd_teacher_sec')
-        self.anchors = None
+        self.anchors = None  # [K, E] A, when CGKD or the diversity term uses it
+        self.anchor_center = None  # [E] mu of an image-only teacher's anchors; None for prompt anchors
         if uses_anchors(self.kd_terms, div_weight):
-            self.anchors = self._anchors(prompts, num_anchors, anchor_dataset, anchor_cache)
+            self.anchors, self.anchor_center = self._anchors(
+                prompts, num_anchors, anchor_dataset, anchor_cache
+            )
 
     def describe(self) -> str:
         """The base loss line plus the KD terms, weights, teacher and anchors: 'CGKD anchors' with CGKD,
@@ -209,16 +257,20 @@ class KDLoss(StyleGAN2Loss):
         text += f'; teacher {self.teacher.spec} ({self.teacher.embed_dim}-d'
         text += ', random weights)' if self.teacher.is_random else ')'
         if self.anchors is not None:
-            kind = 'prompt text embeddings' if self.teacher.has_text else 'k-means prototypes of real images'
+            kind = 'prompt text embeddings'
+            if self.anchor_center is not None:
+                kind = 'k-means prototypes of real images, centred on their mean embedding'
             user = 'CGKD' if 'correlated' in self.kd_terms else 'diversity'
             text += f'; {user} anchors: {self.anchors.shape[0]} {kind}'
         return text
 
     def _anchors(
         self, prompts: Sequence[str] | None, k: int, dataset_kwargs: dict | None, cache: str | None
-    ) -> torch.Tensor:
-        """The ``[K, E]`` matrix A of CGKD: text embeddings of the prompts (CLIP), or k-means
-        prototypes of the real images' teacher embeddings (teachers without text)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CGKD's anchor matrix A ``[K, E]`` and centre: text embeddings of the prompts and None (CLIP, the
+        paper's form), or unit k-means prototypes of the real images' centred teacher embeddings and their
+        mean ``mu`` ``[E]`` (teachers without text; kd/anchors.py)."""
+        center = None
         if self.teacher.has_text:
             if not prompts or len(prompts) < 2:
                 raise ValueError('CGKD needs at least 2 prompts (K >= 2); see --kd-prompts')
@@ -227,13 +279,15 @@ class KDLoss(StyleGAN2Loss):
             if dataset_kwargs is None:
                 raise ValueError('CGKD with a teacher without text needs anchor_dataset (the training set)')
             dataset = construct_class_by_name(**dataset_kwargs)
-            anchors = real_image_anchors(
+            anchors, center = real_image_anchors(
                 self.teacher, dataset, k, cache, device=self.device, variant=self.variant
             )
         if anchors.shape[0] < 2:
             raise ValueError(f'CGKD needs K >= 2 anchors; got {anchors.shape[0]}')
         anchors = anchors.to(self.device, torch.float32)
-        return F.normalize(anchors, dim=1) if self.variant == 'paper' else anchors
+        if center is not None:
+            center = center.to(self.device, torch.float32)
+        return (F.normalize(anchors, dim=1) if self.variant == 'paper' else anchors), center
 
     def _teacher(self, img: torch.Tensor, timed: bool = True) -> torch.Tensor:
         """Teacher embedding ``[N, E]`` float32 of the images D saw (no gradient); with ``timed`` its time
@@ -245,16 +299,21 @@ class KDLoss(StyleGAN2Loss):
                 return self.teacher.encode_image(img.detach(), variant=self.variant)
 
     def kd_terms_of(
-        self, real: DOutput, fake: DOutput, cross: float, timed: bool = True
+        self, real: DOutput, fake: DOutput, cross: float, in_step: bool = True
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """The enabled KD terms ``{'agkd' | 'cgkd': (value [N], weighted [N])}`` of one real/fake pair of
         batches (KD-DLGAN Sec. 3.2-3.3). ``cross``: weight of AGKD's cross terms (paper variant).
+        ``in_step``: D's main phase; reports ``Loss/kd/agkd`` / ``cgkd`` (the unweighted per-sample values),
+        ``Loss/kd/cgkd_row_spread`` (:func:`row_spread` of the teacher's rows of the reals) and the teacher's
+        time; False (diagnostics): reports nothing.
 
         ``weighted`` is what D's per-sample loss gets, so that its batch mean is the loss that runs:
         ``lambda_A * AGKD`` and ``lambda_C * CGKD`` (paper and official AGKD: batch means), and for the
         official CGKD ``lambda_C * N * CGKD``, whose batch mean is the released code's sum over the batch.
         """
-        t_r, t_f = self._teacher(torch.cat([real.img, fake.img]), timed).split([len(real.img), len(fake.img)])
+        t_r, t_f = self._teacher(torch.cat([real.img, fake.img]), in_step).split(
+            [len(real.img), len(fake.img)]
+        )
         h_r, h_f = real.features[HEAD_NAME].float(), fake.features[HEAD_NAME].float()
         if self.variant == 'paper':
             h_r, h_f, t_r, t_f = (F.normalize(v, dim=1) for v in (h_r, h_f, t_r, t_f))
@@ -267,9 +326,15 @@ class KDLoss(StyleGAN2Loss):
             out['agkd'] = (agkd, self.agkd_weight * agkd)
         if 'correlated' in self.kd_terms:
             cgkd_fn = cgkd_paper if self.variant == 'paper' else cgkd_official
-            cgkd = cgkd_fn(h_r, h_f, t_r, t_f, self.anchors)
+            cgkd = cgkd_fn(h_r, h_f, t_r, t_f, self.anchors, self.anchor_center)
             batch_sum = len(cgkd) if self.variant == 'official' else 1
             out['cgkd'] = (cgkd, self.cgkd_weight * batch_sum * cgkd)
+            if in_step:
+                spread = row_spread(correlation(t_r, self.anchors, self.anchor_center))
+                training_stats.report('Loss/kd/cgkd_row_spread', spread)
+        if in_step:
+            for name, (value, _weighted) in out.items():
+                training_stats.report(f'Loss/kd/{name}', value)
         return out
 
     def accumulate_gradients(
@@ -289,13 +354,12 @@ class KDLoss(StyleGAN2Loss):
     def d_main_terms(
         self, real: DOutput, fake: DOutput, real_c: torch.Tensor, gen_c: torch.Tensor
     ) -> torch.Tensor:
-        """Adversarial loss + lambda_A * AGKD + lambda_C * CGKD per sample ``[N, 1]``; reports the
-        unweighted per-sample terms as ``Loss/kd/agkd`` and ``Loss/kd/cgkd``."""
+        """Adversarial loss + lambda_A * AGKD + lambda_C * CGKD per sample ``[N, 1]`` (the KD stats are
+        reported by :meth:`kd_terms_of`)."""
         loss = super().d_main_terms(real, fake, real_c, gen_c)
         cross = cross_terms_on(self.seed, self._cur_nimg, self.cross_p)  # q ~ U(0, 1), once per D step
         kd = torch.zeros_like(loss[:, 0])
-        for name, (value, weighted) in self.kd_terms_of(real, fake, cross).items():
-            training_stats.report(f'Loss/kd/{name}', value)
+        for _value, weighted in self.kd_terms_of(real, fake, cross).values():
             kd = kd + weighted
         return loss + kd.unsqueeze(1)
 
@@ -321,7 +385,7 @@ class KDLoss(StyleGAN2Loss):
                 gen_img, _ws = self.run_G(gen_z, gen_c, update_emas=False)
             fake, real = self.run_D(gen_img, gen_c), self.run_D(real_img.detach(), real_c)
             adv = d_logistic_loss(real.logits, fake.logits).mean()
-            terms = self.kd_terms_of(real, fake, self.cross_p, timed=False)
+            terms = self.kd_terms_of(real, fake, self.cross_p, in_step=False)
             ratios = grad_norm_ratios(adv, {name: w.mean() for name, (_v, w) in terms.items()}, trunk)
         finally:
             for p, flag in zip(params, flags):
@@ -334,6 +398,6 @@ class KDLoss(StyleGAN2Loss):
         if self.div_weight == 0:
             return loss
         t_f = self.teacher.encode_image(fake.img, variant=self.variant)  # gradient flows to G's images
-        div = pairwise_diversity(correlation(t_f, self.anchors))
+        div = pairwise_diversity(correlation(t_f, self.anchors, self.anchor_center))
         training_stats.report('Loss/kd/div', div)
         return loss + self.div_weight * div

@@ -215,3 +215,28 @@ def test_snapshot_names_with_sub_kimg_ticks_are_read(tmp_path):
     line = {'snapshot_pkl': 'network-snapshot-000000.512.pkl', 'results': {'kid1k_train': 0.5}}
     (run_dir / 'metric-kid1k_train.jsonl').write_text(json.dumps(line) + '\n')
     assert few_shot.read_metric_all(str(tmp_path), 'kid1k_train') == [(0.512, 0.5)]
+
+
+def test_regime_verdict_rule():
+    """obama32-regime's verdict: KD/DA best-KID ratios of three seeds, FID direction, DA-turned guard."""
+    sys.path.insert(0, str(REPO / 'experiments' / 'results' / 'obama32-regime'))
+    import verdict
+
+    def runs(kd_kids, da_last=(False, False, False), kd_fid_better=(True, True, False)):
+        out = {}
+        for seed, (kd, last, fb) in enumerate(zip(kd_kids, da_last, kd_fid_better)):
+            da_kid = [(0, 0.5), (20, 0.1), (40, 0.05 if last else 0.2)]  # best at 40 = the last evaluation
+            out[('DA', seed)] = dict(kid=da_kid, fid=[(0, 300.0), (20, 100.0), (40, 120.0)])
+            out[('KD', seed)] = dict(kid=[(0, 0.5), (20, kd), (40, 0.3)], fid=[(20, 90.0 if fb else 110.0)])
+        return out
+
+    assert verdict.decide(runs([0.08, 0.08, 0.07]), 40)[0] == 'KD better'  # r = 0.8, 0.8, 0.7
+    assert verdict.decide(runs([0.08, 0.08, 0.099]), 40)[0] == 'no effect of 15% or more'  # gmean 0.86
+    worse = runs([0.15, 0.15, 0.15], kd_fid_better=(False, False, True))
+    assert verdict.decide(worse, 40)[0] == 'KD worse'
+    assert verdict.decide(runs([0.08] * 3, da_last=(True, True, False)), 40)[0].startswith('inconclusive')
+    assert verdict.decide(runs([0.08] * 3), None)[0].startswith('pending')
+    partial = runs([0.08] * 3)
+    del partial[('KD', 2)]
+    outcome, rows = verdict.decide(partial, 40)
+    assert outcome.startswith('pending (2 of 3 seeds') and len(rows) == 3

@@ -1,0 +1,139 @@
+"""Apply the verdict rule of README.md to the collected runs (``runs/<arm>-s<seed>/``, see ``unit.py
+--collect``) and write ``results.md``, ``kid.png``, ``fid.png``, ``gap.png``, ``auc.png`` and ``samples.png``.
+
+    python experiments/results/obama32-regime/verdict.py
+
+Evaluations after H (``H.txt``) are left out. Until all three seeds have both arms at H the verdict is
+"pending" and the tables show what there is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', '..'))
+import few_shot  # noqa: E402
+
+ARMS = ('DA', 'KD')
+SEEDS = (0, 1, 2)
+METRICS = ('fid1k_train', 'kid1k_train')
+
+
+def read_h() -> float | None:
+    """H from H.txt (None while unknown or 'none')."""
+    path = os.path.join(HERE, 'H.txt')
+    text = open(path).read().strip() if os.path.exists(path) else ''
+    return float(text) if text not in ('', 'none') else None
+
+
+def best(curve: list[tuple[float, float]]) -> tuple[float, float]:
+    """``(kimg, value)`` of the lowest value (the earliest on ties)."""
+    return min(curve, key=lambda kv: (kv[1], kv[0]))
+
+
+def decide(runs: dict, h: float | None) -> tuple[str, list[str]]:
+    """The rule's outcome and one table line per seed, from ``runs[(arm, seed)] = {'kid', 'fid'}`` curves."""
+    rows, ratios, fid_better, fid_worse, da_unturned = [], [], 0, 0, 0
+    complete = h is not None
+    for seed in SEEDS:
+        da, kd = runs.get(('DA', seed)), runs.get(('KD', seed))
+        if not (da and kd and da['kid'] and kd['kid']):
+            complete = False
+            continue
+        complete &= min(da['kid'][-1][0], kd['kid'][-1][0]) >= h if h is not None else False
+        (k_da, kid_da), (k_kd, kid_kd) = best(da['kid']), best(kd['kid'])
+        fid_da, fid_kd = best(da['fid'])[1], best(kd['fid'])[1]
+        r = kid_kd / kid_da
+        ratios.append(r)
+        fid_better += fid_kd < fid_da
+        fid_worse += fid_kd > fid_da
+        at_last = k_da == da['kid'][-1][0]
+        da_unturned += at_last
+        rows.append(
+            f'| {seed} | {kid_da:.4f} @{k_da:g} | {kid_kd:.4f} @{k_kd:g} | {r:.3f} '
+            f'| {fid_da:.2f} | {fid_kd:.2f} | {"yes" if at_last else "no"} |'
+        )
+    gmean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float('nan')
+    rows.append(f'| geometric mean of r | | | {gmean:.3f} | | | |')
+    if not complete:
+        return f'pending ({len(ratios)} of 3 seeds have both arms; H = {h})', rows
+    if da_unturned >= 2:
+        return 'inconclusive: DA best KID at its last evaluation in two or more seeds', rows
+    if all(r < 1 for r in ratios) and gmean <= 0.85 and fid_better >= 2:
+        return 'KD better', rows
+    if all(r > 1 for r in ratios) and gmean >= 1 / 0.85 and fid_worse >= 2:
+        return 'KD worse', rows
+    return 'no effect of 15% or more', rows
+
+
+def main() -> None:
+    """Read the collected runs, write the results files and print results.md."""
+    h = read_h()
+    within = lambda curve: [kv for kv in curve if h is None or kv[0] <= h + 1e-9]
+    runs, table_runs, grids = {}, {}, {}
+    for arm in ARMS:
+        for seed in SEEDS:
+            root = os.path.join(HERE, 'runs', f'{arm}-s{seed}')
+            if not few_shot.run_dirs(root):
+                continue
+            fid, kid = (within(few_shot.read_metric_all(root, m)) for m in METRICS)
+            overfit = {k: within(few_shot.read_stats(root, f'Overfit/{k}')) for k in ('gap', 'auc')}
+            runs[(arm, seed)] = dict(fid=fid, kid=kid)
+            table_runs[f'{arm} s{seed}'] = dict(variant=arm, fid=fid, kid=kid, **overfit)
+            if kid:
+                grid = [os.path.join(d, f'fakes{int(best(kid)[0]):06d}.png') for d in few_shot.run_dirs(root)]
+                grids.update({f'{arm} s{seed} @{best(kid)[0]:g}': g for g in grids_that_exist(grid)})
+    outcome, rows = decide(runs, h)
+    kd_lines = [
+        f'- {label}: median over ticks of grad_ratio {median(r["grad"]):.3g}, grad_ratio_cgkd '
+        f'{median(r["cgkd"]):.3g}, cgkd_row_spread {median(r["spread"]):.3g}'
+        for label, r in kd_stats(within).items()
+    ]
+    notes = [
+        '',
+        f'H = {h} kimg (H.txt). **Verdict by the rule of README.md: {outcome}.**',
+        '',
+        '| seed | DA best KID @kimg | KD best KID @kimg | r = KD / DA | DA best FID | KD best FID '
+        '| DA best at last |',
+        '|---|---|---|---|---|---|---|',
+        *rows,
+        '',
+        "KD runs, lambda = 0.1 (norm of the weighted KD gradient on D's trunk over the adversarial one):",
+        *kd_lines,
+    ]
+    teacher = 'EfficientNet-Lite0 at 64'
+    few_shot.write_table(os.path.join(HERE, 'results.md'), table_runs, teacher, METRICS, notes)
+    few_shot.write_figures(HERE, table_runs, '100-shot Obama 32x32')
+    if grids:
+        few_shot.samples_figure(grids, os.path.join(HERE, 'samples.png'), 32)
+    print(open(os.path.join(HERE, 'results.md')).read())
+
+
+def median(values: list[float]) -> float:
+    """The median of the finite ``values`` (nan when there are none)."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    return finite[len(finite) // 2] if finite else float('nan')
+
+
+def kd_stats(within) -> dict[str, dict[str, list[float]]]:  # noqa: ANN001
+    """Per KD run, the per-tick ``Loss/kd/grad_ratio``, ``_cgkd`` and ``Loss/kd/cgkd_row_spread`` values."""
+    keys = dict(grad='Loss/kd/grad_ratio', cgkd='Loss/kd/grad_ratio_cgkd', spread='Loss/kd/cgkd_row_spread')
+    out = {}
+    for seed in SEEDS:
+        root = os.path.join(HERE, 'runs', f'KD-s{seed}')
+        if few_shot.run_dirs(root):
+            stats = {k: within(few_shot.read_stats(root, key)) for k, key in keys.items()}
+            out[f'KD s{seed}'] = {k: [v for _, v in rows] for k, rows in stats.items()}
+    return out
+
+
+def grids_that_exist(paths: list[str]) -> list[str]:
+    """The paths of ``paths`` that exist (a resumed run's grid lives in one of its run directories)."""
+    return [p for p in paths if os.path.exists(p)]
+
+
+if __name__ == '__main__':
+    main()

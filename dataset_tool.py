@@ -30,31 +30,38 @@ Conversion rules (one choice each, so datasets come out the same every time):
 
 Output: ``NNNNN/imgNNNNNNNN.png`` (uncompressed PNG, 1000 per folder) and ``dataset.json``:
 ``{"labels": [[file, class_index], ...] or null, "class_names": [...], "prompts": [...], "meta": {...}}``.
-A zip is written to ``<dest>.tmp<pid>`` and renamed when complete (such files left by a killed run are
-removed by the next run to the same destination); a folder destination must be new or empty.
+A zip is written to a temporary file beside it (``.<name>.<host>-<pid>.<random>.tmp``) and renamed when
+complete; such files left by a killed run (and the ``<dest>.tmp<pid>`` ones of older versions) are removed by
+the next run to the same folder. A folder destination must be new or empty.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import json
 import os
 import re
 import sys
 import zipfile
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
 import click
 import numpy as np
 import PIL.Image
 
+from dnnlib.util import atomic_write, process_alive, remove_stale_temp_files
 from stylegan2_ada_kd.dataset import is_power_of_two
 from stylegan2_ada_kd.dataset_sources import Source, open_source
 from stylegan2_ada_kd.dataset_sources import listed as _listed
 
 RESIZE_FILTERS = {'box': PIL.Image.Resampling.BOX, 'lanczos': PIL.Image.Resampling.LANCZOS}
 _GRAY_MODES = {'1', 'L', 'LA', 'La', 'I', 'F'}  # Plus every 'I;16...' variant.
+_T = TypeVar('_T')
+_Put = Callable[[str, bytes], None]  # put(name, data): store a file of the dataset.
 _CSV_HEADERS = {'path', 'file', 'filename', 'image', 'relative_path', 'name'}
 
 
@@ -294,39 +301,23 @@ def _check_dest(dest: str) -> tuple[str, bool]:
     return dest, is_zip
 
 
-def _pid_running(pid: int) -> bool:
-    """Whether process ``pid`` exists (on Windows always assumed: probing there could end the process)."""
-    if os.name == 'nt':
-        return True
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # Someone else's process.
-        return True
-    return True
-
-
 def _remove_stale_temp(dest: str) -> None:
-    """Delete ``<dest>.tmp<pid>`` files beside ``dest`` left by killed runs (their pid no longer runs)."""
+    """Delete the temporary files in ``dest``'s folder left by killed runs (their process no longer runs):
+    those of :func:`atomic_write` and the ``<dest>.tmp<pid>`` zips of older versions of this tool."""
     folder, base = os.path.split(dest)
-    pattern = re.compile(re.escape(base) + r'\.tmp(\d+)')
+    legacy = re.compile(re.escape(base) + r'\.tmp(\d+)')
     try:
+        removed = remove_stale_temp_files(folder)
         entries = sorted(os.listdir(folder))
     except OSError:
         return
-    removed = []
     for entry in entries:
-        match = pattern.fullmatch(entry)
+        match = legacy.fullmatch(entry)
         path = os.path.join(folder, entry)
-        if not match or int(match.group(1)) == os.getpid() or not os.path.isfile(path):
-            continue
-        if not _pid_running(int(match.group(1))):
-            try:
+        if match and os.path.isfile(path) and not process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
                 os.remove(path)
                 removed.append(entry)
-            except OSError:
-                pass
     if removed:
         click.echo(
             f'Removed {len(removed)} stale temporary file(s) of interrupted runs: {_listed(removed)}',
@@ -334,40 +325,34 @@ def _remove_stale_temp(dest: str) -> None:
         )
 
 
-class _Writer:
-    """Writes named files into a zip (temporary file, renamed by ``commit``) or into an empty folder."""
+def _put_file(folder: str, name: str, data: bytes) -> None:
+    """Store ``data`` as ``folder/name`` (``name`` a '/'-separated relative path)."""
+    path = os.path.join(folder, *name.split('/'))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(data)
 
-    def __init__(self, dest: str) -> None:
-        self.dest, is_zip = _check_dest(dest)
-        os.makedirs(os.path.dirname(self.dest) if is_zip else self.dest, exist_ok=True)
-        self.tmp = f'{self.dest}.tmp{os.getpid()}'
-        self.zip = zipfile.ZipFile(self.tmp, 'w', zipfile.ZIP_STORED) if is_zip else None
 
-    def write(self, name: str, data: bytes) -> None:
-        """Store ``data`` as ``name`` (a '/'-separated relative path)."""
-        if self.zip is not None:
-            self.zip.writestr(name, data)
-            return
-        path = os.path.join(self.dest, *name.split('/'))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, 'wb') as f:
-            f.write(data)
+def _write_dataset(dest: str, fill: Callable[[_Put], _T]) -> _T:
+    """Return ``fill(put)``, where ``put(name, data)`` stores a file ('/'-separated relative ``name``) in
+    ``dest``: a zip, written through :func:`atomic_write` (nothing is left if ``fill`` raises), or an empty
+    folder (which keeps what was written)."""
+    dest, is_zip = _check_dest(dest)
+    if not is_zip:
+        os.makedirs(dest, exist_ok=True)
+        return fill(functools.partial(_put_file, dest))
+    result = []
 
-    def commit(self) -> None:
-        """Finish: close the zip and move it into place."""
-        if self.zip is not None:
-            self.zip.close()
-            os.replace(self.tmp, self.dest)
+    def write_zip(handle: IO) -> None:
+        with zipfile.ZipFile(handle, 'w', zipfile.ZIP_STORED) as zf:
+            result.append(fill(zf.writestr))
 
-    def abort(self) -> None:
-        """Drop a half-written zip (a folder keeps what was written)."""
-        if self.zip is not None:
-            self.zip.close()
-            os.remove(self.tmp)
+    atomic_write(dest, write_zip)
+    return result[0]
 
 
 def _write_images(
-    src: Source, names: list[str], writer: _Writer, mode: str, plan: dict, labels: dict | None
+    src: Source, names: list[str], put: _Put, mode: str, plan: dict, labels: dict | None
 ) -> tuple[list, list[str], int]:
     """Convert and store the images; returns ``(dataset.json labels, skipped files, upscaled count)``."""
     out_labels, skipped, upscaled = [], [], 0
@@ -384,7 +369,7 @@ def _write_images(
         out_name = f'{idx // 1000:05d}/img{idx:08d}.png'
         buf = io.BytesIO()
         img.save(buf, format='png', compress_level=0)
-        writer.write(out_name, buf.getvalue())
+        put(out_name, buf.getvalue())
         out_labels.append([out_name, labels[name] if labels is not None else None])
         if (idx + 1) % 5000 == 0:
             click.echo(f'{idx + 1} / {len(names)} images', err=True)
@@ -424,19 +409,18 @@ def convert_dataset(
         resize_filter=resize_filter,
     )
     mode = 'RGB' if any(channel_mode(m) == 'RGB' for m in modes.values()) else 'L'
-    writer = _Writer(dest)
-    try:
-        out_labels, more_skipped, upscaled = _write_images(src, list(sizes), writer, mode, plan, label_map)
-        skipped += more_skipped
+
+    def fill(put: _Put) -> tuple[dict, int]:
+        out_labels, more_skipped, upscaled = _write_images(src, list(sizes), put, mode, plan, label_map)
+        skipped.extend(more_skipped)
         if not out_labels:
             raise click.ClickException(f'no image of {src.description} could be decoded: {_listed(skipped)}')
         info = _dataset_json(out_labels, label_map is not None, class_names, prompt_list, plan, mode, skipped)
-        writer.write('dataset.json', json.dumps(info).encode('utf-8'))
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    _report(info, writer.dest, skipped, upscaled)
+        put('dataset.json', json.dumps(info).encode('utf-8'))
+        return info, upscaled
+
+    info, upscaled = _write_dataset(dest_path, fill)
+    _report(info, dest_path, skipped, upscaled)
     return info
 
 

@@ -30,6 +30,7 @@ __all__ = [
     'make_cache_dir_path',
     'open_url',
     'parse_range',
+    'process_alive',
     'remove_stale_temp_files',
     'temp_file_prefix',
 ]
@@ -165,10 +166,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
         raise
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (on Windows always assumed: probing there could end it)."""
+    if os.name == 'nt':
+        return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # exists, owned by someone else
         return True
@@ -184,7 +188,7 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
     removed = []
     for name in sorted(os.listdir(directory)):
         m = _TEMP_NAME.match(name)
-        if m is None or m['host'] != _host_tag() or _process_alive(int(m['pid'])):
+        if m is None or m['host'] != _host_tag() or process_alive(int(m['pid'])):
             continue
         try:
             os.remove(os.path.join(directory, name))
@@ -217,20 +221,16 @@ def _cache_file_name(url: str) -> str:
 
 
 def _download_to(url: str, dest: str) -> None:
-    """Download ``url`` into ``dest`` atomically (temporary file in the same directory + ``os.replace``)."""
+    """Download ``url`` into ``dest`` through :func:`atomic_write` (streamed in chunks)."""
     import requests
 
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=os.path.dirname(dest), prefix='.tmp_', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as out, requests.get(url, stream=True, timeout=60) as response:
+    def write(out: IO) -> None:
+        with requests.get(url, stream=True, timeout=60) as response:
             response.raise_for_status()
             for chunk in response.iter_content(chunk_size=_DOWNLOAD_CHUNK):
                 out.write(chunk)
-        os.replace(tmp_path, dest)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+
+    atomic_write(dest, write)
 
 
 def _fetch_cached(url: str, cache_dir: str | None, num_attempts: int, verbose: bool) -> str:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+from dnnlib.util import atomic_write  # noqa: E402
 from torch_utils import torchscript  # noqa: E402
 
 MODEL_NAME = 'efficientnet-lite0'
@@ -116,10 +117,7 @@ def build(dest: str, size: int = DEFAULT_SIZE) -> str:
         diff = float((module(x) - eager(x)).abs().max())
     if not diff <= MATCH_ATOL:
         raise RuntimeError(f'scripted EfficientNet-Lite0 differs from eager by {diff:g} > {MATCH_ATOL:g}')
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    tmp = f'{dest}.tmp-{os.getpid()}'
-    module.save(tmp)
-    os.replace(tmp, dest)
+    atomic_write(dest, lambda handle: handle.write(module.save_to_buffer()))
     return dest
 
 

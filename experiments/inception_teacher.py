@@ -19,6 +19,7 @@ import click
 import torch
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..')))
+from dnnlib.util import atomic_write  # noqa: E402
 from metrics import detectors  # noqa: E402
 from torch_utils import torchscript  # noqa: E402
 
@@ -51,10 +52,7 @@ def build(dest: str, source: str | None = None) -> str:
     with torchscript.quiet_jit():
         backbone = torch.jit.load(source, map_location='cpu')
         module = torch.jit.script(InceptionTeacher(backbone).eval())
-    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-    tmp = f'{dest}.tmp-{os.getpid()}'
-    module.save(tmp)
-    os.replace(tmp, dest)
+    atomic_write(dest, lambda handle: handle.write(module.save_to_buffer()))
     return dest
 
 

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -281,20 +280,6 @@ def stats_cache_path(
     return dnnlib.util.make_cache_dir_path('gan-metrics', name)
 
 
-def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` (.npz) through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npz')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def load_npz(path: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (no pickles)."""
     with np.load(path, allow_pickle=False) as data:
@@ -342,7 +327,7 @@ def real_stats(
     stats['detector'] = np.array(detector_name)
     rank = torch.distributed.get_rank() if distributed.is_initialized() else 0
     if path is not None and rank == 0:
-        save_npz_atomic(path, stats)
+        dnnlib.util.atomic_write(path, lambda handle: np.savez(handle, **stats))
         if progress:
             print(f'Cached real statistics in {path}', flush=True)
     return stats

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import json
@@ -24,7 +25,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageFile
 
-from dnnlib.util import make_cache_dir_path
+from dnnlib.util import atomic_write, make_cache_dir_path
 
 if TYPE_CHECKING:
     from stylegan2_ada_kd.dataset import ImageFiles
@@ -120,18 +121,10 @@ def _load_cache(path: str) -> dict[str, list]:
 
 
 def _save_cache(path: str, dataset: str, entries: dict[str, list]) -> None:
-    """Write the cache atomically; a cache that cannot be written is simply skipped."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(dict(dataset=dataset, decoder=_decoder_signature(), ok=entries), f)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
+    """Write the cache through :func:`atomic_write`; a cache that cannot be written is simply skipped."""
+    text = json.dumps(dict(dataset=dataset, decoder=_decoder_signature(), ok=entries))
+    with contextlib.suppress(OSError):
+        atomic_write(path, lambda handle: handle.write(text.encode('utf-8')))
 
 
 def _probe_many(files: ImageFiles, names: list[str]) -> list[Probe]:

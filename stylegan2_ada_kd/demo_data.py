@@ -8,11 +8,12 @@ import io
 import json
 import os
 import zipfile
+from typing import IO
 
 import numpy as np
 import PIL.Image
 
-from dnnlib.util import make_cache_dir_path
+from dnnlib.util import atomic_write, make_cache_dir_path
 
 DEMO_NAME = 'demo'
 DEMO_VERSION = 1
@@ -38,15 +39,17 @@ def _draw(rnd: np.random.RandomState, res: int) -> np.ndarray:
 
 
 def demo_dataset_path() -> str:
-    """Path of the demo dataset zip, generating it (atomically) when missing."""
-    cache_dir = make_cache_dir_path('datasets')
-    path = os.path.join(cache_dir, f'{DEMO_NAME}-v{DEMO_VERSION}-{RESOLUTION}.zip')
-    if os.path.isfile(path):
-        return path
-    os.makedirs(cache_dir, exist_ok=True)
+    """Path of the demo dataset zip, generating it (through :func:`atomic_write`) when missing."""
+    path = make_cache_dir_path('datasets', f'{DEMO_NAME}-v{DEMO_VERSION}-{RESOLUTION}.zip')
+    if not os.path.isfile(path):
+        atomic_write(path, _write_zip)
+    return path
+
+
+def _write_zip(handle: IO) -> None:
+    """The demo images (seed 2023) and dataset.json as an uncompressed dataset zip into ``handle``."""
     rnd = np.random.RandomState(2023)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with zipfile.ZipFile(tmp, 'w', compression=zipfile.ZIP_STORED) as zf:
+    with zipfile.ZipFile(handle, 'w', compression=zipfile.ZIP_STORED) as zf:
         for idx in range(NUM_IMAGES):
             buf = io.BytesIO()
             PIL.Image.fromarray(_draw(rnd, RESOLUTION)).save(buf, format='png', compress_level=0)
@@ -54,5 +57,3 @@ def demo_dataset_path() -> str:
         zf.writestr(
             'dataset.json', json.dumps({'labels': None, 'meta': {'source': 'stylegan2_ada_kd.demo_data'}})
         )
-    os.replace(tmp, path)
-    return path

@@ -207,10 +207,13 @@ def test_stale_temp_zips_of_killed_runs_are_removed(tmp_path):
     import subprocess
     import sys
 
+    from dnnlib.util import _host_tag
+
     save(tmp_path / 'src' / 'a.png', np.zeros([8, 8, 3], np.uint8))
     dead = subprocess.Popen([sys.executable, '-c', 'pass'])
     dead.wait()  # Its pid no longer runs.
-    stale = [tmp_path / f'out.zip.tmp{dead.pid}', tmp_path / 'out.zip.tmp99999999']
+    common = tmp_path / f'.out.zip.{_host_tag()}-{dead.pid}.k2j4a9zq.tmp'  # atomic_write's name
+    stale = [tmp_path / f'out.zip.tmp{dead.pid}', tmp_path / 'out.zip.tmp99999999', common]
     kept = [
         tmp_path / f'out.zip.tmp{os.getppid()}',  # A running process: maybe a conversion in progress.
         tmp_path / 'other.zip.tmp99999999',  # Another destination.
@@ -221,11 +224,21 @@ def test_stale_temp_zips_of_killed_runs_are_removed(tmp_path):
         path.write_bytes(b'half a zip')
     res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip')
     assert res.exit_code == 0, res.output
-    assert 'Removed 2 stale temporary file(s)' in res.output and f'out.zip.tmp{dead.pid}' in res.output
+    assert 'Removed 3 stale temporary file(s)' in res.output and f'out.zip.tmp{dead.pid}' in res.output
+    assert common.name in res.output
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
     assert len(ImageFolderDataset(str(tmp_path / 'out.zip'))) == 1
     res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'out2.zip')
     assert 'Removed' not in res.output  # Nothing to say when nothing was removed.
+
+
+def test_failed_zip_conversion_leaves_no_file(tmp_path):
+    save(tmp_path / 'src' / 'a.png', np.random.RandomState(0).randint(0, 256, [32, 32, 3], dtype=np.uint8))
+    data = (tmp_path / 'src' / 'a.png').read_bytes()
+    (tmp_path / 'src' / 'a.png').write_bytes(data[: len(data) // 2])  # Header readable, pixels truncated.
+    res = run('--source', tmp_path / 'src', '--dest', tmp_path / 'out.zip')
+    assert res.exit_code != 0 and 'could be decoded' in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['src']
 
 
 def test_source_dataset_json_is_checked_like_training(tmp_path):

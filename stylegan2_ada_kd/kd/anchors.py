@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnnlib.util import atomic_write
+
 # The form of the anchors, first field of the cache key. Caches written before the centring (a tuple key,
 # no mean embedding) or with another form are recomputed, with a log line saying so.
 ANCHOR_FORM = 'centred-kmeans-v2'
@@ -143,14 +145,9 @@ def _load_cached(cache_path: str, key: dict[str, Any]) -> ImageAnchors | None:
 
 
 def _save_cached(cache_path: str, key: dict[str, Any], found: ImageAnchors) -> None:
-    """Write ``{'key': key, 'anchors': [K, E], 'center': [E]}`` atomically (temp file + ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(cache_path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f'{cache_path}.tmp{os.getpid()}'
-    torch.save(
-        {'key': key, 'anchors': found.anchors.detach().cpu(), 'center': found.center.detach().cpu()}, tmp
-    )
-    os.replace(tmp, cache_path)
+    """Write ``{'key': key, 'anchors': [K, E], 'center': [E]}`` through :func:`atomic_write`."""
+    state = {'key': key, 'anchors': found.anchors.detach().cpu(), 'center': found.center.detach().cpu()}
+    atomic_write(cache_path, lambda handle: torch.save(state, handle))
 
 
 def _embed_dataset(teacher: Any, dataset: Any, indices: list[int], batch: int, variant: str) -> torch.Tensor:

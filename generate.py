@@ -18,6 +18,7 @@ import torch
 
 import dnnlib
 from stylegan2_ada_kd import checkpoint
+from torch_utils.misc import unit_to_uint8
 
 _MAX_SEED = 2**32 - 1
 
@@ -78,7 +79,7 @@ def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
 
 def to_pil_image(img: torch.Tensor) -> PIL.Image.Image:
     """Convert one ``[C, H, W]`` image in about [-1, 1] to an 8-bit PIL image (grayscale, RGB or RGBA)."""
-    pixels = (img.permute(1, 2, 0) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+    pixels = unit_to_uint8(img.permute(1, 2, 0)).cpu().numpy()
     channels = pixels.shape[2]
     if channels == 1:
         return PIL.Image.fromarray(pixels[:, :, 0], 'L')

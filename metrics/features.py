@@ -30,6 +30,7 @@ import torch
 
 import dnnlib
 from torch_utils import distributed
+from torch_utils.misc import unit_to_uint8
 
 CACHE_VERSION = 1
 _SAMPLE_BYTES = 1024  # Bytes read at the start, middle and end of each image file for the content hash.
@@ -50,7 +51,7 @@ def format_time(seconds: float) -> str:
 
 def to_uint8_rgb(images: torch.Tensor) -> torch.Tensor:
     """Generator output float ``[N, C, H, W]`` in about [-1, 1] -> uint8 ``[N, 3, H, W]`` (C = 1 repeated)."""
-    out = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    out = unit_to_uint8(images)
     return out.repeat(1, 3, 1, 1) if out.shape[1] == 1 else out
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
+from torch_utils.misc import uint8_to_unit
 
 MAX_IMAGES = 256  # Images per group of the mean logits and the gap (training reals, held-out reals, fakes).
 # Images per side of the AUC: every training and held-out image of a few-shot set (no x-flips); a larger
@@ -120,7 +121,7 @@ class OverfitMonitor:
             pad = torch.arange(self.batch) % n
             chunk, lab = chunk[pad].to(self.device), lab[pad].to(self.device)
             if chunk.dtype == torch.uint8:
-                chunk = chunk.to(torch.float32) / 127.5 - 1
+                chunk = uint8_to_unit(chunk)
             out.append(D(chunk, lab).flatten()[:n].float())
         return torch.cat(out).cpu()
 

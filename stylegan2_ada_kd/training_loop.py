@@ -19,6 +19,7 @@ from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd import checkpoint, loop_report
 from stylegan2_ada_kd.training_run import Phase, build_training_run, training_step
 from torch_utils import distributed, run_io, training_stats
+from torch_utils.misc import uint8_to_unit
 
 
 def accumulation_rounds(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
@@ -272,7 +273,7 @@ def _next_batch(data_iter, device: torch.device, rounds: int) -> tuple[list, lis
     reals, real_cs = [], []
     for _ in range(rounds):
         img, c = next(data_iter)
-        reals.append(img.to(device).to(torch.float32) / 127.5 - 1)
+        reals.append(uint8_to_unit(img.to(device)))
         real_cs.append(c.to(device))
     return reals, real_cs
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from dnnlib.util import atomic_write
+from torch_utils.misc import uint8_to_unit
 
 # The form of the anchors, first field of the cache key. Caches written before the centring (a tuple key,
 # no mean embedding) or with another form are recomputed, with a log line saying so.
@@ -157,7 +158,7 @@ def _embed_dataset(teacher: Any, dataset: Any, indices: list[int], batch: int, v
     chunks = []
     for start in range(0, len(indices), batch):
         images = [np.asarray(dataset[i][0]) for i in indices[start : start + batch]]
-        x = torch.from_numpy(np.stack(images)).to(device).to(torch.float32) / 127.5 - 1  # [B, C, H, W]
+        x = uint8_to_unit(torch.from_numpy(np.stack(images)).to(device))  # [B, C, H, W]
         with torch.no_grad():
             chunks.append(teacher.encode_image(x, variant=variant).to(torch.float32))
     return torch.cat(chunks)

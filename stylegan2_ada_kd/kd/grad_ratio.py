@@ -27,6 +27,7 @@ from stylegan2_ada_kd.kd.loss import KDLoss
 from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
 from stylegan2_ada_kd.kd.teacher import load_teacher
 from stylegan2_ada_kd.train_config import network_kwargs, resolve_preset
+from torch_utils.misc import uint8_to_unit
 
 # label -> KDLoss settings; the per-term columns give AGKD alone and CGKD alone.
 SETTINGS: dict[str, dict] = {
@@ -85,7 +86,7 @@ def measure(
         torch.manual_seed(seed + rep)
         G, D = build_networks(dataset, cbase, cmax, batch)
         idx = np.random.RandomState(seed + rep).choice(len(dataset), batch, replace=len(dataset) < batch)
-        real = torch.from_numpy(np.stack([dataset[int(i)][0] for i in idx])).float() / 127.5 - 1
+        real = uint8_to_unit(torch.from_numpy(np.stack([dataset[int(i)][0] for i in idx])))
         c = torch.zeros([batch, dataset.label_dim])
         z = torch.randn([batch, G.z_dim])
         pipe = None if augment is None else construct_class_by_name(**augment).train().requires_grad_(False)

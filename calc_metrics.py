@@ -37,14 +37,11 @@ _DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'rando
 
 
 def parse_metrics(ctx: click.Context | None, param: click.Parameter | None, value: str) -> list[str]:
-    """Click callback: ``'fid50k_full,kid50k_full'`` -> list of registered metric names."""
-    names = [name.strip() for name in value.split(',') if name.strip()]
-    bad = [name for name in names if not metric_main.is_valid_metric(name)]
-    if bad or not names:
-        raise click.BadParameter(
-            f'unknown metric(s) {bad}; valid metrics:\n{metric_main.describe_metrics()}', ctx=ctx, param=param
-        )
-    return names
+    """Click callback: ``'fid50k_full,kid50k_full'`` -> list of metric names (at least one)."""
+    try:
+        return metric_main.parse_metric_list(value, allow_none=False)
+    except ValueError as err:
+        raise click.BadParameter(str(err), ctx=ctx, param=param) from err
 
 
 def resolve_dataset_kwargs(

@@ -105,6 +105,22 @@ def describe_metrics() -> str:
     return '\n'.join(lines)
 
 
+def parse_metric_list(text: str, allow_none: bool = True) -> list[str]:
+    """A ``--metrics`` value (``'fid50k_full,kid50k_full'``) as a list of metric names.
+
+    Blanks around names are dropped; ``'none'`` (or no name at all) gives ``[]`` when ``allow_none``.
+    Raises ValueError naming the unknown names and listing the valid ones.
+    """
+    names = [name.strip() for name in text.split(',') if name.strip()]
+    if allow_none and names in ([], ['none']):
+        return []
+    bad = [name for name in names if not is_valid_metric(name)]
+    if bad or not names:
+        none = '\n  none         no metrics' if allow_none else ''
+        raise ValueError(f'unknown metric(s) {bad}; valid metrics:\n{describe_metrics()}{none}')
+    return names
+
+
 def feature_share(metrics: list[str]) -> dict | None:
     """A fresh dict for :func:`calc_metric`'s ``shared`` when two or more of ``metrics`` are FID/KID with the
     same generated count (their generated-image features are then extracted once), else None."""

@@ -357,19 +357,16 @@ def process_count(gpus: int | None) -> int:
 
 
 def _parse_metrics(text: str | None) -> list:
-    """``--metrics`` as a list of registered metric names ('none' = empty)."""
+    """``--metrics`` as metric names ('none' = empty) by metric_main.parse_metric_list; errors are usage
+    errors. 'none' returns before the metrics package (and scipy) is imported."""
     if text is None or text == 'none':
         return []
     from metrics import metric_main
 
-    names = [m.strip() for m in text.split(',') if m.strip()]
-    bad = [m for m in names if not metric_main.is_valid_metric(m)]
-    if bad:
-        valid = ', '.join(metric_main.list_valid_metrics())
-        raise click.UsageError(
-            f'--metrics: unknown {bad}; choose from: {valid}, {metric_main.FAMILY_HELP}, or none'
-        )
-    return names
+    try:
+        return metric_main.parse_metric_list(text)
+    except ValueError as err:
+        raise click.UsageError(f'--metrics: {err}') from err
 
 
 def _apply_resume(c: EasyDict, resume: str | None, outdir: str, dataset: Any) -> None:

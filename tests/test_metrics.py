@@ -314,6 +314,18 @@ def test_fid_kid_families_take_any_count():
     assert 'fid1k_train' in metric_main.describe_metrics()
 
 
+def test_parse_metric_list_reads_the_cli_value():
+    assert metric_main.parse_metric_list(' fid5k_train , kid1k_train,') == ['fid5k_train', 'kid1k_train']
+    assert metric_main.parse_metric_list('none') == [] and metric_main.parse_metric_list('') == []
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['fid', 'none'\]") as err:
+        metric_main.parse_metric_list('fid,none')
+    assert 'fid50k_full' in str(err.value) and 'fid1k_train' in str(err.value) and 'none ' in str(err.value)
+    for text in ('none', ' , '):  # calc_metrics.py needs at least one metric
+        with pytest.raises(ValueError, match='valid metrics') as err:
+            metric_main.parse_metric_list(text, allow_none=False)
+        assert 'no metrics' not in str(err.value)
+
+
 def test_feature_share_only_when_counts_repeat():
     assert metric_main.feature_share(['fid5k_train', 'kid5k_train']) == {}
     assert metric_main.feature_share(['fid50k_full', 'kid50k_full', 'pr50k3_full']) == {}

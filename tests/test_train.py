@@ -136,6 +136,7 @@ def test_run_dir_name_and_overrides(data16, tmp_path):
         (['--subset=100'], '--subset'),
         (['--grid=0x4'], '--grid'),
         (['--grid=8by4'], '--grid'),
+        (['--metrics=fid,fid5k_train'], "--metrics: unknown metric(s) ['fid']"),
     ],
 )
 def test_invalid_options_are_rejected_before_training(data16, tmp_path, extra, needle):

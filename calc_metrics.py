@@ -29,7 +29,7 @@ import click
 import torch
 
 from dnnlib.util import BOOL
-from metrics import detectors, metric_main
+from metrics import detectors, evaluation, metric_main
 from stylegan2_ada_kd import checkpoint
 from torch_utils import distributed
 
@@ -71,34 +71,27 @@ def find_run_dir(network: str) -> str | None:
 
 
 def _worker(rank: int, args: dict, init_method: str | None) -> None:
-    """Body of one process: load the network and compute every metric (rank 0 reports)."""
+    """Body of one process: load the network (unless ``args['G']`` holds it) and evaluate every metric."""
     device = distributed.init_process_group(rank, args['num_gpus'], init_method)
     try:
         G = args.get('G') or checkpoint.load_network_pkl(args['network'])['G_ema']
-        G = G.to(device)
-        shared = metric_main.feature_share(args['metrics'])
-        for metric in args['metrics']:
-            result = metric_main.calc_metric(
-                metric,
-                G=G,
-                dataset_kwargs=args['dataset_kwargs'],
-                num_gpus=args['num_gpus'],
-                rank=rank,
-                device=device,
-                cache=args['cache'],
-                detector_path=args['detector'],
-                vgg16_path=args['vgg16'],
-                ref_stats=args['ref_stats'],
-                num_gen=args['num_gen'],
-                seed=args['seed'],
-                progress=args['verbose'] and rank == 0,
-                batch_size=args['batch'],
-                shared=shared,
-            )
-            if rank == 0:
-                metric_main.report_metric(
-                    result, args['run_dir'], args['network'] if args['run_dir'] else None
-                )
+        evaluation.evaluate_and_report(
+            args['metrics'],
+            G.to(device),
+            args['dataset_kwargs'],
+            rank=rank,
+            device=device,
+            run_dir=args['run_dir'],
+            snapshot_pkl=args['network'] if args['run_dir'] else None,
+            cache=args['cache'],
+            detector_path=args['detector'],
+            vgg16_path=args['vgg16'],
+            ref_stats=args['ref_stats'],
+            num_gen=args['num_gen'],
+            seed=args['seed'],
+            progress=args['verbose'] and rank == 0,
+            batch_size=args['batch'],
+        )
     finally:
         if distributed.is_initialized():
             torch.distributed.destroy_process_group()

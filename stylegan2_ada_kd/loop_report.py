@@ -1,5 +1,5 @@
 """What the training loop shows and writes besides snapshots: the setup summary, the tick line and tick
-statistics, the image grids, the metric evaluations at snapshots and the op implementations in use."""
+statistics, the image grids and the op implementations in use (metrics: :mod:`metrics.evaluation`)."""
 
 from __future__ import annotations
 
@@ -79,41 +79,6 @@ def cpu_mem_gb() -> float:
             return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**30
     except (OSError, ValueError, IndexError):
         return 0.0
-
-
-def evaluate_metrics(
-    metrics: list | None,
-    G_ema: torch.nn.Module,
-    dataset_kwargs: dict,
-    run_dir: str,
-    snapshot_pkl: str | None,
-    rank: int,
-    device: torch.device,
-) -> dict:
-    """Evaluate ``metrics`` on G_ema (all ranks take part), write metric-<name>.jsonl and the best pointer
-    for the first metric (rank 0), and return ``Metrics/<name>`` stats."""
-    if not metrics:
-        return {}
-    from metrics import metric_main
-
-    out, shared = {}, metric_main.feature_share(metrics)
-    for idx, metric in enumerate(metrics):
-        result = metric_main.calc_metric(
-            metric,
-            G=G_ema,
-            dataset_kwargs=dataset_kwargs,
-            num_gpus=distributed.world_size(),
-            rank=rank,
-            device=device,
-            shared=shared,
-        )
-        if rank == 0:
-            metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
-            if idx == 0:
-                metric_main.update_best(run_dir, metric, result, snapshot_pkl)
-        for name, value in result['results'].items():
-            out[f'Metrics/{name}'] = {'num': 1, 'mean': float(value), 'std': 0.0}
-    return out
 
 
 def report_ops(run_dir: str, rank: int, device: torch.device) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
+from metrics import evaluation
 from stylegan2_ada_kd import checkpoint, loop_report
 from stylegan2_ada_kd.training_run import Phase, build_training_run, training_step
 from torch_utils import distributed, run_io, training_stats
@@ -118,7 +119,7 @@ def training_loop(
     resume_pkl: str | None = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
     cudnn_benchmark: bool = True,  # torch.backends.cudnn.benchmark.
     allow_tf32: bool = False,  # TF32 matmul/convolution on Ampere+.
-    metrics: list | None = None,  # Metric names evaluated at each snapshot (calc by metrics.metric_main).
+    metrics: list | None = None,  # Metric names evaluated at each snapshot (see metrics.evaluation).
     overfit_kwargs: dict | None = None,  # D-overfitting monitor (held-out reals): class_name + options.
     abort_fn: Callable[[], bool] | None = None,  # Called each tick; True stops training after a snapshot.
 ) -> None:
@@ -239,8 +240,15 @@ def training_loop(
                 device,
             )
             stats.update(
-                loop_report.evaluate_metrics(
-                    metrics, G_ema, training_set_kwargs, run_dir, snapshot_pkl, rank, device
+                evaluation.evaluate_and_report(
+                    metrics or [],
+                    G_ema,
+                    training_set_kwargs,
+                    rank=rank,
+                    device=device,
+                    run_dir=run_dir,
+                    snapshot_pkl=snapshot_pkl,
+                    keep_best=True,
                 )
             )
         if writer is not None:

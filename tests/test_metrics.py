@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from metrics import detectors, features, metric_main, scores
+from metrics import detectors, evaluation, features, metric_main, scores
 
 
 def _gauss(n, d, seed, shift=0.0, scale=1.0):
@@ -392,3 +392,28 @@ def test_update_best_higher_is_better_with_a_key(tmp_path):
     is_res['results']['is50k_mean'] = 4.0
     assert not metric_main.update_best(str(tmp_path), 'is50k', is_res, None)
     assert json.loads((tmp_path / 'best-is50k.json').read_text())['lower_is_better'] is False
+
+
+@pytest.mark.parametrize('keep_best', [False, True])
+def test_evaluate_and_report_writes_lines_and_the_best_pointer_on_request(tmp_path, monkeypatch, keep_best):
+    """The path of training (keep_best) and of calc_metrics.py: a line per metric, stats per value."""
+    calls = []
+
+    def fake_calc_metric(metric, **kwargs):
+        calls.append((metric, kwargs['num_gpus'], kwargs['seed'], kwargs['shared']))
+        return _result(4.0, metric)
+
+    monkeypatch.setattr(metric_main, 'calc_metric', fake_calc_metric)
+    snap = tmp_path / 'network-snapshot-000004.pkl'
+    snap.write_bytes(b'4')
+    metrics = ['fid1k_train', 'kid1k_train']
+    kw = dict(rank=0, device=torch.device('cpu'), run_dir=str(tmp_path), snapshot_pkl=str(snap))
+    stats = evaluation.evaluate_and_report(metrics, None, {}, keep_best=keep_best, seed=3, **kw)
+    assert stats == {f'Metrics/{m}': {'num': 1, 'mean': 4.0, 'std': 0.0} for m in metrics}
+    assert [c[:3] for c in calls] == [(m, 1, 3) for m in metrics] and calls[0][3] is calls[1][3] == {}
+    for metric in metrics:
+        assert json.loads((tmp_path / f'metric-{metric}.jsonl').read_text())['results'] == {metric: 4.0}
+    assert (tmp_path / 'best-fid1k_train.json').exists() == keep_best
+    assert (tmp_path / 'network-snapshot-best.pkl').exists() == keep_best
+    assert not (tmp_path / 'best-kid1k_train.json').exists()
+    assert evaluation.evaluate_and_report([], None, {}, **kw) == {}

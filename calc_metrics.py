@@ -23,7 +23,6 @@ precision/recall and PPL use NVIDIA's vgg16.pt (downloaded once, or --vgg16=PATH
 from __future__ import annotations
 
 import os
-import tempfile
 
 import click
 import torch
@@ -31,7 +30,7 @@ import torch
 from dnnlib.util import BOOL
 from metrics import detectors, evaluation, metric_main
 from stylegan2_ada_kd import checkpoint
-from torch_utils import distributed
+from torch_utils import distributed, launcher
 
 _DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed', 'holdout')
 
@@ -70,31 +69,26 @@ def find_run_dir(network: str) -> str | None:
     return folder if os.path.isfile(os.path.join(folder, 'training_options.json')) else None
 
 
-def _worker(rank: int, args: dict, init_method: str | None) -> None:
+def _worker(rank: int, device: torch.device, args: dict) -> None:
     """Body of one process: load the network (unless ``args['G']`` holds it) and evaluate every metric."""
-    device = distributed.init_process_group(rank, args['num_gpus'], init_method)
-    try:
-        G = args.get('G') or checkpoint.load_network_pkl(args['network'])['G_ema']
-        evaluation.evaluate_and_report(
-            args['metrics'],
-            G.to(device),
-            args['dataset_kwargs'],
-            rank=rank,
-            device=device,
-            run_dir=args['run_dir'],
-            snapshot_pkl=args['network'] if args['run_dir'] else None,
-            cache=args['cache'],
-            detector_path=args['detector'],
-            vgg16_path=args['vgg16'],
-            ref_stats=args['ref_stats'],
-            num_gen=args['num_gen'],
-            seed=args['seed'],
-            progress=args['verbose'] and rank == 0,
-            batch_size=args['batch'],
-        )
-    finally:
-        if distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    G = args.get('G') or checkpoint.load_network_pkl(args['network'])['G_ema']
+    evaluation.evaluate_and_report(
+        args['metrics'],
+        G.to(device),
+        args['dataset_kwargs'],
+        rank=rank,
+        device=device,
+        run_dir=args['run_dir'],
+        snapshot_pkl=args['network'] if args['run_dir'] else None,
+        cache=args['cache'],
+        detector_path=args['detector'],
+        vgg16_path=args['vgg16'],
+        ref_stats=args['ref_stats'],
+        num_gen=args['num_gen'],
+        seed=args['seed'],
+        progress=args['verbose'] and rank == 0,
+        batch_size=args['batch'],
+    )
 
 
 @click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
@@ -149,19 +143,13 @@ def main(**args: object) -> None:
     if args['verbose']:
         run_dir = args['run_dir'] or '(none: printing only)'
         print(f'Dataset: {args["dataset_kwargs"].get("path")}; run dir: {run_dir}', flush=True)
-    if distributed.launched_by_torchrun():  # torchrun started the processes: join its group
-        args['num_gpus'] = int(os.environ['WORLD_SIZE'])
-        _worker(int(os.environ['RANK']), dict(args, G=G), None)
-        return
-    if args['num_gpus'] == 1:
-        try:
-            _worker(0, dict(args, G=G), None)
-        except (ValueError, detectors.DetectorError) as err:  # DatasetError, bad --ref-stats, ...
-            raise click.ClickException(str(err)) from err
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
-        torch.multiprocessing.spawn(_worker, args=(args, f'file://{init_file}'), nprocs=args['num_gpus'])
+    args['num_gpus'] = distributed.torchrun_world_size() or args['num_gpus']  # torchrun: its processes
+    if not launcher.spawns(args['num_gpus']):  # spawned processes load the network themselves
+        args['G'] = G
+    try:
+        launcher.launch_processes(_worker, args['num_gpus'], (args,))
+    except (ValueError, detectors.DetectorError) as err:  # DatasetError, bad --ref-stats, ... (this process)
+        raise click.ClickException(str(err)) from err
 
 
 if __name__ == '__main__':

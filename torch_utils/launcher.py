@@ -1,8 +1,9 @@
-"""Starting a run: the run directory, training_options.json, log.txt, and one process per GPU
-(``torch.multiprocessing.spawn`` for ``--gpus=N``, or the processes torchrun started).
+"""Starting processes: one per GPU, through ``torch.multiprocessing.spawn`` (``--gpus=N``) or by joining
+the processes torchrun started (:func:`launch_processes`, used by train.py and calc_metrics.py), and
+training's own start: the run directory, training_options.json and log.txt (:func:`launch`).
 
-The launcher knows no method: the caller passes the loop function (``train.py`` passes
-``stylegan2_ada_kd.training_loop.training_loop``), which every process calls as
+The launcher knows no method: train.py passes the loop function
+(``stylegan2_ada_kd.training_loop.training_loop``), which every process calls as
 ``loop_fn(rank=rank, device=device, **c)``."""
 
 from __future__ import annotations
@@ -17,6 +18,60 @@ import torch
 from dnnlib import EasyDict
 from dnnlib.util import remove_stale_temp_files
 from torch_utils import distributed, run_io
+
+
+def launch_processes(
+    worker: Callable[..., None],  # Module-level function: worker(rank, device, *args) runs in every process.
+    num_processes: int,  # Process count (one per GPU); under torchrun it must equal WORLD_SIZE.
+    args: tuple = (),  # The worker's other arguments (pickled when processes are spawned).
+    prepare: Callable[[], None] | None = None,  # Runs once before the workers; None = nothing.
+) -> None:
+    """Run ``worker`` in ``num_processes`` processes, each in the process group (none for one process).
+
+    Under torchrun this process is one of them (``prepare`` runs on rank 0 only); else one process runs
+    ``worker`` here and more are spawned (``worker`` is pickled by name), joining through a ``file://``
+    init in a temporary directory. Each process leaves the group when ``worker`` returns or raises.
+    """
+    world = distributed.torchrun_world_size()
+    if world is not None and num_processes != world:
+        raise ValueError(f'{num_processes} process(es) asked for, but torchrun started {world}')
+    rank = int(os.environ['RANK']) if world is not None else 0
+    if prepare is not None and rank == 0:
+        prepare()
+    if not spawns(num_processes):
+        _process(rank, worker, num_processes, None, args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
+        spawn_args = (worker, num_processes, f'file://{init_file}', args)
+        torch.multiprocessing.spawn(_process, args=spawn_args, nprocs=num_processes)
+
+
+def spawns(num_processes: int) -> bool:
+    """Whether :func:`launch_processes` starts new processes (and pickles its ``args`` to them): more than
+    one process asked for, outside torchrun."""
+    return num_processes > 1 and not distributed.launched_by_torchrun()
+
+
+def _process(
+    rank: int, worker: Callable[..., None], num_processes: int, init_method: str | None, args: tuple
+) -> None:
+    """One process of :func:`launch_processes`: join the group, run ``worker``, leave the group."""
+    device = distributed.init_process_group(rank, num_processes, init_method)
+    try:
+        worker(rank, device, *args)
+    finally:
+        if distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def launch(c: EasyDict, loop_fn: Callable[..., None]) -> None:
+    """Run training with the resolved kwargs ``c`` (which holds ``run_dir`` and ``num_gpus``).
+
+    Every process calls ``loop_fn(rank=rank, device=device, **c)``; ``loop_fn`` must be a module-level
+    function, since ``--gpus=N`` spawns the processes and pickles it by name.
+    """
+    launch_processes(_train_worker, c.num_gpus, (c, loop_fn), prepare=lambda: _prepare_run_dir(c))
 
 
 def _prepare_run_dir(c: EasyDict) -> None:
@@ -45,10 +100,9 @@ def _clean_dead_writes(outdir: str, resume_pkl: str | None) -> None:
             print(f'Removed {len(removed)} temporary file(s) of an interrupted write in {folder}: {removed}')
 
 
-def _worker(rank: int, c: EasyDict, init_method: str | None, loop_fn: Callable[..., None]) -> None:
+def _train_worker(rank: int, device: torch.device, c: EasyDict, loop_fn: Callable[..., None]) -> None:
     """Body of one training process."""
-    device = distributed.init_process_group(rank, c.num_gpus, init_method)
-    if distributed.is_initialized() and init_method is None:  # torchrun: rank 0 picks the run dir
+    if distributed.launched_by_torchrun():  # rank 0 picked the run dir
         holder = [c.run_dir]
         torch.distributed.broadcast_object_list(holder, src=0)
         c.run_dir = holder[0]
@@ -61,30 +115,3 @@ def _worker(rank: int, c: EasyDict, init_method: str | None, loop_fn: Callable[.
     finally:
         if tee is not None:
             tee.close()
-        if distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def launch(c: EasyDict, loop_fn: Callable[..., None]) -> None:
-    """Run training with the resolved kwargs ``c`` (which holds ``run_dir`` and ``num_gpus``).
-
-    Every process calls ``loop_fn(rank=rank, device=device, **c)``; ``loop_fn`` must be a module-level
-    function, since ``--gpus=N`` spawns the processes and pickles it by name.
-    """
-    if distributed.launched_by_torchrun():
-        rank = int(os.environ['RANK'])
-        if c.num_gpus != distributed.torchrun_world_size():
-            raise ValueError(
-                f'num_gpus={c.num_gpus} but torchrun started {os.environ["WORLD_SIZE"]} processes'
-            )
-        if rank == 0:
-            _prepare_run_dir(c)
-        _worker(rank, c, None, loop_fn)
-        return
-    _prepare_run_dir(c)
-    if c.num_gpus == 1:
-        _worker(0, c, None, loop_fn)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
-        torch.multiprocessing.spawn(_worker, args=(c, f'file://{init_file}', loop_fn), nprocs=c.num_gpus)

@@ -32,12 +32,7 @@ PROMPTS = ['a photo', 'a painting', 'a sketch', 'a close-up photo']
 def build_run(cfg, res, cbase, cmax, fp32, batch, device, loss_kwargs, augment_kwargs=None, augment_p=0.0):
     """The training loop's G, D, G_ema, augment pipe, loss and phases (``--cfg`` preset at ``res``, one
     process); ``loss_kwargs`` gets the preset's ``r1_gamma`` unless it sets one."""
-    spec = resolve_preset(cfg, 1, res)
-    G_kwargs, D_kwargs = network_kwargs(spec, cfg, fp32=fp32, nhwc=False, freezed=0)
-    if cbase:
-        G_kwargs.synthesis_kwargs.channel_base = D_kwargs.channel_base = cbase
-    if cmax:
-        G_kwargs.synthesis_kwargs.channel_max = D_kwargs.channel_max = cmax
+    spec, G_kwargs, D_kwargs = network_kwargs(cfg, 1, res, cbase=cbase, cmax=cmax, fp32=fp32)
     return build_training_run(
         device=device,
         common=dict(c_dim=0, img_resolution=res, img_channels=3),

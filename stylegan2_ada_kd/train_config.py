@@ -63,11 +63,25 @@ def resolve_preset(cfg: str, gpus: int, res: int) -> Preset:
     )
 
 
-def network_kwargs(spec: Preset, cfg: str, fp32: bool, nhwc: bool, freezed: int) -> tuple[EasyDict, EasyDict]:
-    """G and D kwargs (with class_name) for a resolved preset."""
+def network_kwargs(
+    cfg: str,  # --cfg: a key of PRESETS.
+    gpus: int,  # Processes (the 'auto' formulas depend on it).
+    resolution: int,  # Image side in pixels (the 'auto' formulas depend on it).
+    cbase: int | None = None,  # --cbase: channel_base of G and D; None (or 0) = the preset's.
+    cmax: int | None = None,  # --cmax: channel_max of G and D; None (or 0) = 512.
+    fp32: bool = False,  # --fp32: no fp16 layers and no conv clamp.
+    nhwc: bool = False,  # --nhwc: channels-last fp16 layers.
+    freezed: int = 0,  # --freezed: D layers frozen.
+    map_depth: int | None = None,  # --map: mapping layers; None (or 0) = the preset's.
+) -> tuple[Preset, EasyDict, EasyDict]:
+    """The resolved preset (:func:`resolve_preset`, ``map`` replaced by ``map_depth``) and its G and D kwargs
+    (with class_name), the overrides applied: what train.py builds for these options."""
+    spec = resolve_preset(cfg, gpus, resolution)
+    if map_depth:
+        spec = dataclasses.replace(spec, map=map_depth)
     base = dict(
-        channel_base=int(spec.fmaps * 32768),
-        channel_max=512,
+        channel_base=cbase or int(spec.fmaps * 32768),
+        channel_max=cmax or 512,
         num_fp16_res=0 if fp32 else 4,
         conv_clamp=None if fp32 else 256,
     )
@@ -89,7 +103,7 @@ def network_kwargs(spec: Preset, cfg: str, fp32: bool, nhwc: bool, freezed: int)
         D.block_kwargs.fp16_channels_last = True
     if cfg == 'cifar':
         D.architecture = 'orig'
-    return G, D
+    return spec, G, D
 
 
 def check_batch(batch: int, batch_gpu: int, gpus: int, mbstd: int) -> None:
@@ -237,18 +251,17 @@ def parse_grid(text: str, resolution: int) -> list[int] | None:
 
 def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> EasyDict:
     """The training_loop kwargs of the core options (networks, optimizers, StyleGAN2 loss, schedule)."""
-    spec = resolve_preset(opts['cfg'], gpus, dataset.resolution)
-    if opts['map_depth']:
-        spec = dataclasses.replace(spec, map=opts['map_depth'])
-    G_kwargs, D_kwargs = network_kwargs(spec, opts['cfg'], opts['fp32'], opts['nhwc'], opts['freezed'])
+    spec, G_kwargs, D_kwargs = network_kwargs(
+        opts['cfg'],
+        gpus,
+        dataset.resolution,
+        **{key: opts[key] for key in ('cbase', 'cmax', 'fp32', 'nhwc', 'freezed', 'map_depth')},
+    )
     batch = opts['batch'] if opts['batch'] is not None else spec.mb
     batch_gpu = opts['batch_gpu'] or (
         batch // gpus if opts['batch'] is not None else max(spec.mb // spec.ref_gpus, 1)
     )
     check_batch(batch, batch_gpu, gpus, spec.mbstd)
-    for key, name in (('channel_base', 'cbase'), ('channel_max', 'cmax')):
-        if opts[name]:
-            G_kwargs.synthesis_kwargs[key] = D_kwargs[key] = opts[name]
     loss = EasyDict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
     if opts['gamma'] is not None:
         loss.r1_gamma = opts['gamma']

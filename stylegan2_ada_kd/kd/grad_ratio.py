@@ -26,7 +26,7 @@ from stylegan2_ada_kd.augment_options import augment_kwargs
 from stylegan2_ada_kd.kd.loss import KDLoss
 from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
 from stylegan2_ada_kd.kd.teacher import load_teacher
-from stylegan2_ada_kd.train_config import network_kwargs, resolve_preset
+from stylegan2_ada_kd.train_config import network_kwargs
 from torch_utils.misc import uint8_to_unit
 
 # label -> KDLoss settings; the per-term columns give AGKD alone and CGKD alone.
@@ -50,14 +50,10 @@ def dataset_kwargs(data: str) -> dict:
 
 def build_networks(dataset: torch.utils.data.Dataset, cbase: int, cmax: int, batch: int) -> tuple:
     """G and D (fp32, train mode, frozen as the loop leaves them between phases) of the ``auto`` preset."""
-    spec = resolve_preset('auto', 1, dataset.resolution)
-    G_kwargs, D_kwargs = network_kwargs(spec, 'auto', True, False, 0)
-    G_kwargs.synthesis_kwargs.update(channel_base=cbase, channel_max=cmax)
-    D_kwargs.update(channel_base=cbase, channel_max=cmax)
+    res = dataset.resolution
+    spec, G_kwargs, D_kwargs = network_kwargs('auto', 1, res, cbase=cbase, cmax=cmax, fp32=True)
     D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, batch)
-    common = dict(
-        c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
-    )
+    common = dict(c_dim=dataset.label_dim, img_resolution=res, img_channels=dataset.num_channels)
     G = construct_class_by_name(**G_kwargs, **common).train().requires_grad_(False)
     D = construct_class_by_name(**D_kwargs, **common).train().requires_grad_(False)
     return G, D

@@ -281,6 +281,10 @@ class AugmentPipe(torch.nn.Module):
             return None
         return hit, normalize_band_gains(torch.where(hit, torch.exp2(log2_gains), 1.0))
 
+    def tick_status(self) -> str:
+        """Shown after 'augment' on the training tick line: the probability ``p`` with three decimals."""
+        return f'{float(self.p):.3f}'
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Augment ``[N, C, H, W]`` float images (about ``[-1, 1]``) into ``[N, C, H, W]`` of the same dtype.
 

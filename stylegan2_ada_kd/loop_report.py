@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stylegan2_ada_kd.contracts import Augmentation, Loss
 from torch_utils import distributed, run_io
 
 
@@ -42,13 +43,10 @@ def tick_line(progress: Any, stats: dict, augment: str | None) -> str:
     return ' '.join(fields)
 
 
-def augment_status(augment_pipe: torch.nn.Module | None) -> str | None:
-    """What the tick line shows after 'augment': the probability p, or the pipe's own ``tick_status()``
-    (DiffAugment has no probability and shows its policy)."""
-    if augment_pipe is None:
-        return None
-    status = getattr(augment_pipe, 'tick_status', None)
-    return status() if callable(status) else f'{float(augment_pipe.p):.3f}'
+def augment_status(augment_pipe: Augmentation | None) -> str | None:
+    """What the tick line shows after 'augment': the pipe's :meth:`Augmentation.tick_status` (the
+    probability p, or DiffAugment's policy); None without augmentation."""
+    return None if augment_pipe is None else augment_pipe.tick_status()
 
 
 def tick_stats(progress: Any, timing: dict, augment_p: float | None, device: torch.device) -> dict:
@@ -104,7 +102,7 @@ def print_setup(
     G: torch.nn.Module,
     D: torch.nn.Module,
     augment_pipe: torch.nn.Module | None,
-    loss: object,
+    loss: Loss,
 ) -> None:
     """What is being trained, for log.txt: the data, the network sizes, the augmentation and the loss."""
     count = lambda module: sum(p.numel() for p in module.parameters())
@@ -118,8 +116,7 @@ def print_setup(
         + (f' (heads: {", ".join(heads)})' if heads else '')
     )
     print(f'Augmentation: {augment_pipe if augment_pipe is not None else "none"}'.replace('\n', ' '))
-    describe = getattr(loss, 'describe', None)
-    print(f'Loss: {describe() if describe is not None else type(loss).__name__}')
+    print(f'Loss: {loss.describe()}')
 
 
 def init_grid(

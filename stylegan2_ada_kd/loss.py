@@ -3,10 +3,10 @@
 Goodfellow et al. 2014 (non-saturating G loss); Mescheder et al. 2018, Eq. 9 (R1); Karras et al.
 2020 (StyleGAN2), Sec. 3.2 (path-length regularisation, Eq. 4) and Sec. 3.1 (lazy regularisation).
 
-The loss contract: the training loop only calls ``accumulate_gradients(phase, ...)`` once per
-batch_gpu chunk of every phase, and ``state_dict``/``load_state_dict`` for exact resume. Plugins
-subclass :class:`StyleGAN2Loss` and extend :meth:`d_main_terms` / :meth:`g_main_terms`, which see
-D's logits, features (``Discriminator(return_features=True)``) and the augmented images.
+:class:`StyleGAN2Loss` implements the loss contract :class:`stylegan2_ada_kd.contracts.Loss`. Plugins
+subclass it and extend :meth:`d_main_terms` / :meth:`g_main_terms`, which see D's logits, features
+(``Discriminator(return_features=True)``) and the augmented images; :meth:`d_main_terms` also gets the
+step's image count ``cur_nimg`` (for per-step draws such as KD-DLGAN's cross terms).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stylegan2_ada_kd.contracts import Loss
 from torch_utils import distributed, training_stats
 from torch_utils.misc import assert_shape
 
@@ -113,7 +114,7 @@ class DOutput:
     img: torch.Tensor
 
 
-class StyleGAN2Loss:
+class StyleGAN2Loss(Loss):
     """Non-saturating logistic GAN loss with lazy R1 and path-length regularisation (StyleGAN2-ADA)."""
 
     def __init__(
@@ -202,7 +203,12 @@ class StyleGAN2Loss:
         return loss
 
     def d_main_terms(
-        self, real: DOutput, fake: DOutput, real_c: torch.Tensor, gen_c: torch.Tensor
+        self,
+        real: DOutput,  # D's view of the reals.
+        fake: DOutput,  # D's view of the fakes.
+        real_c: torch.Tensor,  # [N, c_dim] real labels.
+        gen_c: torch.Tensor,  # [N, c_dim] labels of the fakes.
+        cur_nimg: int,  # Images shown before this step (for per-step draws and schedules in plugins).
     ) -> torch.Tensor:
         """D's main loss per sample ``[N, 1]`` (or ``[N]``); plugins add their D-side terms here."""
         loss = d_logistic_loss(real.logits, fake.logits)
@@ -227,7 +233,7 @@ class StyleGAN2Loss:
         gen_z: torch.Tensor,  # [N, z_dim] latents.
         gen_c: torch.Tensor,  # [N, c_dim] labels for the fakes.
         gain: float,  # Loss multiplier (the reg interval for lazy regularisation phases).
-        cur_nimg: int,  # Images shown so far (for schedules in subclasses).
+        cur_nimg: int,  # Images shown before this step (passed on to d_main_terms).
     ) -> None:
         """Compute the loss of ``phase`` on one chunk and backpropagate ``loss * gain``."""
         if phase not in PHASES:
@@ -240,7 +246,7 @@ class StyleGAN2Loss:
         do_main = phase in ('Dmain', 'Dboth')
         do_r1 = phase in ('Dreg', 'Dboth') and self.r1_gamma > 0
         if do_main or do_r1:
-            self._d_phase(real_img, real_c, gen_z, gen_c, gain, do_main, do_r1)
+            self._d_phase(real_img, real_c, gen_z, gen_c, gain, cur_nimg, do_main, do_r1)
 
     def _g_main(self, gen_z: torch.Tensor, gen_c: torch.Tensor, gain: float) -> None:
         img, _ws = self.run_G(gen_z, gen_c)
@@ -271,6 +277,7 @@ class StyleGAN2Loss:
         gen_z: torch.Tensor,
         gen_c: torch.Tensor,
         gain: float,
+        cur_nimg: int,
         do_main: bool,
         do_r1: bool,
     ) -> None:
@@ -287,7 +294,7 @@ class StyleGAN2Loss:
         real = self.run_D(real_img, real_c)
         _report_scores('real', real.logits)
         if fake is not None:
-            loss = loss + self.d_main_terms(real, fake, real_c, gen_c).mean()
+            loss = loss + self.d_main_terms(real, fake, real_c, gen_c, cur_nimg).mean()
         if do_r1:
             penalty = r1_penalty(real.logits, real_img)
             training_stats.report('Loss/r1_penalty', penalty)

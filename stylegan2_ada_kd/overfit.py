@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
+from stylegan2_ada_kd.contracts import TickStats
 from torch_utils.misc import uint8_to_unit
 
 MAX_IMAGES = 256  # Images per group of the mean logits and the gap (training reals, held-out reals, fakes).
@@ -46,7 +47,8 @@ class OverfitMonitor:
     group has at most the held-out count and :data:`MAX_IMAGES` images (the training ones a seeded
     sample); the AUC takes all training and all held-out images, at most :data:`MAX_AUC_IMAGES` each.
     Images stay on the CPU as uint8 and go to ``device`` one chunk at a time. The training loop builds the
-    monitor on rank 0 only, so the stats are computed and written once per tick.
+    monitor on rank 0 only, so the stats are computed and written once per tick. It implements the
+    monitor contract :class:`stylegan2_ada_kd.contracts.TickReporter`.
     """
 
     def __init__(
@@ -85,7 +87,7 @@ class OverfitMonitor:
         self.fake_c = self.real['train'][1][torch.arange(count) % len(train_idx)]
 
     @torch.no_grad()
-    def stats(self, G: torch.nn.Module, D: torch.nn.Module) -> dict:
+    def stats(self, G: torch.nn.Module, D: torch.nn.Module) -> TickStats:
         """``{'Overfit/D_train' | 'D_holdout' | 'D_fake' | 'gap' | 'auc': {'num', 'mean', 'std'}}``.
 
         ``G`` makes the fakes (the generator D currently trains against; const noise), ``D`` scores all.

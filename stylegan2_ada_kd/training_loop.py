@@ -5,6 +5,7 @@ snapshots and exact resume.
 Everything is built from ``*_kwargs`` dicts that carry a dotted ``class_name``; the loop names no
 loss or augmentation class. The networks, augmentation, loss and phases and each training step come from
 the public run API (:mod:`stylegan2_ada_kd.training_run`); the loop adds data, ticks, grids and snapshots.
+It calls the loss and the overfitting monitor through their contracts (:mod:`stylegan2_ada_kd.contracts`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from dnnlib.util import construct_class_by_name
 from metrics import evaluation
 from stylegan2_ada_kd import checkpoint, loop_report
+from stylegan2_ada_kd.contracts import Loss, TickReporter, TickStats
 from stylegan2_ada_kd.training_run import Phase, build_training_run, training_step
 from torch_utils import distributed, run_io, training_stats
 from torch_utils.misc import uint8_to_unit
@@ -66,25 +68,21 @@ def _data_iterator(dataset: torch.utils.data.Dataset, rank: int, seed: int, star
 
 
 def _loss_diagnostics(
-    loss: object,
+    loss: Loss,
     real: torch.Tensor,
     real_c: torch.Tensor,
     z_dim: int,
     dataset: torch.utils.data.Dataset,
     device: torch.device,
-) -> dict:
-    """Once-per-tick diagnostics of the loss, if it has ``tick_diagnostics(real, real_c, gen_z, gen_c)``
-    (returning ``{name: {'num', 'mean', 'std'}}``), on the last step's first real chunk and fresh latents.
+) -> TickStats:
+    """The loss's :meth:`Loss.tick_diagnostics` on the last step's first real chunk and fresh latents.
 
     Runs under forked RNG states, so training draws the same random numbers with or without it.
     """
-    diagnose = getattr(loss, 'tick_diagnostics', None)
-    if not callable(diagnose):
-        return {}
     np_state = np.random.get_state()
     with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []):
         gen_z = torch.randn([len(real), z_dim], device=device)
-        out = diagnose(real, real_c, gen_z, _sample_labels(dataset, len(real), device))
+        out = loss.tick_diagnostics(real, real_c, gen_z, _sample_labels(dataset, len(real), device))
     np.random.set_state(np_state)
     return out
 
@@ -120,7 +118,7 @@ def training_loop(
     cudnn_benchmark: bool = True,  # torch.backends.cudnn.benchmark.
     allow_tf32: bool = False,  # TF32 matmul/convolution on Ampere+.
     metrics: list | None = None,  # Metric names evaluated at each snapshot (see metrics.evaluation).
-    overfit_kwargs: dict | None = None,  # D-overfitting monitor (held-out reals): class_name + options.
+    overfit_kwargs: dict | None = None,  # D-overfitting monitor (a TickReporter): class_name + options.
     abort_fn: Callable[[], bool] | None = None,  # Called each tick; True stops training after a snapshot.
 ) -> None:
     """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature.
@@ -165,7 +163,8 @@ def training_loop(
     )
     sample_labels = lambda n: _sample_labels(dataset, n, device)
 
-    grid = monitor = None
+    grid = None
+    monitor: TickReporter | None = None
     if rank == 0:
         loop_report.print_setup(dataset, G, D, run.augment_pipe, run.loss)
         if overfit_kwargs:

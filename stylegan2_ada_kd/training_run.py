@@ -20,6 +20,7 @@ import torch
 
 from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd import checkpoint
+from stylegan2_ada_kd.contracts import Loss
 from torch_utils import distributed, training_stats
 
 
@@ -57,7 +58,7 @@ class TrainingRun:
     has_p: bool  # Whether the augment pipe has a probability (the buffer augment_pipe.p).
     ada: Any  # ADA controller (update/absorb/interval/stat); None = p stays fixed.
     ada_stats: training_stats.Collector | None  # The stat the ADA controller reads, per interval.
-    loss: Any  # The loss: accumulate_gradients(phase, ...), state_dict/load_state_dict.
+    loss: Loss  # The loss (the contract stylegan2_ada_kd.contracts.Loss).
     phases: list[Phase]  # Optimisation phases in step order.
     progress: Progress  # Images shown, ticks, steps.
     batch_size: int  # Images per step over all processes and rounds.
@@ -102,7 +103,10 @@ def build_training_run(
     resume_pkl: str | None = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
     rank: int = 0,  # This process's rank.
 ) -> TrainingRun:
-    """Build the networks, augmentation, loss and phases in the one valid order, resume, broadcast."""
+    """Build the networks, augmentation, loss and phases in the one valid order, resume, broadcast.
+
+    Raises ``TypeError`` when ``loss_kwargs`` builds no :class:`stylegan2_ada_kd.contracts.Loss`.
+    """
     G = construct_class_by_name(**G_kwargs, **common).train().requires_grad_(False).to(device)
     D = construct_class_by_name(**D_kwargs, **common).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
@@ -116,6 +120,8 @@ def build_training_run(
         ada = construct_class_by_name(**ada_kwargs, batch_size=batch_size)
     # The loss may add trainable modules to G or D (a plugin head), so it comes before the optimizers.
     loss = construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
+    if not isinstance(loss, Loss):
+        raise TypeError(f'{type(loss).__name__} is not a stylegan2_ada_kd.contracts.Loss (loss_kwargs)')
     run = TrainingRun(
         device=device,
         G=G,
@@ -211,7 +217,7 @@ def training_step(
 
 
 def _run_phase(
-    phase: Phase, loss: Any, reals: list, real_cs: list, gen_zs: list, gen_cs: list, cur_nimg: int
+    phase: Phase, loss: Loss, reals: list, real_cs: list, gen_zs: list, gen_cs: list, cur_nimg: int
 ) -> None:
     """Zero grads, accumulate over the batch_gpu chunks, average across ranks, guard NaN, step."""
     if phase.start_event is not None:

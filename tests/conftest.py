@@ -60,19 +60,29 @@ def tiny_clip_name() -> str:
 TINY_OPT = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
 
 
+TINY_COMMON = dict(c_dim=0, img_resolution=16, img_channels=3)  # What the loop takes from the dataset.
+
+
+def tiny_net_kwargs():
+    """``(G_kwargs, D_kwargs)``: TINY_G / TINY_D as class_name + options, without TINY_COMMON's keys."""
+    own = lambda kw, cls: dict(
+        {k: v for k, v in copy.deepcopy(kw).items() if k not in TINY_COMMON}, class_name=cls
+    )
+    return own(TINY_G, 'stylegan2_ada_kd.networks.Generator'), own(
+        TINY_D, 'stylegan2_ada_kd.networks.Discriminator'
+    )
+
+
 def tiny_training_run(loss_kwargs, **kwargs):
     """``training_run.build_training_run`` of TINY_G / TINY_D on the CPU with Adam and a batch of 4."""
     from stylegan2_ada_kd.training_run import build_training_run
 
-    common = dict(c_dim=0, img_resolution=16, img_channels=3)
-    own = lambda kw, cls: dict(
-        {k: v for k, v in copy.deepcopy(kw).items() if k not in common}, class_name=cls
-    )
+    G_kwargs, D_kwargs = tiny_net_kwargs()
     return build_training_run(
         device=torch.device('cpu'),
-        common=common,
-        G_kwargs=own(TINY_G, 'stylegan2_ada_kd.networks.Generator'),
-        D_kwargs=own(TINY_D, 'stylegan2_ada_kd.networks.Discriminator'),
+        common=TINY_COMMON,
+        G_kwargs=G_kwargs,
+        D_kwargs=D_kwargs,
         G_opt_kwargs=TINY_OPT,
         D_opt_kwargs=TINY_OPT,
         loss_kwargs=loss_kwargs,

@@ -74,7 +74,7 @@ def test_d_terms_use_the_teacher_on_real_and_fake_as_d_saw_them(teacher_spec, va
     real = DOutput(torch.randn(n, 1), {'kd': torch.randn(n, e)}, torch.rand(n, 3, 16, 16) * 2 - 1)
     fake = DOutput(torch.randn(n, 1), {'kd': torch.randn(n, e)}, torch.rand(n, 3, 16, 16) * 2 - 1)
     c = torch.zeros(n, 0)
-    got = loss.d_main_terms(real, fake, c, c) - StyleGAN2Loss.d_main_terms(loss, real, fake, c, c)
+    got = loss.d_main_terms(real, fake, c, c, 0) - StyleGAN2Loss.d_main_terms(loss, real, fake, c, c, 0)
     with torch.no_grad():
         t_r = loss.teacher.encode_image(real.img, variant=variant)
         t_f = loss.teacher.encode_image(fake.img, variant=variant)

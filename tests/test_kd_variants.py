@@ -51,7 +51,7 @@ def _repeat(out, times):
 def _kd_part(loss, real, fake):
     """The batch mean of D's loss minus its adversarial part: the KD loss that is backpropagated."""
     c = torch.zeros(len(real.img), 0)
-    kd = loss.d_main_terms(real, fake, c, c) - StyleGAN2Loss.d_main_terms(loss, real, fake, c, c)
+    kd = loss.d_main_terms(real, fake, c, c, 0) - StyleGAN2Loss.d_main_terms(loss, real, fake, c, c, 0)
     return float(kd.mean())
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_D, TINY_G, TINY_OPT
+from test_contracts import MinimalLoss
 
 from stylegan2_ada_kd.networks import Discriminator, Generator
 from stylegan2_ada_kd.training_loop import _loss_diagnostics
@@ -21,7 +22,7 @@ def test_a_head_attached_after_the_optimizers_is_an_error():
         check_optimizer_covers(phases[-1])
 
 
-class _Diagnosing:
+class _Diagnosing(MinimalLoss):
     """A loss whose diagnostic draws random numbers (as augmentation and cross-term draws do)."""
 
     def tick_diagnostics(self, real, real_c, gen_z, gen_c):
@@ -39,7 +40,7 @@ def test_tick_diagnostics_leave_the_training_rng_untouched():
     expected = (torch.rand(2), np.random.rand())
     torch.manual_seed(5)
     np.random.seed(5)
-    out = _loss_diagnostics(_Diagnosing(), real, c, 8, Data(), torch.device('cpu'))
+    out = _loss_diagnostics(_Diagnosing(*[None] * 4), real, c, 8, Data(), torch.device('cpu'))
     assert out['Loss/test/diag']['num'] == 4
     assert torch.equal(torch.rand(2), expected[0]) and np.random.rand() == expected[1]
-    assert _loss_diagnostics(object(), real, c, 8, Data(), torch.device('cpu')) == {}
+    assert _loss_diagnostics(MinimalLoss(*[None] * 4), real, c, 8, Data(), torch.device('cpu')) == {}

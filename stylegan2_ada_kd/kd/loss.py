@@ -223,7 +223,6 @@ class KDLoss(StyleGAN2Loss):
         self.cross_p = settings['cross_p']
         self.seed = int(seed)
         self.div_weight = div_weight
-        self._cur_nimg = 0  # of the step being accumulated (set by accumulate_gradients)
         self.teacher = load_teacher(teacher, teacher_weights, device=device)
         if self.teacher.is_random:  # repeated here so that the run's log.txt carries it
             print(random_warning(teacher))
@@ -337,27 +336,13 @@ class KDLoss(StyleGAN2Loss):
                 training_stats.report(f'Loss/kd/{name}', value)
         return out
 
-    def accumulate_gradients(
-        self,
-        phase: str,  # One of loss.PHASES.
-        real_img: torch.Tensor,  # [N, C, H, W] float32 reals in [-1, 1].
-        real_c: torch.Tensor,  # [N, c_dim] real labels.
-        gen_z: torch.Tensor,  # [N, z_dim] latents.
-        gen_c: torch.Tensor,  # [N, c_dim] labels for the fakes.
-        gain: float,  # Loss multiplier.
-        cur_nimg: int,  # Images shown so far: the step's cross-term draw depends on it.
-    ) -> None:
-        """As :meth:`StyleGAN2Loss.accumulate_gradients`, remembering ``cur_nimg`` for the cross draw."""
-        self._cur_nimg = int(cur_nimg)
-        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, gain, cur_nimg)
-
     def d_main_terms(
-        self, real: DOutput, fake: DOutput, real_c: torch.Tensor, gen_c: torch.Tensor
+        self, real: DOutput, fake: DOutput, real_c: torch.Tensor, gen_c: torch.Tensor, cur_nimg: int
     ) -> torch.Tensor:
         """Adversarial loss + lambda_A * AGKD + lambda_C * CGKD per sample ``[N, 1]`` (the KD stats are
-        reported by :meth:`kd_terms_of`)."""
-        loss = super().d_main_terms(real, fake, real_c, gen_c)
-        cross = cross_terms_on(self.seed, self._cur_nimg, self.cross_p)  # q ~ U(0, 1), once per D step
+        reported by :meth:`kd_terms_of`); ``cur_nimg`` (images before this step) sets the cross draw."""
+        loss = super().d_main_terms(real, fake, real_c, gen_c, cur_nimg)
+        cross = cross_terms_on(self.seed, cur_nimg, self.cross_p)  # q ~ U(0, 1), once per D step
         kd = torch.zeros_like(loss[:, 0])
         for _value, weighted in self.kd_terms_of(real, fake, cross).values():
             kd = kd + weighted

@@ -129,7 +129,7 @@ def test_grad_ratio_with_one_term():
 def test_grad_ratio_tool_measures_every_setting_on_the_same_draws(tmp_path):
     from conftest import make_image_folder
 
-    from stylegan2_ada_kd.kd import grad_ratio
+    from benchmarks import grad_ratio
 
     res = grad_ratio.measure(
         data=make_image_folder(tmp_path, n=8), cbase=256, cmax=16, batch=4, teacher=SPEC, repeats=1

@@ -7,8 +7,11 @@ outputs. Every setting is measured on the same ``--repeats`` (G, D, batch) draws
 the mean and standard deviation over them, per term and for both terms together. Example (the README's
 numbers)::
 
-    python -m stylegan2_ada_kd.kd.grad_ratio --data=demo --cbase=4096 --cmax=128 --batch=32 \\
+    python -m benchmarks.grad_ratio --data=demo --cbase=4096 --cmax=128 --batch=32 \\
         --teacher=random:ViT-B-32 --repeats=4
+
+(from the repository root). A measuring tool of the KD plugin, not part of it: the per-tick stat itself is
+computed by KDLoss (``kd/loss.py``).
 """
 
 from __future__ import annotations

@@ -90,12 +90,16 @@ class OverfitMonitor:
     def stats(self, G: torch.nn.Module, D: torch.nn.Module) -> TickStats:
         """``{'Overfit/D_train' | 'D_holdout' | 'D_fake' | 'gap' | 'auc': {'num', 'mean', 'std'}}``.
 
-        ``G`` makes the fakes (the generator D currently trains against; const noise), ``D`` scores all.
-        ``Overfit/auc`` has ``num`` = training x held-out pairs compared.
+        ``G`` makes the fakes (the generator D currently trains against; const noise; in eval mode, so that
+        measuring leaves G's running mean ``w_avg`` alone), ``D`` scores all. ``Overfit/auc`` has ``num`` =
+        training x held-out pairs compared.
         """
         z, c = self.fake_z.to(self.device), self.fake_c.to(self.device)
         chunks = zip(z.split(self.batch), c.split(self.batch))
+        was_training = G.training
+        G.eval()
         fakes = torch.cat([G(zz, cc, noise_mode='const') for zz, cc in chunks])
+        G.train(was_training)
         logits = {name: self._logits(D, img, lab) for name, (img, lab) in self.real.items()}
         logits['fake'] = self._logits(D, fakes, c)
         out = {

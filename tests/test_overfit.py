@@ -75,9 +75,11 @@ def test_monitor_reports_d_on_train_holdout_and_fakes(data16):
     )
     training = ImageFolderDataset(path=data16, holdout=6, random_seed=1)
     held = ImageFolderDataset(path=data16, holdout=6, random_seed=1, split='holdout')
-    G, D = Generator(**TINY_G), Discriminator(**TINY_D)
+    G, D = Generator(**TINY_G).train(), Discriminator(**TINY_D)
     monitor = OverfitMonitor(kwargs, held.files, 6, training, G.z_dim, torch.device('cpu'), batch=4)
+    w_avg = G.mapping.w_avg.clone()
     stats = monitor.stats(G, D)
+    assert torch.equal(G.mapping.w_avg, w_avg) and G.training  # measuring leaves G's state alone
     assert stats['Overfit/D_train']['num'] == 6 and stats['Overfit/D_holdout']['num'] == 6
     assert stats['Overfit/D_fake']['num'] == 6
     means = {k: stats[f'Overfit/D_{k}']['mean'] for k in ('train', 'holdout', 'fake')}

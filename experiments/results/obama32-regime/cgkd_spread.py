@@ -6,15 +6,23 @@ k-means anchors, paper variant). Runs on the code before the centring (no ``cent
         --teacher=torchscript:$EXP/efficientnet64.pt
 """
 
+import os
+import sys
+
 import click
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnnlib.util import construct_class_by_name
-from stylegan2_ada_kd.diffaugment import DiffAugment
-from stylegan2_ada_kd.kd import loss as kd_loss
-from stylegan2_ada_kd.kd.grad_ratio import build_networks, dataset_kwargs
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..'))  # the repository
+from dnnlib.util import construct_class_by_name  # noqa: E402
+from stylegan2_ada_kd.diffaugment import DiffAugment  # noqa: E402
+from stylegan2_ada_kd.kd import loss as kd_loss  # noqa: E402
+
+try:
+    from benchmarks.grad_ratio import build_networks, dataset_kwargs
+except ImportError:  # code before 3cabc30 (the "before" column): the tool lived in the KD package
+    from stylegan2_ada_kd.kd.grad_ratio import build_networks, dataset_kwargs
 
 
 @click.command()

@@ -91,6 +91,22 @@ def tiny_training_run(loss_kwargs, **kwargs):
     )
 
 
+@pytest.fixture(scope='session')
+def emulation():
+    """The CUDA kernels' code compiled for the CPU (``torch_utils/ops/kernel_emulation.cpp``, float64):
+    opt-in with ``SG2KD_TEST_EMULATION=1``, since it compiles."""
+    if os.environ.get('SG2KD_TEST_EMULATION') != '1':
+        pytest.skip('set SG2KD_TEST_EMULATION=1 to compile and run the CPU emulation of the CUDA kernels')
+    import tempfile
+
+    from torch.utils.cpp_extension import load
+
+    build = Path(tempfile.gettempdir()) / 'sg2kd_kernel_emulation'
+    build.mkdir(parents=True, exist_ok=True)
+    src = REPO / 'torch_utils' / 'ops' / 'kernel_emulation.cpp'
+    return load('sg2kd_kernel_emulation', [str(src)], build_directory=str(build), extra_cflags=['-O2'])
+
+
 class TinyImageEncoder(torch.nn.Module):
     """A small image encoder ``[N, 3, H, W] -> [N, 12]`` standing in for a TorchScript KD teacher."""
 

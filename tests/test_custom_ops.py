@@ -1,12 +1,12 @@
 """CUDA plugin machinery on the CPU: settings, build-once memoisation, locks, cache keys, dispatch, and the
 autograd plumbing of the CUDA paths driven by stand-in kernels. Nothing here compiles (builds are faked) but
-the opt-in ``emulation`` test (``SG2KD_TEST_EMULATION=1``): a CPU extension replaying the kernels' code."""
+the opt-in ``emulation`` tests (``SG2KD_TEST_EMULATION=1``, fixture in conftest.py): a CPU extension
+replaying the kernels' code."""
 
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import types
@@ -15,20 +15,21 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
+from plugin_fakes import ACT_NAMES, FakeBiasActPlugin, FakeUpFirDn2dPlugin
 
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act_cuda, upfirdn2d_cuda
 from torch_utils.ops.bias_act import activation_funcs, bias_act
 from torch_utils.ops.upfirdn2d import setup_filter, upfirdn2d
 
-ACT_NAMES = list(bias_act_cuda.ACT_IDS)
-
 
 @pytest.fixture(autouse=True)
 def _fresh_state(monkeypatch, tmp_path):
-    """Each test starts with no remembered builds, an empty cache folder and no SG2KD_OPS setting."""
+    """Each test starts with no remembered builds or self-checks, an empty cache folder and no
+    SG2KD_OPS setting."""
     monkeypatch.setattr(custom_ops, '_states', {})
     monkeypatch.setattr(custom_ops, '_warned', set())
+    monkeypatch.setattr(custom_ops, '_checks', {})
     monkeypatch.setenv(custom_ops.ENV_CACHE, str(tmp_path / 'cache'))
     for name in (custom_ops.ENV_MODE, custom_ops.ENV_LOCK_TIMEOUT, 'TORCH_CUDA_ARCH_LIST'):
         monkeypatch.delenv(name, raising=False)
@@ -414,32 +415,6 @@ def test_prebuild_cli_builds_every_plugin_once_for_the_given_arch(monkeypatch, c
 # checks the backward geometry, flips, gains, saved tensors and higher-order wiring on the CPU in float64.
 
 
-class FakeUpFirDn2dPlugin:
-    """Same contract as the compiled ``upfirdn2d`` (one 2-D filter pass), computed by the reference."""
-
-    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
-        assert f.ndim == 2 and f.dtype == (torch.float64 if x.dtype == torch.float64 else torch.float32)
-        return upfirdn2d(x, f, [upx, upy], [downx, downy], [px0, px1, py0, py1], flip, gain, impl='ref')
-
-
-class FakeBiasActPlugin:
-    """Same contract as the compiled ``bias_act`` (modes 0, 1, 2), computed with the reference ops."""
-
-    def bias_act(self, x, b, ref, g1, g2, dim, act_id, mode, ref_is_y, alpha, gain, clamp):
-        name = ACT_NAMES[act_id]
-        b = b if b.numel() else None
-        if mode == 0:
-            return bias_act(x, b, dim, name, alpha, gain, None if clamp < 0 else clamp, impl='ref')
-        if mode == 1 and ref_is_y:
-            slope = {'linear': 1.0, 'relu': 0.0, 'lrelu': alpha}[name]
-            d = torch.where(ref > 0, torch.ones_like(ref), torch.full_like(ref, slope))
-            return g1 * d * gain * ((ref.abs() < clamp) if clamp >= 0 else 1)
-        z = ref if b is None else ref + b.reshape([-1 if i == dim else 1 for i in range(ref.ndim)])
-        cfg = bias_act_cuda._Cfg(self, dim, name, alpha, gain, clamp, False)
-        d = bias_act_cuda._ref_derivative(z, cfg, mode).detach()
-        return g1 * d if mode == 1 else g1 * g2 * d
-
-
 UFD_CASES = [
     dict(up=2, down=1, padding=[2, 1, 2, 1], taps='2d'),
     dict(up=1, down=2, padding=1, taps='2d'),
@@ -534,18 +509,6 @@ def test_bias_act_function_handles_channels_last_and_strided_grads():
 
 
 # ------------------------------------------------------------------------------------ kernel emulation
-
-
-@pytest.fixture(scope='module')
-def emulation():
-    if os.environ.get('SG2KD_TEST_EMULATION') != '1':
-        pytest.skip('set SG2KD_TEST_EMULATION=1 to compile and run the CPU emulation of the CUDA kernels')
-    from torch.utils.cpp_extension import load
-
-    build = Path(tempfile.gettempdir()) / 'sg2kd_kernel_emulation'
-    build.mkdir(parents=True, exist_ok=True)
-    src = custom_ops.OPS_DIR / 'kernel_emulation.cpp'
-    return load('sg2kd_kernel_emulation', [str(src)], build_directory=str(build), extra_cflags=['-O2'])
 
 
 def test_emulation_upfirdn2d_tiles_match_reference(emulation):

@@ -6,12 +6,15 @@ TF32 convolutions or float16 arithmetic in the reference do not blur the compari
 """
 
 import math
+import time
+import types
 
 import pytest
 import torch
 from conftest import TINY_D, TINY_G
 
 from torch_utils import custom_ops
+from torch_utils.ops import self_check
 from torch_utils.ops.bias_act import activation_funcs, bias_act
 from torch_utils.ops.upfirdn2d import setup_filter, upfirdn2d
 
@@ -204,6 +207,22 @@ def test_env_var_switches_the_implementation(monkeypatch):
     monkeypatch.setenv('SG2KD_OPS', 'auto')
     assert custom_ops.plugin_for('upfirdn2d', x) is not None
     assert custom_ops.active_impl(DEV)['ops'] == {'upfirdn2d': 'cuda', 'bias_act': 'cuda'}
+
+
+def test_real_kernels_pass_their_self_check_in_milliseconds():
+    report = custom_ops.active_impl(DEV)  # what training records in custom_ops.json
+    assert report['mode'] == 'ref' or report['self_check'] == {'upfirdn2d': 'ok', 'bias_act': 'ok'}, report
+    device = torch.device(DEV, torch.cuda.current_device())
+    for op in custom_ops.PLUGINS:
+        plugin = custom_ops.load_op_plugin(op, required=True)
+        t0 = time.perf_counter()
+        outcome = self_check.run(op, plugin, device)
+        ms = (time.perf_counter() - t0) * 1e3
+        assert outcome == 'ok' and ms < 500, f'{op}: {outcome} ({ms:.0f} ms)'
+    kernel = custom_ops.load_op_plugin('upfirdn2d', required=True).upfirdn2d
+    # The real kernel with the flip inverted: mirrors the augment pipe's asymmetric filter.
+    flipped = types.SimpleNamespace(upfirdn2d=lambda x, f, *a: kernel(x, f, *a[:-2], not a[-2], a[-1]))
+    assert self_check.run('upfirdn2d', flipped, device).startswith('mismatch: max abs err')
 
 
 def test_networks_match_with_and_without_plugins(monkeypatch):

@@ -16,6 +16,12 @@ that build or reuse its recorded failure. Stale locks: ``build.lock`` is an OS l
 when its holder exits or is killed, so a killed build never blocks the next run; a waiter gives up on a
 live holder after ``$SG2KD_OPS_LOCK_TIMEOUT`` s (default 900). See :func:`build_lock`.
 
+Self-check: before a plugin's first use on a device (its first CUDA call there, or :func:`active_impl` with
+that device), :func:`torch_utils.ops.self_check.run` compares it with the reference on small inputs, once
+per process, op and device. On a mismatch it warns once, naming the op and the max error, and that device
+takes the reference path for the rest of the process (``SG2KD_OPS=cuda`` raises instead);
+:func:`active_impl` reports the outcome as ``self_check``. ``SG2KD_OPS_CHECK=0`` skips the check.
+
 Prebuild (Docker images, clusters; no GPU needed when an arch is given)::
 
     python -m torch_utils.custom_ops --build --arch=9.0
@@ -42,6 +48,7 @@ from types import ModuleType
 import torch
 
 ENV_MODE, ENV_CACHE, ENV_LOCK_TIMEOUT = 'SG2KD_OPS', 'SG2KD_OPS_CACHE', 'SG2KD_OPS_LOCK_TIMEOUT'
+ENV_CHECK = 'SG2KD_OPS_CHECK'
 MODES = ('auto', 'cuda', 'ref')
 DEFAULT_LOCK_TIMEOUT = 900.0
 KEY_VERSION = '1'  # bump when the build recipe below changes
@@ -54,6 +61,7 @@ PLUGINS: dict[str, tuple[str, ...]] = {  # the files (in torch_utils/ops) of eac
 
 _states: dict[str, tuple[ModuleType | None, dict]] = {}  # op -> (module or None, report of the attempt)
 _warned: set[str] = set()  # failure reasons already warned about
+_checks: dict[tuple[str, torch.device], str] = {}  # (op, device) -> outcome of the self-check there
 
 
 class CustomOpsWarning(UserWarning):
@@ -338,6 +346,44 @@ def load_op_plugin(
     return module
 
 
+def _passed(outcome: str) -> bool:
+    return outcome == 'ok' or outcome.startswith('skipped')
+
+
+def _checked(op: str, module: ModuleType, device: torch.device, required: bool) -> ModuleType | None:
+    """``module`` if it passes the self-check on ``device`` (run there once per process), else ``None`` for
+    the reference path (warning once), or ``RuntimeError`` if ``required``."""
+    key = (op, device)
+    if key not in _checks:
+        from torch_utils.ops import self_check  # lazy: it imports the ops, which import this module
+
+        skip = os.environ.get(ENV_CHECK, '').strip() == '0'
+        _checks[key] = f'skipped ({ENV_CHECK}=0)' if skip else self_check.run(op, module, device)
+        if not _passed(_checks[key]):
+            warnings.warn(
+                f'CUDA plugin {op!r} failed its self-check on {device}, so the reference PyTorch path is '
+                f'used there for the rest of the process.\n  {_checks[key]}\n  (recorded as self_check in '
+                f'custom_ops.json; please report it; {ENV_CHECK}=0 would use the plugin anyway)',
+                CustomOpsWarning,
+                stacklevel=4,
+            )
+    if _passed(_checks[key]):
+        return module
+    if required:
+        raise RuntimeError(
+            f'CUDA plugin {op!r} failed its self-check on {device} ({ENV_MODE}=cuda or impl="cuda"): '
+            f'{_checks[key]}\nfix: set {ENV_MODE}=auto/ref to use the reference path'
+        )
+    return None
+
+
+def _device_key(dev: torch.device) -> torch.device:
+    """``dev`` with its index, as ``x.device`` has it, so that 'cuda' and 'cuda:0' share a self-check."""
+    if dev.type == 'cuda' and dev.index is None and torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return dev
+
+
 def plugin_for(
     op: str,  # 'upfirdn2d' or 'bias_act'.
     x: torch.Tensor,  # The op's input; CPU tensors take the reference path unless impl='cuda'.
@@ -345,7 +391,7 @@ def plugin_for(
 ) -> ModuleType | None:
     """Decide the implementation of one call: the plugin module, or ``None`` for the reference path.
 
-    ``impl='cuda'`` raises on a CPU tensor or a failed build.
+    ``impl='cuda'`` raises on a CPU tensor, a failed build or a failed self-check.
     """
     if impl not in MODES:
         raise ValueError(f'impl must be one of {"|".join(MODES)}; got {impl!r}')
@@ -354,29 +400,45 @@ def plugin_for(
             raise ValueError(f"impl='cuda' needs a CUDA tensor; got one on {x.device}")
         return None
     mode = ops_mode() if impl == 'auto' else impl
-    return None if mode == 'ref' else load_op_plugin(op, required=mode == 'cuda', device=x.device)
+    if mode == 'ref':
+        return None
+    module = load_op_plugin(op, required=mode == 'cuda', device=x.device)
+    return None if module is None else _checked(op, module, x.device, mode == 'cuda')
 
 
 def active_impl(device: None | str | torch.device = None) -> dict:
     """Describe which implementation each op uses, for log.txt and ``custom_ops.json``.
 
     A CUDA ``device`` (unless ``SG2KD_OPS=ref``) first loads or builds every plugin (once per process;
-    raises under ``SG2KD_OPS=cuda`` when one fails), so the answer is final; ``None`` reports what
-    happened so far. Returns JSON-serialisable ``{'mode', 'device', 'ops': {op: 'cuda'|'ref'|'undecided'},
-    'plugins': {op: {'status', ...}}, 'cache_dir', 'torch', 'cuda'}``.
+    raises under ``SG2KD_OPS=cuda`` when one fails) and self-checks it there, so the answer is final;
+    ``None`` reports what happened so far. Returns JSON-serialisable ``{'mode', 'device', 'ops': {op:
+    'cuda'|'ref'|'undecided'}, 'plugins': {op: {'status', ...}}, 'self_check': {op: 'ok'|'mismatch: ...'|
+    'error: ...'|'skipped ...'|'not run'}, 'cache_dir', 'torch', 'cuda'}``; without a device, each
+    ``self_check`` entry lists the outcome of every device checked, as ``'cuda:0: ok; ...'``.
     """
     mode, dev = ops_mode(), None if device is None else torch.device(device)
+    key = None if dev is None else _device_key(dev)
     if dev is not None and dev.type == 'cuda' and mode != 'ref':
         for op in PLUGINS:
-            load_op_plugin(op, required=mode == 'cuda', device=dev)
-    ops, plugins = {}, {}
+            module = load_op_plugin(op, required=mode == 'cuda', device=dev)
+            if module is not None:
+                _checked(op, module, key, mode == 'cuda')
+    ops, plugins, checks = {}, {}, {}
     for op in PLUGINS:
         module, plugins[op] = _states.get(op, (None, {'status': 'not attempted'}))
+        done = {d: s for (o, d), s in _checks.items() if o == op and key in (None, d)}
+        if key is None:
+            checks[op] = '; '.join(f'{d}: {s}' for d, s in done.items()) or 'not run'
+        else:
+            checks[op] = done.get(key, 'not run')
         if mode == 'ref' or (dev is not None and dev.type != 'cuda'):
             ops[op] = 'ref'
+        elif op not in _states:
+            ops[op] = 'undecided'
         else:
-            ops[op] = 'undecided' if op not in _states else 'ref' if module is None else 'cuda'
+            ops[op] = 'cuda' if module is not None and all(map(_passed, done.values())) else 'ref'
     info = {'mode': mode, 'device': None if dev is None else str(dev), 'ops': ops, 'plugins': plugins}
+    info['self_check'] = checks
     return {**info, 'cache_dir': str(cache_root()), 'torch': torch.__version__, 'cuda': torch.version.cuda}
 
 

@@ -106,6 +106,8 @@ AUGPIPE_SPECS: dict[str, dict[str, float]] = {
     'bgcfn': _merge('b', 'g', 'c', 'f', 'n'),
     'bgcfnc': _merge('b', 'g', 'c', 'f', 'n', 'cutout'),
 }
+DEFAULT_AUGPIPE = 'bgc'  # The preset of --aug=ada/fixed when --augpipe is not given.
+DEFAULT_TARGET = 0.6  # ADA's target for the mean sign of D(real) (ADA Sec. 3.1).
 
 
 def _plain_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -339,7 +341,9 @@ class AdaptiveP:
 
     stat = REAL_SIGNS_STAT  # The reported sign(D(x_real)) that r_t averages.
 
-    def __init__(self, target: float = 0.6, interval: int = 4, kimg: float = 500, *, batch_size: int) -> None:
+    def __init__(
+        self, target: float = DEFAULT_TARGET, interval: int = 4, kimg: float = 500, *, batch_size: int
+    ) -> None:
         if not (interval >= 1 and kimg > 0 and batch_size >= 1):
             raise ValueError(
                 f'AdaptiveP: need interval >= 1, kimg > 0, batch_size >= 1; got {interval}, {kimg}, '

@@ -17,10 +17,10 @@ from typing import Any, Callable
 import click
 
 from dnnlib import EasyDict
+from stylegan2_ada_kd.augment import AUGPIPE_SPECS, DEFAULT_AUGPIPE, DEFAULT_TARGET
+from stylegan2_ada_kd.diffaugment import DEFAULT_POLICY, parse_policy
 from stylegan2_ada_kd.plugins import Family, NamePart, ParsedOptions
 
-# The keys of augment.AUGPIPE_SPECS (spelled out so that --help does not import torch; a test compares).
-AUGPIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 DEFAULT_MODE = 'ada'
 Values = Mapping[str, Any]
 
@@ -39,21 +39,21 @@ class AugmentMode:
 
 
 def _augment_pipe(values: Values) -> EasyDict:
-    """ADA's pipeline with the ``--augpipe`` preset (default bgc)."""
-    return EasyDict(class_name='stylegan2_ada_kd.augment.AugmentPipe', preset=values['augpipe'] or 'bgc')
+    """ADA's pipeline with the ``--augpipe`` preset (default :data:`augment.DEFAULT_AUGPIPE`)."""
+    preset = values['augpipe'] or DEFAULT_AUGPIPE
+    return EasyDict(class_name='stylegan2_ada_kd.augment.AugmentPipe', preset=preset)
 
 
 def _adaptive_p(values: Values) -> EasyDict:
-    """ADA's controller with the ``--target`` for the sign of D(real) (default 0.6)."""
-    target = values['target']
-    return EasyDict(class_name='stylegan2_ada_kd.augment.AdaptiveP', target=0.6 if target is None else target)
+    """ADA's controller with the ``--target`` for the mean sign of D(real) (default
+    :data:`augment.DEFAULT_TARGET`)."""
+    target = DEFAULT_TARGET if values['target'] is None else values['target']
+    return EasyDict(class_name='stylegan2_ada_kd.augment.AdaptiveP', target=target)
 
 
 def _diffaugment(values: Values) -> EasyDict:
-    """DiffAugment with the ``--diffaug`` policy (default color,translation,cutout), checked now."""
-    from stylegan2_ada_kd.diffaugment import parse_policy
-
-    policy = values['diffaug'] or 'color,translation,cutout'
+    """DiffAugment with the ``--diffaug`` policy (default :data:`diffaugment.DEFAULT_POLICY`), checked now."""
+    policy = values['diffaug'] or DEFAULT_POLICY
     try:
         parse_policy(policy)
     except ValueError as err:
@@ -132,7 +132,7 @@ FAMILY = Family(
         ),
         click.option(
             '--diffaug',
-            help='DiffAugment policy for --aug=diffaug [default: color,translation,cutout]',
+            help=f'DiffAugment policy for --aug=diffaug [default: {DEFAULT_POLICY}]',
             metavar='LIST',
         ),
         click.option(
@@ -143,11 +143,15 @@ FAMILY = Family(
         ),
         click.option(
             '--target',
-            help='ADA target for the sign of D(real) [default: 0.6]',
+            help=f'ADA target for the sign of D(real) [default: {DEFAULT_TARGET}]',
             type=click.FloatRange(0, 1),
             metavar='FLOAT',
         ),
-        click.option('--augpipe', help='Enabled augmentations [default: bgc]', type=click.Choice(AUGPIPES)),
+        click.option(
+            '--augpipe',
+            help=f'Enabled augmentations [default: {DEFAULT_AUGPIPE}]',
+            type=click.Choice(list(AUGPIPE_SPECS)),
+        ),
     ),
     resolve=_resolve,
     name_parts=_name_parts,

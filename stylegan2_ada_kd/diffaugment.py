@@ -151,10 +151,11 @@ POLICIES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = {
     'translation': (rand_translation,),
     'cutout': (rand_cutout,),
 }
+DEFAULT_POLICY = 'color,translation,cutout'  # All three, in the paper's order (Sec. 3).
 
 
 def parse_policy(text: str) -> tuple[str, ...]:
-    """Parse a ``--diffaug`` value such as ``'color,translation,cutout'`` into a tuple of policy names.
+    """Parse a ``--diffaug`` value such as :data:`DEFAULT_POLICY` into a tuple of policy names.
 
     Names are separated by commas (surrounding whitespace is ignored) and kept in the given order; a name
     may repeat (the op is then applied again). Raises ValueError for an empty string, an empty item or a
@@ -170,8 +171,7 @@ def parse_policy(text: str) -> tuple[str, ...]:
         if name not in POLICIES:
             what = 'an empty name' if not name else f'unknown policy {name!r}'
             raise ValueError(
-                f'--diffaug={text!r}: {what}; valid names: {valid} '
-                "(comma-separated, e.g. 'color,translation,cutout')"
+                f"--diffaug={text!r}: {what}; valid names: {valid} (comma-separated, e.g. '{DEFAULT_POLICY}')"
             )
     return names
 
@@ -186,7 +186,7 @@ class DiffAugment(torch.nn.Module):
     written before the dummy ``p`` buffer was dropped still load (:meth:`_load_from_state_dict`).
     """
 
-    def __init__(self, policy: str = 'color,translation,cutout') -> None:
+    def __init__(self, policy: str = DEFAULT_POLICY) -> None:
         """``policy``: comma-separated names from :data:`POLICIES` (see :func:`parse_policy`)."""
         super().__init__()
         self.policy: tuple[str, ...] = parse_policy(policy)

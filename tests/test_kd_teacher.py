@@ -246,10 +246,12 @@ def test_bad_spec_lists_the_accepted_forms(spec):
 
 
 def test_every_spec_form_has_a_loader_and_is_listed_in_the_errors():
-    for prefix, loader in [*teacher_mod.SPEC_LOADERS.items(), ('MODEL', teacher_mod.PRETRAINED_LOADER)]:
-        module, name = loader.rsplit('.', 1)
-        assert callable(getattr(importlib.import_module(module), name)), loader
-        assert f"'{prefix}:" in teacher_mod.SPEC_FORMS, prefix
+    for prefix, form in teacher_mod.SPEC_LOADERS.items():
+        assert form.form.startswith(f'{prefix}:'), form
+    for form in [*teacher_mod.SPEC_LOADERS.values(), teacher_mod.PRETRAINED_FORM]:
+        module, name = form.loader.rsplit('.', 1)
+        assert callable(getattr(importlib.import_module(module), name)), form.loader
+        assert f"'{form.form}' ({form.about})" in teacher_mod.SPEC_FORMS, form.form
 
 
 def test_random_and_torchscript_take_no_weights(tmp_path):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
-from stylegan2_ada_kd.kd.teacher import load_teacher, random_warning
+from stylegan2_ada_kd.kd.teacher import DEFAULT_TEACHER, load_teacher, random_warning
 from stylegan2_ada_kd.kd.variants import KD_TERMS, check_terms, resolve_kd_settings, uses_anchors
 from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss, d_logistic_loss
 from torch_utils import training_stats
@@ -199,7 +199,7 @@ class KDLoss(StyleGAN2Loss):
         D: torch.nn.Module,  # Discriminator (a KD head is attached to it).
         augment_pipe: torch.nn.Module | None = None,  # What D sees; the teacher sees the same images.
         kd_terms: Sequence[str] = KD_TERMS,  # Any of 'aggregated', 'correlated'.
-        teacher: str = 'ViT-B-32:openai',  # Teacher spec (see kd.teacher.load_teacher).
+        teacher: str = DEFAULT_TEACHER,  # Teacher spec (see kd.teacher.load_teacher).
         teacher_weights: str | None = None,  # Local weights file for the teacher.
         variant: str = 'paper',  # 'paper' or 'official' formulation.
         agkd_weight: float | None = None,  # lambda_A; None = 1 (paper) or 10 (official).

@@ -20,6 +20,7 @@ import click
 
 from dnnlib import EasyDict
 from stylegan2_ada_kd.kd.prompts import CLASS_TEMPLATES, resolve_prompts
+from stylegan2_ada_kd.kd.teacher import DEFAULT_TEACHER, SPEC_FORMS, TeacherError, load_teacher
 from stylegan2_ada_kd.kd.variants import VARIANTS, check_terms, resolve_kd_settings, uses_anchors
 from stylegan2_ada_kd.plugins import Family, NamePart, ParsedOptions
 
@@ -43,8 +44,6 @@ def _flag(name: str) -> str:
 
 def _load(values: Mapping[str, Any]) -> Any:
     """The teacher of ``--kd-teacher`` / ``--kd-teacher-weights`` (CPU), or a UsageError."""
-    from stylegan2_ada_kd.kd.teacher import TeacherError, load_teacher
-
     try:
         return load_teacher(values['kd_teacher'], values['kd_teacher_weights'])
     except TeacherError as err:
@@ -153,9 +152,8 @@ FAMILY = Family(
         ),
         click.option(
             '--kd-teacher',
-            help='Teacher: MODEL:PRETRAINED (open_clip), torchscript:PATH, or random:MODEL '
-            '(smoke tests only)',
-            default='ViT-B-32:openai',
+            help=f'Teacher: {SPEC_FORMS}',
+            default=DEFAULT_TEACHER,
             show_default=True,
             metavar='SPEC',
         ),

@@ -18,6 +18,7 @@ The loaders are imported lazily (open_clip too), so importing this module stays 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Callable
@@ -32,22 +33,43 @@ from torch_utils.misc import assert_shape
 DEFAULT_TEACHER = 'ViT-B-32:openai'
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SPEC_FORMS = (
-    "'MODEL:PRETRAINED' (an open_clip model and pretrained tag, e.g. 'ViT-B-32:openai'; "
-    'add --kd-teacher-weights=PATH to load a local checkpoint instead of downloading), '
-    "'random:MODEL' (random-init open_clip model, tests and smoke runs only), "
-    "'torchscript:PATH' (a scripted image encoder [N, 3, S, S] -> [N, E])"
-)
 WEIGHTS_OPTION = '--kd-teacher-weights'
 
-# The spec forms 'PREFIX:REST' and the dotted names of their loader(spec, rest, weights, device) -> Teacher.
-# A spec whose prefix is not listed is 'MODEL:PRETRAINED' and goes whole (rest = spec) to PRETRAINED_LOADER.
-# A new kind of teacher is one module with its loader plus one line here (and a phrase in SPEC_FORMS).
+
+@dataclasses.dataclass(frozen=True)
+class SpecForm:
+    """One way to write ``--kd-teacher``: the form, what it means, and the loader that builds it."""
+
+    form: str  # As written, e.g. 'torchscript:PATH'; what precedes ':' is the prefix.
+    about: str  # What the form names, for --kd-teacher's help and the errors.
+    loader: str  # Dotted name of loader(spec, rest, weights, device) -> Teacher.
+
+
+# A spec whose prefix is not in SPEC_LOADERS is 'MODEL:PRETRAINED' and goes whole (rest = spec) to this form.
+PRETRAINED_FORM = SpecForm(
+    'MODEL:PRETRAINED',
+    f"an open_clip model and pretrained tag, e.g. '{DEFAULT_TEACHER}'; "
+    f'add {WEIGHTS_OPTION}=PATH to load a local checkpoint instead of downloading',
+    'stylegan2_ada_kd.kd.teacher_open_clip.load_pretrained',
+)
+# The spec forms 'PREFIX:REST' by prefix (REST goes to the loader). A new kind of teacher is one module with
+# its loader plus one line here.
 SPEC_LOADERS = {
-    'random': 'stylegan2_ada_kd.kd.teacher_open_clip.load_random',
-    'torchscript': 'stylegan2_ada_kd.kd.teacher_torchscript.load_torchscript',
+    form.form.split(':')[0]: form
+    for form in (
+        SpecForm(
+            'random:MODEL',
+            'random-init open_clip model, tests and smoke runs only',
+            'stylegan2_ada_kd.kd.teacher_open_clip.load_random',
+        ),
+        SpecForm(
+            'torchscript:PATH',
+            'a scripted image encoder [N, 3, S, S] -> [N, E]',
+            'stylegan2_ada_kd.kd.teacher_torchscript.load_torchscript',
+        ),
+    )
 }
-PRETRAINED_LOADER = 'stylegan2_ada_kd.kd.teacher_open_clip.load_pretrained'
+SPEC_FORMS = ', '.join(f"'{f.form}' ({f.about})" for f in (PRETRAINED_FORM, *SPEC_LOADERS.values()))
 
 _TEACHERS: dict[tuple, Teacher] = {}
 
@@ -194,7 +216,7 @@ class Teacher(torch.nn.Module):
         if not self.has_text:
             raise TeacherError(
                 f'KD teacher {self.spec} has no text encoder, so it cannot embed prompts; use an open_clip '
-                'teacher (e.g. --kd-teacher=ViT-B-32:openai) or real-image anchors (kd.anchors) for CGKD'
+                f'teacher (e.g. --kd-teacher={DEFAULT_TEACHER}) or real-image anchors (kd.anchors) for CGKD'
             )
         prompts = tuple(prompts)
         if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
@@ -294,8 +316,8 @@ def _build_teacher(spec: str, weights: str | None, device: torch.device) -> Teac
         raise TeacherError(f'--kd-teacher={spec}: not a teacher spec; accepted forms: {SPEC_FORMS}')
     prefix, rest = spec.split(':', 1)
     if prefix not in SPEC_LOADERS:
-        return construct_class_by_name(spec, spec, weights, device, class_name=PRETRAINED_LOADER)
-    return construct_class_by_name(spec, rest, weights, device, class_name=SPEC_LOADERS[prefix])
+        return construct_class_by_name(spec, spec, weights, device, class_name=PRETRAINED_FORM.loader)
+    return construct_class_by_name(spec, rest, weights, device, class_name=SPEC_LOADERS[prefix].loader)
 
 
 def random_warning(spec: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 CORE_DIRS = ['stylegan2_ada_kd', 'torch_utils', 'dnnlib', 'metrics']
-MAX_FILE_LINES = 600
+MAX_FILE_LINES = 540  # the project rule, tests included
 MAX_DEF_LINES = {'training_loop': 200}
 DEFAULT_MAX_DEF_LINES = 80
 

@@ -42,7 +42,7 @@ import PIL.ImageDraw
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, REPO)
-from torch_utils.run_io import parse_kimg_tag  # noqa: E402
+from torch_utils.run_io import snapshot_kimg  # noqa: E402
 
 DEFAULT_VARIANTS = ('DiffAugment=', 'DiffAugment+KD=--kd=aggregated,correlated')
 # results.md averages each run's per-tick overfitting stats over this many equal kimg windows (thirds:
@@ -71,14 +71,6 @@ def run_dirs(root):
 def latest_run(outdir):
     runs = run_dirs(outdir)
     return runs[-1] if runs else None
-
-
-def snapshot_kimg(path):
-    """The kimg in a snapshot name: whole (``network-snapshot-000200.pkl`` -> 200) or with three decimals
-    (``network-snapshot-000000.256.pkl`` -> 0.256, ticks under 1 kimg); None for other names."""
-    m = re.fullmatch(r'network-snapshot-([0-9.]+)\.pkl', os.path.basename(path))
-    nimg = parse_kimg_tag(m.group(1)) if m else None
-    return None if nimg is None else (nimg / 1000 if '.' in m.group(1) else nimg // 1000)
 
 
 def snapshots(root):

@@ -484,9 +484,7 @@ def update_best(
             return False
     if snapshot_pkl is not None:
         _point_best(run_dir, snapshot_pkl)
-    match = re.fullmatch(r'network-snapshot-(.+)\.pkl', os.path.basename(snapshot_pkl or ''))
-    nimg = run_io.parse_kimg_tag(match.group(1)) if match else None
-    kimg = nimg if nimg is None else (nimg / 1000 if '.' in match.group(1) else nimg // 1000)
+    kimg = run_io.snapshot_kimg(snapshot_pkl) if snapshot_pkl is not None else None
     data = dict(
         metric=metric,
         key=key,

@@ -31,6 +31,14 @@ def parse_kimg_tag(text: str) -> int | None:
     return None if m is None else int(m['kimg']) * 1000 + int(m['rest'] or 0)
 
 
+def snapshot_kimg(path: str) -> float | None:
+    """The kimg in a snapshot file name: whole (``network-snapshot-000200.pkl`` -> 200) or with three
+    decimals (``network-snapshot-000000.256.pkl`` -> 0.256); None for other names (``...-best.pkl``)."""
+    m = re.fullmatch(r'network-snapshot-([0-9.]+)\.pkl', os.path.basename(path))
+    nimg = parse_kimg_tag(m.group(1)) if m else None
+    return None if nimg is None else (nimg / 1000 if '.' in m.group(1) else nimg // 1000)
+
+
 def output_path(run_dir: str, prefix: str, suffix: str, cur_nimg: int, fine: bool) -> str:
     """``<run_dir>/<prefix><kimg_tag><suffix>`` that never replaces an earlier file of the run: the whole-kimg
     name unless ``fine`` is asked for or that name is taken (two outputs within one kimg)."""

@@ -11,7 +11,7 @@ import re
 from typing import Callable
 
 from dnnlib.util import local_path
-from torch_utils.run_io import parse_kimg_tag
+from torch_utils.run_io import snapshot_kimg
 
 PRETRAINED = {
     name: 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/'
@@ -24,7 +24,6 @@ PRETRAINED = {
         'lsundog256': 'lsundog-res256-paper256-kimg100000-noaug.pkl',
     }.items()
 }
-_SNAPSHOT = re.compile(r'network-snapshot-(?P<tag>[0-9.]+)\.pkl')
 
 
 def snapshots(run_dir: str) -> list[str]:
@@ -32,10 +31,9 @@ def snapshots(run_dir: str) -> list[str]:
     their names, whole-kimg and three-decimal forms alike; ``network-snapshot-best.pkl`` excluded)."""
     found = []
     for name in os.listdir(run_dir):
-        m = _SNAPSHOT.fullmatch(name)
-        nimg = parse_kimg_tag(m['tag']) if m else None
-        if nimg is not None:
-            found.append((nimg, os.path.getmtime(os.path.join(run_dir, name)), name))
+        kimg = snapshot_kimg(name)
+        if kimg is not None:
+            found.append((kimg, os.path.getmtime(os.path.join(run_dir, name)), name))
     return [os.path.join(run_dir, name) for *_, name in sorted(found)]
 
 

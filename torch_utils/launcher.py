@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from typing import Callable
 
@@ -56,10 +57,19 @@ def spawns(num_processes: int) -> bool:
 def _process(
     rank: int, worker: Callable[..., None], num_processes: int, init_method: str | None, args: tuple
 ) -> None:
-    """One process of :func:`launch_processes`: join the group, run ``worker``, leave the group."""
+    """One process of :func:`launch_processes`: join the group, run ``worker``, leave the group.
+
+    All processes leave together (a barrier). A spawned process then ends at once, without tearing
+    gloo down: a rank tearing down while another is still leaving can abort that one ("terminate called
+    without an active exception", seen in CI), failing a run that had finished."""
     device = distributed.init_process_group(rank, num_processes, init_method)
     try:
         worker(rank, device, *args)
+        distributed.barrier()
+        if init_method is not None:  # spawned by us: nothing after this point is ours to wait for
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     finally:
         if distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -111,7 +121,6 @@ def _train_worker(rank: int, device: torch.device, c: EasyDict, loop_fn: Callabl
         loop_fn(rank=rank, device=device, **c)
         if rank == 0:
             print(f'Done. Snapshots, image grids, stats.jsonl and log.txt are in {c.run_dir}')
-        distributed.barrier()  # all ranks leave together: a rank tearing down gloo early can abort another
     finally:
         if tee is not None:
             tee.close()

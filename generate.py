@@ -215,18 +215,35 @@ def sources_option(name: str, help_text: str) -> Callable:
     return click.option(name, required=True, callback=parse_sources, metavar='LIST', help=help_text)
 
 
+# Options shared by every post-training tool (generate.py, style_mixing.py, interpolate.py, projector.py).
+NETWORK_OPTION = click.option(
+    '--network',
+    required=True,
+    metavar='PKL|DIR|URL|NAME',
+    help='Network: our snapshot or a StyleGAN2-ADA pickle, as a file, a run directory (its newest '
+    f'snapshot), a URL or a name ({", ".join(checkpoint.PRETRAINED)}).',
+)
+CLASS_OPTION = click.option(
+    '--class', 'class_idx', type=int, metavar='N', help='Class to render (conditional networks only).'
+)
+OUTDIR_OPTION = click.option(
+    '--outdir', required=True, type=click.Path(file_okay=False), metavar='DIR', help='Output folder.'
+)
+DEVICE_OPTION = click.option(
+    '--device',
+    type=click.Choice(['auto', 'cpu', 'cuda']),
+    default='auto',
+    show_default=True,
+    help='Where to run; auto uses CUDA when it is available.',
+)
+
+
 def rendering_options(f: Callable) -> Callable:
     """Add the options every rendering tool shares (--network, --trunc, --class, --noise-mode, --outdir,
     --device) to click command ``f``, which receives them as one :class:`Rendering` (the network loaded)
     followed by its own options."""
     options = [
-        click.option(
-            '--network',
-            required=True,
-            metavar='PKL|DIR|URL|NAME',
-            help='Network: our snapshot or a StyleGAN2-ADA pickle, as a file, a run directory (its newest '
-            f'snapshot), a URL or a name ({", ".join(checkpoint.PRETRAINED)}).',
-        ),
+        NETWORK_OPTION,
         click.option(
             '--trunc',
             'truncation_psi',
@@ -235,9 +252,7 @@ def rendering_options(f: Callable) -> Callable:
             show_default=True,
             help='Truncation psi for seeds; 1 disables it.',
         ),
-        click.option(
-            '--class', 'class_idx', type=int, metavar='N', help='Class to render (conditional networks only).'
-        ),
+        CLASS_OPTION,
         click.option(
             '--noise-mode',
             type=click.Choice(['const', 'random', 'none']),
@@ -245,16 +260,8 @@ def rendering_options(f: Callable) -> Callable:
             show_default=True,
             help='Per-pixel noise: the stored constant maps, fresh random noise, or no noise.',
         ),
-        click.option(
-            '--outdir', required=True, type=click.Path(file_okay=False), metavar='DIR', help='Output folder.'
-        ),
-        click.option(
-            '--device',
-            type=click.Choice(['auto', 'cpu', 'cuda']),
-            default='auto',
-            show_default=True,
-            help='Where to run; auto uses CUDA when it is available.',
-        ),
+        OUTDIR_OPTION,
+        DEVICE_OPTION,
     ]
 
     @functools.wraps(f)

@@ -99,7 +99,7 @@ def noise_regularization(noises: list[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def normalize_noise_(noises: list[torch.Tensor]) -> None:
-    """Renormalise every noise map in place to zero mean and unit second moment."""
+    """Renormalise every noise map in place to zero mean and unit (population) variance."""
     for n in noises:
         n.sub_(n.mean())
         n.mul_(n.square().mean().rsqrt())

@@ -28,7 +28,7 @@ import click
 import torch
 
 from dnnlib.util import BOOL
-from metrics import detectors, evaluation, metric_main
+from metrics import context, detectors, evaluation, metric_main
 from stylegan2_ada_kd import checkpoint
 from torch_utils import distributed, launcher
 
@@ -55,7 +55,7 @@ def resolve_dataset_kwargs(
         kwargs = dict(path=data)
     else:
         kwargs = {k: v for k, v in (training_set_kwargs or {}).items() if k in _DATASET_KEYS}
-    kwargs['class_name'] = metric_main.IMAGE_FOLDER_DATASET
+    kwargs['class_name'] = context.IMAGE_FOLDER_DATASET
     kwargs['resolution'] = G.img_resolution
     kwargs['use_labels'] = G.c_dim > 0
     if mirror is not None:
@@ -105,7 +105,7 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
     show_default=True,
     callback=parse_metrics,
     help=f'Comma-separated metrics: {", ".join(metric_main.list_valid_metrics())}, '
-    f'or {metric_main.FAMILY_HELP}',
+    f'or {metric_main.family_help()}',
 )
 @click.option('--data', metavar='PATH', help="Dataset folder or zip  [default: the snapshot's training set]")
 @click.option('--mirror', metavar='BOOL', type=BOOL, help='Mirror the reals of *_train/legacy metrics')

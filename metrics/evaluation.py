@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from metrics import metric_main
+from metrics import metric_main, registry, report
 from torch_utils import distributed
 
 
@@ -23,15 +23,15 @@ def evaluate_and_report(
     keep_best: bool = False,  # Rank 0 also updates best-<first metric>.json and network-snapshot-best.pkl.
     **calc_options: Any,  # More calc_metric options (detector_path, ref_stats, num_gen, seed, cache, ...).
 ) -> dict[str, dict]:
-    """Compute ``metrics`` of ``G`` with all processes and report each on rank 0
-    (:func:`metric_main.report_metric`); with ``keep_best`` (needs ``run_dir``) the first metric also
-    updates the best pointer (:func:`metric_main.update_best`).
+    """Compute ``metrics`` of ``G`` with all processes (:func:`metric_main.calc_metric`) and report each on
+    rank 0 (:func:`report.report_metric`); with ``keep_best`` (needs ``run_dir``) the first metric also
+    updates the best pointer (:func:`report.update_best`).
 
-    FID and KID of the same generated count extract the generated features once
-    (:func:`metric_main.feature_share`). Returns the values as training statistics
+    Metrics whose kinds share features and have the same generated count (FID and KID) extract the
+    generated features once (:func:`registry.feature_share`). Returns the values as training statistics
     ``{'Metrics/<name>': {'num': 1, 'mean': value, 'std': 0.0}}`` (``{}`` for no metrics).
     """
-    out, shared = {}, metric_main.feature_share(metrics)
+    out, shared = {}, registry.feature_share(metrics)
     for idx, metric in enumerate(metrics):
         result = metric_main.calc_metric(
             metric,
@@ -44,9 +44,9 @@ def evaluate_and_report(
             **calc_options,
         )
         if rank == 0:
-            metric_main.report_metric(result, run_dir, snapshot_pkl)
+            report.report_metric(result, run_dir, snapshot_pkl)
             if keep_best and idx == 0:
-                metric_main.update_best(run_dir, metric, result, snapshot_pkl)
+                report.update_best(run_dir, metric, result, snapshot_pkl)
         for name, value in result['results'].items():
             out[f'Metrics/{name}'] = {'num': 1, 'mean': float(value), 'std': 0.0}
     return out

@@ -6,6 +6,7 @@ the two images are synthesised from ``lerp(w0, w1, t)`` and ``lerp(w0, w1, t + e
 from a seeded generator). Their distance is the squared difference of LPIPS-normalised VGG16 features
 divided by ``eps^2``, computed on the full image (no crop) after box-downsampling to 256 when larger. The
 PPL is the mean after discarding samples outside the 1st-99th percentile (:func:`scores.ppl_from_distances`).
+Lower is better.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from metrics import features, scores
+from metrics import detectors, features, scores
+from metrics.context import MetricContext, label_pool
+from metrics.kinds import MetricKind, MetricSpec
 
 LPIPS_MAX_RES = 256
 
 
-def _lpips_input(images: torch.Tensor) -> torch.Tensor:
+def lpips_input(images: torch.Tensor) -> torch.Tensor:
     """Synthesis output ``[N, C, R, R]`` in [-1, 1] -> float ``[N, 3, r, r]`` in 0..255 with ``r <= 256``."""
     x = (images.to(torch.float32) + 1) * 127.5
     if x.shape[1] == 1:
@@ -62,7 +65,7 @@ def _distance_batches(
             _randomize_noise(G, noise_seed)
             ends = torch.cat([w0, torch.lerp(w0, w1, epsilon)])
             images = G.synthesis(ends, noise_mode='const', force_fp32=True)
-            feats = lpips(_lpips_input(images)).to(torch.float64)
+            feats = lpips(lpips_input(images)).to(torch.float64)
             f0, f1 = feats.chunk(2)
         yield b, ((f0 - f1).square().sum(dim=1, keepdim=True) / epsilon**2).to(torch.float32)
 
@@ -89,3 +92,31 @@ def compute_ppl(
     batches = _distance_batches(G, lpips, labels, num_samples, batch_size, seed, epsilon, device)
     dist = features.extract(batches, lambda d: d, 'features', num_samples, 'ppl samples', progress)
     return scores.ppl_from_distances(dist['features'][:, 0])
+
+
+def _ppl(ctx: MetricContext) -> dict[str, float]:
+    value = compute_ppl(
+        ctx.G,
+        ctx.detector().lpips,
+        labels=label_pool(ctx, None),
+        num_samples=ctx.num_gen,
+        batch_size=max(2, ctx.batch_size // 2),
+        seed=ctx.seed,
+        device=ctx.device,
+        progress=ctx.progress,
+    )
+    return {ctx.name: value}
+
+
+KINDS = (
+    MetricKind(
+        'ppl',
+        _ppl,
+        names={
+            'ppl2_wend': MetricSpec(
+                'ppl', 50000, None, None, 'perceptual path length, W, endpoints, full image'
+            )
+        },
+        detector=detectors.VGG16,
+    ),
+)

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from metrics import detectors, evaluation, features, metric_main, scores
+from metrics import detectors, evaluation, features, fid_kid, metric_main, report, scores
 
 
 def _gauss(n, d, seed, shift=0.0, scale=1.0):
@@ -73,7 +73,7 @@ def test_eigh_trace_root_matches_scipy_sqrtm_on_random_psd(dim, rank1, rank2):
         fid_ref = float(0.01 * dim + np.trace(s1) + np.trace(s2) - 2 * ref)
         for method in ('sqrtm', 'eigh'):
             assert scores.fid_from_stats(mu1, s1, mu2, s2, method=method) == pytest.approx(fid_ref, rel=1e-6)
-    assert metric_main.FID_METHOD == 'eigh'
+    assert fid_kid.FID_METHOD == 'eigh'
 
 
 def test_fid_progress_prints_the_square_root_step_and_its_time(capsys):
@@ -82,7 +82,7 @@ def test_fid_progress_prints_the_square_root_step_and_its_time(capsys):
         dict(zip(('mu', 'sigma'), scores.mean_cov(a))),
         dict(zip(('mu', 'sigma'), scores.mean_cov(b))),
     )
-    value = metric_main.fid_with_progress('fid1k_train', real, fake, show=True)
+    value = fid_kid.fid_with_progress('fid1k_train', real, fake, show=True)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2, lines
     assert lines[0].startswith('fid1k_train: FID matrix square root of the 8x8 covariance product')
@@ -91,7 +91,7 @@ def test_fid_progress_prints_the_square_root_step_and_its_time(capsys):
     float(lines[1].split('done in ')[1][:-2])  # the seconds, e.g. '0.0'
     ref = scores.fid_from_stats(real['mu'], real['sigma'], fake['mu'], fake['sigma'], method='sqrtm')
     assert value == pytest.approx(ref, rel=1e-9)
-    assert metric_main.fid_with_progress('x', real, fake, show=False) == value
+    assert fid_kid.fid_with_progress('x', real, fake, show=False) == value
     assert capsys.readouterr().out == ''
 
 
@@ -347,8 +347,8 @@ def _result(value, metric='fid5k_full'):
 
 def test_report_metric_appends_a_json_line(tmp_path, capsys):
     snap = tmp_path / 'network-snapshot-000012.pkl'
-    metric_main.report_metric(_result(12.5), str(tmp_path), str(snap))
-    metric_main.report_metric(_result(11.0), str(tmp_path), str(snap))
+    report.report_metric(_result(12.5), str(tmp_path), str(snap))
+    report.report_metric(_result(11.0), str(tmp_path), str(snap))
     lines = (tmp_path / 'metric-fid5k_full.jsonl').read_text().splitlines()
     assert len(lines) == 2
     first = json.loads(lines[0])
@@ -356,7 +356,7 @@ def test_report_metric_appends_a_json_line(tmp_path, capsys):
     keys = {'results', 'metric', 'total_time', 'total_time_str', 'num_gpus', 'snapshot_pkl', 'timestamp'}
     assert set(first) == keys
     assert '"fid5k_full": 11.0' in capsys.readouterr().out
-    metric_main.report_metric(_result(3.0), None, None)  # no run dir: prints only
+    report.report_metric(_result(3.0), None, None)  # no run dir: prints only
 
 
 def test_update_best_keeps_the_best_snapshot(tmp_path):
@@ -364,10 +364,10 @@ def test_update_best_keeps_the_best_snapshot(tmp_path):
         (tmp_path / f'network-snapshot-{kimg:06d}.pkl').write_bytes(str(kimg).encode())
     best = tmp_path / 'network-snapshot-best.pkl'
     snap = lambda kimg: str(tmp_path / f'network-snapshot-{kimg:06d}.pkl')
-    assert metric_main.update_best(str(tmp_path), 'fid5k_full', _result(20.0), snap(4))
-    assert metric_main.update_best(str(tmp_path), 'fid5k_full', _result(15.0), snap(8))
-    assert not metric_main.update_best(str(tmp_path), 'fid5k_full', _result(18.0), snap(12))
-    assert not metric_main.update_best(str(tmp_path), 'fid5k_full', _result(float('nan')), None)
+    assert report.update_best(str(tmp_path), 'fid5k_full', _result(20.0), snap(4))
+    assert report.update_best(str(tmp_path), 'fid5k_full', _result(15.0), snap(8))
+    assert not report.update_best(str(tmp_path), 'fid5k_full', _result(18.0), snap(12))
+    assert not report.update_best(str(tmp_path), 'fid5k_full', _result(float('nan')), None)
     info = json.loads((tmp_path / 'best-fid5k_full.json').read_text())
     assert (
         info['value'] == 15.0 and info['kimg'] == 8 and info['snapshot_pkl'] == 'network-snapshot-000008.pkl'
@@ -383,14 +383,14 @@ def test_update_best_higher_is_better_with_a_key(tmp_path):
     res = dict(_result(0.0), results={'pr50k3_full_precision': 0.6, 'pr50k3_full_recall': 0.3})
     kw = dict(key='pr50k3_full_recall', lower_is_better=False)
     snap = str(tmp_path / 'network-snapshot-000001.pkl')
-    assert metric_main.update_best(str(tmp_path), 'pr50k3_full', res, snap, **kw)
+    assert report.update_best(str(tmp_path), 'pr50k3_full', res, snap, **kw)
     res['results']['pr50k3_full_recall'] = 0.2
-    assert not metric_main.update_best(str(tmp_path), 'pr50k3_full', res, snap, **kw)
+    assert not report.update_best(str(tmp_path), 'pr50k3_full', res, snap, **kw)
     # IS: higher is better by default (from the registry); the key defaults to the first value (the mean).
     is_res = dict(_result(0.0), metric='is50k', results={'is50k_mean': 5.0, 'is50k_std': 0.1})
-    assert metric_main.update_best(str(tmp_path), 'is50k', is_res, None)
+    assert report.update_best(str(tmp_path), 'is50k', is_res, None)
     is_res['results']['is50k_mean'] = 4.0
-    assert not metric_main.update_best(str(tmp_path), 'is50k', is_res, None)
+    assert not report.update_best(str(tmp_path), 'is50k', is_res, None)
     assert json.loads((tmp_path / 'best-is50k.json').read_text())['lower_is_better'] is False
 
 

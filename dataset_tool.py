@@ -54,9 +54,9 @@ import numpy as np
 import PIL.Image
 
 from dnnlib.util import atomic_write, process_alive, remove_stale_temp_files
-from stylegan2_ada_kd.dataset import is_power_of_two
-from stylegan2_ada_kd.dataset_sources import Source, open_source
-from stylegan2_ada_kd.dataset_sources import listed as _listed
+from stylegan2_ada_kd.data.dataset import is_power_of_two
+from stylegan2_ada_kd.data.sources import Source, open_source
+from stylegan2_ada_kd.data.sources import listed as _listed
 
 RESIZE_FILTERS = {'box': PIL.Image.Resampling.BOX, 'lanczos': PIL.Image.Resampling.LANCZOS}
 _GRAY_MODES = {'1', 'L', 'LA', 'La', 'I', 'F'}  # Plus every 'I;16...' variant.

@@ -32,7 +32,7 @@ import click
 from dnnlib.util import BOOL
 from stylegan2_ada_kd import plugins
 from stylegan2_ada_kd.checkpoint.locate import PRETRAINED
-from stylegan2_ada_kd.train_config import PRESETS, build_training_kwargs
+from stylegan2_ada_kd.training.config import PRESETS, build_training_kwargs
 from torch_utils.distributed import launched_by_torchrun
 
 
@@ -204,7 +204,7 @@ def main(**opts: object) -> None:
         if not quiet:
             print('Dry run; exiting.')
         return
-    from stylegan2_ada_kd.training_loop import training_loop
+    from stylegan2_ada_kd.training.loop import training_loop
     from torch_utils.launcher import launch
 
     launch(c, training_loop)

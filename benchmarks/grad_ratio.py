@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
-from stylegan2_ada_kd.augment_options import augment_kwargs
+from stylegan2_ada_kd.augment.options import augment_kwargs
 from stylegan2_ada_kd.kd.loss import KDLoss
 from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
 from stylegan2_ada_kd.kd.teacher import load_teacher
-from stylegan2_ada_kd.train_config import network_kwargs
+from stylegan2_ada_kd.training.config import network_kwargs
 from torch_utils.misc import uint8_to_unit
 
 # label -> KDLoss settings; the per-term columns give AGKD alone and CGKD alone.
@@ -45,10 +45,10 @@ COLUMNS = ('grad_ratio', 'grad_ratio_agkd', 'grad_ratio_cgkd')
 def dataset_kwargs(data: str) -> dict:
     """Dataset kwargs of the ``--data`` folder or zip (``demo`` = the built-in demo set)."""
     if data == 'demo':
-        from stylegan2_ada_kd.demo_data import demo_dataset_path
+        from stylegan2_ada_kd.data.demo import demo_dataset_path
 
         data = demo_dataset_path()
-    return dict(class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=data)
+    return dict(class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset', path=data)
 
 
 def build_networks(dataset: torch.utils.data.Dataset, cbase: int, cmax: int, batch: int) -> tuple:

@@ -22,8 +22,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from stylegan2_ada_kd.train_config import PRESETS, network_kwargs, optimizer_kwargs, resolve_preset  # noqa: E402
-from stylegan2_ada_kd.training_run import TrainingRun, build_training_run, training_step  # noqa: E402
+from stylegan2_ada_kd.training.config import PRESETS, network_kwargs, optimizer_kwargs, resolve_preset  # noqa: E402
+from stylegan2_ada_kd.training.record import RunRecord  # noqa: E402
+from stylegan2_ada_kd.training.run import TrainingRun, build_training_run, training_step  # noqa: E402
 
 WARMUP_STEPS = 16  # one full lazy-regularisation cycle, cuDNN autotuning and the teacher's first call
 PROMPTS = ['a photo', 'a painting', 'a sketch', 'a close-up photo']
@@ -33,26 +34,41 @@ def build_run(cfg, res, cbase, cmax, fp32, batch, device, loss_kwargs, augment_k
     """The training loop's G, D, G_ema, augment pipe, loss and phases (``--cfg`` preset at ``res``, one
     process); ``loss_kwargs`` gets the preset's ``r1_gamma`` unless it sets one."""
     spec, G_kwargs, D_kwargs = network_kwargs(cfg, 1, res, cbase=cbase, cmax=cmax, fp32=fp32)
-    return build_training_run(
-        device=device,
-        common=dict(c_dim=0, img_resolution=res, img_channels=3),
+    record = RunRecord(
+        run_dir='.',
+        training_set_kwargs={},
+        data_loader_kwargs={},
         G_kwargs=G_kwargs,
         D_kwargs=D_kwargs,
         G_opt_kwargs=optimizer_kwargs(spec),
         D_opt_kwargs=optimizer_kwargs(spec),
         loss_kwargs={'r1_gamma': spec.gamma, **loss_kwargs},
+        total_kimg=0,
         batch_size=batch,
-        augment_kwargs=augment_kwargs,
-        augment_p=augment_p,
+        batch_gpu=batch,
         ema_kimg=spec.ema,
         ema_rampup=spec.ramp,
+        random_seed=0,
+        num_gpus=1,
+        kimg_per_tick=0,
+        image_snapshot_ticks=None,
+        grid_size=None,
+        network_snapshot_ticks=None,
+        metrics=[],
+        overfit_kwargs=None,
+        cudnn_benchmark=True,
+        allow_tf32=False,
+        augment_kwargs=augment_kwargs,
+        ada_kwargs=None,
+        augment_p=augment_p,
     )
+    return build_training_run(record, device, dict(c_dim=0, img_resolution=res, img_channels=3))
 
 
 def loss_config(kd, teacher):
     """The StyleGAN2 loss, or KD-DLGAN's with ``teacher`` and four generic prompts."""
     if not kd:
-        return dict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss')
+        return dict(class_name='stylegan2_ada_kd.training.loss.StyleGAN2Loss')
     return dict(class_name='stylegan2_ada_kd.kd.loss.KDLoss', teacher=teacher, prompts=PROMPTS)
 
 
@@ -84,7 +100,9 @@ def measure(kd, cfg, res, cbase, cmax, batch, batch_gpu, steps, teacher, augment
         spec = resolve_preset(cfg, 1, res)
         batch, batch_gpu = spec.mb, batch_gpu or max(spec.mb // spec.ref_gpus, 1)
     batch_gpu = batch_gpu or batch
-    pipe = dict(class_name='stylegan2_ada_kd.augment.AugmentPipe', preset='bgc') if augment_p > 0 else None
+    pipe = (
+        dict(class_name='stylegan2_ada_kd.augment.ada.AugmentPipe', preset='bgc') if augment_p > 0 else None
+    )
     run = build_run(cfg, res, cbase, cmax, fp32, batch, device, loss_config(kd, teacher), pipe, augment_p)
     run_steps = timed_steps(run, batch_gpu, batch // batch_gpu)
     if device.type == 'cuda':

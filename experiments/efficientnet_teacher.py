@@ -153,9 +153,9 @@ def _step_fn(teacher: str | None, res: int, cbase: int, cmax: int, batch: int, a
     torch.manual_seed(0)
     loss = loss_config(teacher is not None, teacher)
     if teacher is not None:  # CGKD anchors: k-means prototypes of the images in anchors_dir
-        data = dict(class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=anchors_dir)
+        data = dict(class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset', path=anchors_dir)
         loss.update(prompts=None, anchor_dataset=data, num_anchors=16)
-    pipe = dict(class_name='stylegan2_ada_kd.diffaugment.DiffAugment')
+    pipe = dict(class_name='stylegan2_ada_kd.augment.diffaugment.DiffAugment')
     run = build_run('auto', res, cbase, cmax, False, batch, torch.device('cpu'), loss, pipe, None)
     return timed_steps(run, batch, 1, warmup=3)  # a timed block of 16 steps holds one lazy-reg. cycle
 

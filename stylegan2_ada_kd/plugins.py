@@ -24,8 +24,8 @@ from dnnlib import EasyDict
 
 # The registry: one dotted module name per family, in the order of their options in --help.
 FAMILIES = (
-    'stylegan2_ada_kd.augment_options',
-    'stylegan2_ada_kd.loss_options',
+    'stylegan2_ada_kd.augment.options',
+    'stylegan2_ada_kd.training.loss_options',
     'stylegan2_ada_kd.kd.options',
 )
 
@@ -53,7 +53,9 @@ class Family:
     options: tuple[Callable, ...]  # click.option(...) decorators, in --help order.
     resolve: Callable[[EasyDict, ParsedOptions], None]  # Validate, then fill the training kwargs in place.
     name_parts: Callable[[Mapping[str, Any]], list[NamePart]]  # Option values -> run-directory name parts.
-    classes: tuple[str, ...] = ()  # Dotted 'module.Class' names that snapshots may rebuild.
+    # Classes snapshots may rebuild: the name a snapshot stores -> the class's dotted 'module.Class' path.
+    # The stored name is part of the file format and stays when the code moves.
+    classes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @functools.cache
@@ -86,6 +88,6 @@ def resolve(c: EasyDict, parsed: ParsedOptions) -> None:
         family.resolve(c, parsed)
 
 
-def snapshot_classes() -> tuple[str, ...]:
-    """The dotted names of the classes every family lets snapshots rebuild."""
-    return tuple(name for family in families() for name in family.classes)
+def snapshot_classes() -> dict[str, str]:
+    """Every family's snapshot classes: the name a snapshot stores -> the dotted path of the class."""
+    return {name: path for family in families() for name, path in family.classes.items()}

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from metrics.ppl import _lpips_input
+from metrics.ppl import lpips_input
 from torch_utils.misc import assert_shape
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # Images [N, C, R, R] in [-1, 1] -> features [N, F].
@@ -54,7 +54,7 @@ def vgg16_lpips_features(vgg16: torch.nn.Module) -> Features:
     """
 
     def features(images: torch.Tensor) -> torch.Tensor:
-        x = _lpips_input(images[:, :3]).contiguous(memory_format=torch.channels_last)
+        x = lpips_input(images[:, :3]).contiguous(memory_format=torch.channels_last)
         return vgg16(x, resize_images=False, return_lpips=True).reshape(len(images), -1).float()
 
     return features

@@ -57,6 +57,7 @@ def tiny_clip_name() -> str:
     return add_config_file(TINY_CLIP_SPEC, str(TINY_CLIP_CONFIG))
 
 
+IMAGE_FOLDER = 'stylegan2_ada_kd.data.dataset.ImageFolderDataset'  # training_set_kwargs' class_name
 TINY_OPT = dict(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8)
 
 
@@ -73,22 +74,48 @@ def tiny_net_kwargs():
     )
 
 
-def tiny_training_run(loss_kwargs, **kwargs):
-    """``training_run.build_training_run`` of TINY_G / TINY_D on the CPU with Adam and a batch of 4."""
-    from stylegan2_ada_kd.training_run import build_training_run
+def tiny_record(loss_kwargs, **overrides):
+    """A complete run record (``RunRecord``) for TINY_G / TINY_D: Adam, a batch of 4 on one CPU process, no
+    augmentation, ticks of 4 images, no snapshots, grids or metrics; ``overrides`` replace fields."""
+    from stylegan2_ada_kd.training.record import RunRecord
 
     G_kwargs, D_kwargs = tiny_net_kwargs()
-    return build_training_run(
-        device=torch.device('cpu'),
-        common=TINY_COMMON,
+    fields = dict(
+        run_dir='.',
+        training_set_kwargs={},
+        data_loader_kwargs={},
         G_kwargs=G_kwargs,
         D_kwargs=D_kwargs,
         G_opt_kwargs=TINY_OPT,
         D_opt_kwargs=TINY_OPT,
         loss_kwargs=loss_kwargs,
+        total_kimg=0.004,
         batch_size=4,
-        **kwargs,
+        batch_gpu=4,
+        ema_kimg=10,
+        ema_rampup=None,
+        random_seed=0,
+        num_gpus=1,
+        kimg_per_tick=0.004,
+        image_snapshot_ticks=None,
+        grid_size=None,
+        network_snapshot_ticks=None,
+        metrics=[],
+        overfit_kwargs=None,
+        cudnn_benchmark=False,
+        allow_tf32=False,
+        augment_kwargs=None,
+        ada_kwargs=None,
+        augment_p=0.0,
     )
+    return RunRecord(**{**fields, **overrides})
+
+
+def tiny_training_run(loss_kwargs, **overrides):
+    """``build_training_run`` of :func:`tiny_record` (TINY_G / TINY_D, batch 4) on the CPU."""
+    from stylegan2_ada_kd.training.run import build_training_run
+
+    return build_training_run(tiny_record(loss_kwargs, **overrides), torch.device('cpu'), TINY_COMMON)
 
 
 @pytest.fixture(scope='session')

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stylegan2_ada_kd import augment_ops as ops
-from stylegan2_ada_kd.augment import AUGPIPE_SPECS, DEFAULT_KWARGS, AdaptiveP, AugmentPipe
+from stylegan2_ada_kd.augment import ops
+from stylegan2_ada_kd.augment.ada import AUGPIPE_SPECS, DEFAULT_KWARGS, AdaptiveP, AugmentPipe
 
 
 def _pipe(p=1.0, **kwargs):

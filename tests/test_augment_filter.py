@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from test_augment import _pipe
 
-from stylegan2_ada_kd import augment_ops as ops
+from stylegan2_ada_kd.augment import ops
 
 # ---------------------------------------------------------------- filtering and corruptions
 

@@ -1,17 +1,17 @@
-"""The declared contracts (stylegan2_ada_kd.contracts): a minimal Loss without the optional hooks trains a
-step and runs the loop; a hook's tick stats reach stats.jsonl; what is not a Loss is refused early; every
-augmentation states its tick status."""
+"""The declared contracts (stylegan2_ada_kd.training.contracts): a minimal Loss without the optional hooks
+trains a step and runs the loop; a hook's tick stats reach stats.jsonl; what is not a Loss is refused early;
+every augmentation states its tick status."""
 
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_OPT, make_image_folder, tiny_net_kwargs, tiny_training_run
+from conftest import IMAGE_FOLDER, make_image_folder, tiny_record, tiny_training_run
 
-from stylegan2_ada_kd.contracts import Loss
-from stylegan2_ada_kd.training_loop import training_loop
-from stylegan2_ada_kd.training_run import training_step
+from stylegan2_ada_kd.training.contracts import Loss
+from stylegan2_ada_kd.training.loop import training_loop
+from stylegan2_ada_kd.training.run import training_step
 
 
 class MinimalLoss(Loss):
@@ -67,7 +67,7 @@ def test_a_minimal_loss_has_the_default_hooks_and_trains_a_step():
 
 
 def test_what_does_not_declare_the_loss_contract_is_refused_before_training():
-    with pytest.raises(TypeError, match='NotALoss is not a stylegan2_ada_kd.contracts.Loss'):
+    with pytest.raises(TypeError, match='NotALoss is not a stylegan2_ada_kd.training.contracts.Loss'):
         tiny_training_run(dict(class_name=f'{__name__}.NotALoss'))
     with pytest.raises(TypeError, match='abstract'):  # a required method missing
 
@@ -80,22 +80,14 @@ def test_what_does_not_declare_the_loss_contract_is_refused_before_training():
 
 @pytest.mark.parametrize('loss', ['MinimalLoss', 'ReportingLoss'])
 def test_the_loop_calls_the_hooks_directly(tmp_path, capsys, loss):
-    G_kwargs, D_kwargs = tiny_net_kwargs()
     data = make_image_folder(tmp_path / 'data', n=8)
-    training_loop(
+    record = tiny_record(
+        dict(class_name=f'{__name__}.{loss}'),
         run_dir=str(tmp_path),
-        training_set_kwargs=dict(class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=data),
-        G_kwargs=G_kwargs,
-        D_kwargs=D_kwargs,
-        G_opt_kwargs=TINY_OPT,
-        D_opt_kwargs=TINY_OPT,
-        loss_kwargs=dict(class_name=f'{__name__}.{loss}'),
-        device=torch.device('cpu'),
+        training_set_kwargs=dict(class_name=IMAGE_FOLDER, path=data),
         total_kimg=0.008,  # two steps of 4, two ticks
-        kimg_per_tick=0.004,
-        image_snapshot_ticks=None,
-        network_snapshot_ticks=None,
     )
+    training_loop(record.to_dict(), device=torch.device('cpu'))
     log = capsys.readouterr().out
     ticks = [json.loads(line) for line in (tmp_path / 'stats.jsonl').read_text().splitlines()]
     assert len(ticks) == 2 and all(t['Progress/kimg']['mean'] > 0 for t in ticks)
@@ -108,9 +100,9 @@ def test_the_loop_calls_the_hooks_directly(tmp_path, capsys, loss):
 
 
 def test_every_augmentation_states_its_tick_status():
-    from stylegan2_ada_kd.augment import AugmentPipe
-    from stylegan2_ada_kd.diffaugment import DiffAugment
-    from stylegan2_ada_kd.loop_report import augment_status
+    from stylegan2_ada_kd.augment.ada import AugmentPipe
+    from stylegan2_ada_kd.augment.diffaugment import DiffAugment
+    from stylegan2_ada_kd.training.report import augment_status
 
     pipe = AugmentPipe(xflip=1)
     pipe.p.copy_(torch.tensor(0.25))

@@ -9,8 +9,8 @@ import PIL.Image
 import pytest
 import torch
 
-from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset
-from stylegan2_ada_kd.sampler import InfiniteSampler
+from stylegan2_ada_kd.data.dataset import DatasetError, ImageFolderDataset
+from stylegan2_ada_kd.data.sampler import InfiniteSampler
 
 
 def random_image(rnd, size, channels=3):

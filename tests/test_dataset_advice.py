@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import dataset_tool
-from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset
+from stylegan2_ada_kd.data.dataset import DatasetError, ImageFolderDataset
 
 FLAT = ['a0.png', 'a1.png', 'b0.png', 'b1.png']
 SUB = ['cat/0.png', 'cat/1.png', 'dog/0.png', 'dog/1.png']

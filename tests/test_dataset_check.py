@@ -10,8 +10,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from stylegan2_ada_kd import dataset_check
-from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset
+from stylegan2_ada_kd.data import check
+from stylegan2_ada_kd.data.dataset import DatasetError, ImageFolderDataset
 
 
 def _encoded(seed, fmt, size=16):
@@ -48,7 +48,7 @@ def write(tmp_path, kind, files):
 def cache_dir(tmp_path, monkeypatch):
     """A private cache, used for every dataset size; returns it."""
     monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
-    monkeypatch.setattr(dataset_check, 'CACHE_MIN_IMAGES', 0)
+    monkeypatch.setattr(check, 'CACHE_MIN_IMAGES', 0)
     return tmp_path / 'cache'
 
 
@@ -56,13 +56,13 @@ def cache_dir(tmp_path, monkeypatch):
 def decodes(monkeypatch):
     """Counts the full decodes done by the open-time check (a list of file names)."""
     seen = []
-    real = dataset_check.decode_image
+    real = check.decode_image
 
     def counting(data, name):
         seen.append(name)
         return real(data, name)
 
-    monkeypatch.setattr(dataset_check, 'decode_image', counting)
+    monkeypatch.setattr(check, 'decode_image', counting)
     return seen
 
 
@@ -119,7 +119,7 @@ def test_cache_is_skipped_for_small_datasets_and_survives_garbage(tmp_path, monk
     path = write(tmp_path, 'folder', image_files(truncated=False))
     ImageFolderDataset(str(path))
     assert not (tmp_path / 'cache').exists()  # 6 < CACHE_MIN_IMAGES: nothing written.
-    monkeypatch.setattr(dataset_check, 'CACHE_MIN_IMAGES', 0)
+    monkeypatch.setattr(check, 'CACHE_MIN_IMAGES', 0)
     ImageFolderDataset(str(path))
     cache_file = next((tmp_path / 'cache').rglob('*.json'))
     assert sorted(json.loads(cache_file.read_text())['ok']) == sorted(image_files(truncated=False))

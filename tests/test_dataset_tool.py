@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import dataset_tool
-from stylegan2_ada_kd.dataset import ImageFolderDataset
+from stylegan2_ada_kd.data.dataset import ImageFolderDataset
 
 
 def run(*args):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from stylegan2_ada_kd.diffaugment import (
+from stylegan2_ada_kd.augment.diffaugment import (
     POLICIES,
     DiffAugment,
     parse_policy,

@@ -63,7 +63,7 @@ def test_one_kd_step_with_the_teacher_and_kmeans_anchors(teacher_file, tmp_path)
     torch.manual_seed(0)
     G, D = Generator(**copy.deepcopy(TINY_G)).train(), Discriminator(**copy.deepcopy(TINY_D)).train()
     folder = make_image_folder(tmp_path, n=8, res=16, seed=2)
-    data = dict(class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=folder)
+    data = dict(class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset', path=folder)
     spec = f'torchscript:{teacher_file}'
     loss = KDLoss(torch.device('cpu'), G, D, teacher=spec, anchor_dataset=data, num_anchors=4, r1_gamma=0)
     assert loss.anchors.shape == (4, 1280)

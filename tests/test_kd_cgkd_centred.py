@@ -8,15 +8,15 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_image_folder
+from conftest import IMAGE_FOLDER, TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_image_folder
 
-from stylegan2_ada_kd.dataset import ImageFolderDataset
+from stylegan2_ada_kd.data.dataset import ImageFolderDataset
 from stylegan2_ada_kd.kd import anchors as anchors_mod
 from stylegan2_ada_kd.kd.anchors import ANCHOR_FORM, centred_anchors, kmeans, real_image_anchors
 from stylegan2_ada_kd.kd.loss import KDLoss, cgkd_official, cgkd_paper, correlation, row_spread
 from stylegan2_ada_kd.kd.teacher import load_teacher
-from stylegan2_ada_kd.loss import DOutput
 from stylegan2_ada_kd.networks import Discriminator, Generator
+from stylegan2_ada_kd.training.loss import DOutput
 from torch_utils import training_stats
 
 PROMPTS = ['a cat', 'a dog', 'a car']
@@ -28,7 +28,7 @@ def image_teacher(tmp_path):
     path = tmp_path / 'encoder.pt'
     torch.jit.script(TinyImageEncoder()).save(str(path))
     folder = make_image_folder(tmp_path / 'images', n=10)
-    return f'torchscript:{path}', dict(class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=folder)
+    return f'torchscript:{path}', dict(class_name=IMAGE_FOLDER, path=folder)
 
 
 def _kd_loss(**kw):

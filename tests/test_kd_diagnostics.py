@@ -11,7 +11,7 @@ from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, tiny_training_run
 
 from stylegan2_ada_kd.kd.loss import KDLoss, agkd_official, agkd_paper, cgkd_official, cgkd_paper
 from stylegan2_ada_kd.networks import Discriminator, Generator
-from stylegan2_ada_kd.training_run import training_step
+from stylegan2_ada_kd.training.run import training_step
 from torch_utils import training_stats
 
 SPEC = TINY_CLIP_SPEC

@@ -12,7 +12,7 @@ from stylegan2_ada_kd.kd.loss import (
     correlation,
     pairwise_diversity,
 )
-from stylegan2_ada_kd.loss import lecam_penalty
+from stylegan2_ada_kd.training.loss import lecam_penalty
 
 
 def _unit(n=4, e=6, seed=0):

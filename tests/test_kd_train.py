@@ -12,8 +12,8 @@ from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_imag
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
 from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
-from stylegan2_ada_kd.loss import StyleGAN2Loss
 from stylegan2_ada_kd.networks import Discriminator, Generator
+from stylegan2_ada_kd.training.loss import StyleGAN2Loss
 
 TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--batch=4', '--tick=0.008', '--snap=1', '--grid=4x2']
 
@@ -66,7 +66,7 @@ def test_kd_terms_change_the_trunk_gradient(teacher_spec):
 def test_d_terms_use_the_teacher_on_real_and_fake_as_d_saw_them(teacher_spec, variant):
     """One batched teacher call gives the same loss as separate calls on the reals and the fakes."""
     from stylegan2_ada_kd.kd import loss as kd_loss
-    from stylegan2_ada_kd.loss import DOutput
+    from stylegan2_ada_kd.training.loss import DOutput
 
     G, D = _nets()
     loss = _kd_loss(teacher_spec, G, D, variant=variant, cross_p=1.0)

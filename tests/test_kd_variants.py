@@ -14,8 +14,8 @@ from stylegan2_ada_kd.kd import loss as kd_loss
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.loss import KDLoss, cgkd_official, cross_terms_on, resolve_kd_settings
 from stylegan2_ada_kd.kd.teacher import load_teacher
-from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss
 from stylegan2_ada_kd.networks import Discriminator, Generator
+from stylegan2_ada_kd.training.loss import DOutput, StyleGAN2Loss
 
 SPEC = TINY_CLIP_SPEC
 PROMPTS = ['a cat', 'a dog', 'a car']
@@ -119,7 +119,7 @@ def test_kmeans_anchor_cache_depends_on_the_variant(tmp_path, monkeypatch):
     torch.jit.script(TinyImageEncoder()).save(str(path))
     spec = f'torchscript:{path}'
     data = dict(
-        class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=make_image_folder(tmp_path, n=8)
+        class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset', path=make_image_folder(tmp_path, n=8)
     )
     cache = str(tmp_path / 'kd_anchors.pt')
     calls = []
@@ -131,7 +131,7 @@ def test_kmeans_anchor_cache_depends_on_the_variant(tmp_path, monkeypatch):
     assert len(calls) == 1  # the same preprocessing: cached
     official = KDLoss(torch.device('cpu'), *_nets(), variant='official', **kw)
     assert len(calls) == 2  # other preprocessing: recomputed, not the paper anchors
-    from stylegan2_ada_kd.dataset import ImageFolderDataset
+    from stylegan2_ada_kd.data.dataset import ImageFolderDataset
 
     want = real_image_anchors(
         load_teacher(spec), ImageFolderDataset(data['path']), 3, None, variant='official'

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from conftest import TINY_D, TINY_G
 
-from stylegan2_ada_kd.augment import AdaptiveP
-from stylegan2_ada_kd.loss import StyleGAN2Loss, path_length_penalty, path_lengths
+from stylegan2_ada_kd.augment.ada import AdaptiveP
 from stylegan2_ada_kd.networks import Discriminator, Generator
+from stylegan2_ada_kd.training.loss import StyleGAN2Loss, path_length_penalty, path_lengths
 from torch_utils import training_stats
 
 

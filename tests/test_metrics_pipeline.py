@@ -18,7 +18,7 @@ from metrics import detectors, features, metric_main  # noqa: E402
 from stylegan2_ada_kd import checkpoint  # noqa: E402
 from stylegan2_ada_kd.networks import Discriminator, Generator  # noqa: E402
 
-FOLDER_CLASS = 'stylegan2_ada_kd.dataset.ImageFolderDataset'
+FOLDER_CLASS = 'stylegan2_ada_kd.data.dataset.ImageFolderDataset'
 
 
 class PlainInception(torch.nn.Module):

@@ -16,7 +16,7 @@ from plugin_fakes import (
     FakeUpFirDn2dPlugin,
 )
 
-from stylegan2_ada_kd.loop_report import report_ops
+from stylegan2_ada_kd.training.report import report_ops
 from torch_utils import custom_ops
 from torch_utils.ops import self_check
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_D, TINY_G, make_image_folder
+from conftest import IMAGE_FOLDER, TINY_D, TINY_G, make_image_folder
 
 import train
-from stylegan2_ada_kd import overfit
-from stylegan2_ada_kd.dataset import DatasetError, ImageFolderDataset, split_indices
+from stylegan2_ada_kd.data.dataset import DatasetError, ImageFolderDataset, split_indices
 from stylegan2_ada_kd.networks import Discriminator, Generator
-from stylegan2_ada_kd.overfit import OverfitMonitor, normalised_gap, roc_auc
+from stylegan2_ada_kd.training import overfit
+from stylegan2_ada_kd.training.overfit import OverfitMonitor, normalised_gap, roc_auc
 
 TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--metrics=none', '--batch=4', '--grid=4x2']
 
@@ -71,7 +71,7 @@ def test_bad_holdout_fails_before_anything_is_created(data16, tmp_path, extra, n
 
 def test_monitor_reports_d_on_train_holdout_and_fakes(data16):
     kwargs = dict(
-        class_name='stylegan2_ada_kd.dataset.ImageFolderDataset', path=data16, holdout=6, random_seed=1
+        class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset', path=data16, holdout=6, random_seed=1
     )
     training = ImageFolderDataset(path=data16, holdout=6, random_seed=1)
     held = ImageFolderDataset(path=data16, holdout=6, random_seed=1, split='holdout')
@@ -135,7 +135,7 @@ def test_monitor_reports_the_auc_of_every_training_image_against_every_held_out_
     held = ImageFolderDataset(**kwargs, split='holdout')
     G, D = Generator(**TINY_G), Discriminator(**TINY_D)
     args = (held.files, 6, training, G.z_dim, torch.device('cpu'))
-    monitor = OverfitMonitor(dict(kwargs, class_name='stylegan2_ada_kd.dataset.ImageFolderDataset'), *args, 2)
+    monitor = OverfitMonitor(dict(kwargs, class_name=IMAGE_FOLDER), *args, 2)
     stats = monitor.stats(G, D)
     assert stats['Overfit/auc']['num'] == 10 * 6  # all 10 training images (no mirrored copies), 6 held-out
 
@@ -151,7 +151,7 @@ def test_monitor_reports_the_auc_of_every_training_image_against_every_held_out_
     assert half['Overfit/D_train']['mean'] == pytest.approx(stats['Overfit/D_train']['mean'] / 2)
     assert half['Overfit/auc'] == stats['Overfit/auc'] and half['Overfit/gap'] == stats['Overfit/gap']
     monkeypatch.setattr(overfit, 'MAX_AUC_IMAGES', 4)  # a seeded sample of each side beyond the cap
-    capped = OverfitMonitor(dict(kwargs, class_name='stylegan2_ada_kd.dataset.ImageFolderDataset'), *args, 2)
+    capped = OverfitMonitor(dict(kwargs, class_name=IMAGE_FOLDER), *args, 2)
     assert capped.stats(G, D)['Overfit/auc']['num'] == 4 * 4
 
 

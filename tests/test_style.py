@@ -117,7 +117,7 @@ def test_forward_methods_assert_shapes(rel):
 
 
 def test_training_loop_names_no_loss_or_augment_class():
-    text = (REPO / 'stylegan2_ada_kd' / 'training_loop.py').read_text()
+    text = (REPO / 'stylegan2_ada_kd' / 'training' / 'loop.py').read_text()
     assert not re.search(r'^\s*(from|import)\s+\S*(loss|augment|diffaugment)\b', text, re.MULTILINE)
     assert not re.search(r'\bKD\b|agkd|cgkd', text)
 

@@ -90,7 +90,7 @@ def test_presets_resolve_to_reference_values(data16, tmp_path, cfg, gpus, expect
 
 
 def test_auto_formula_at_256():
-    from stylegan2_ada_kd.train_config import resolve_preset
+    from stylegan2_ada_kd.training.config import resolve_preset
 
     for gpus, (mb, gamma, ema) in {1: (16, 0.8192, 5), 2: (32, 0.4096, 10), 4: (64, 0.2048, 20)}.items():
         spec = resolve_preset('auto', gpus, 256)
@@ -330,7 +330,7 @@ def test_options_are_resolved_for_the_processes_torchrun_started(data16, tmp_pat
 
 @pytest.mark.parametrize('batch, batch_gpu, num_gpus', [(8, 8, 2), (8, 3, 1), (4, 8, 1)])
 def test_a_step_never_runs_zero_accumulation_rounds(batch, batch_gpu, num_gpus):
-    from stylegan2_ada_kd.training_loop import accumulation_rounds
+    from stylegan2_ada_kd.training.loop import accumulation_rounds
 
     with pytest.raises(ValueError):
         accumulation_rounds(batch, batch_gpu, num_gpus)

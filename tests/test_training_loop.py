@@ -3,20 +3,20 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_D, TINY_G, TINY_OPT
+from conftest import TINY_D, TINY_G, tiny_record
 from test_contracts import MinimalLoss
 
 from stylegan2_ada_kd.networks import Discriminator, Generator
-from stylegan2_ada_kd.training_loop import _loss_diagnostics
-from stylegan2_ada_kd.training_run import build_phases, check_optimizer_covers
+from stylegan2_ada_kd.training.loop import _loss_diagnostics
+from stylegan2_ada_kd.training.run import build_phases, check_optimizer_covers
 
 
 def test_a_head_attached_after_the_optimizers_is_an_error():
     G, D = Generator(**TINY_G), Discriminator(**TINY_D)
     D.attach_head('late', torch.nn.Linear(4, 4))
-    build_phases(G, D, TINY_OPT, TINY_OPT, 4, 16)  # attached before: covered
+    build_phases(G, D, tiny_record({}))  # attached before: covered
     G, D = Generator(**TINY_G), Discriminator(**TINY_D)
-    phases = build_phases(G, D, TINY_OPT, TINY_OPT, 4, 16)
+    phases = build_phases(G, D, tiny_record({}))
     D.attach_head('late', torch.nn.Linear(4, 4))
     with pytest.raises(RuntimeError, match='heads.late.weight'):
         check_optimizer_covers(phases[-1])

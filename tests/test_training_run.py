@@ -7,13 +7,13 @@ import torch
 from conftest import tiny_training_run
 
 from stylegan2_ada_kd import checkpoint
-from stylegan2_ada_kd.training_run import training_step
+from stylegan2_ada_kd.training.run import training_step
 
 
 def _run(augment_kwargs=None, augment_p=0.0, resume_pkl=None):
     """A tiny one-process run (batch 4 in one round) with the StyleGAN2 loss, built with seed 0."""
     torch.manual_seed(0)
-    loss = dict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss', r1_gamma=1)
+    loss = dict(class_name='stylegan2_ada_kd.training.loss.StyleGAN2Loss', r1_gamma=1)
     return tiny_training_run(loss, augment_kwargs=augment_kwargs, augment_p=augment_p, resume_pkl=resume_pkl)
 
 
@@ -23,7 +23,7 @@ def _step(run, seed):
 
 
 def test_build_and_step_with_a_fixed_p():
-    run = _run(dict(class_name='stylegan2_ada_kd.augment.AugmentPipe', preset='bgc'), augment_p=0.25)
+    run = _run(dict(class_name='stylegan2_ada_kd.augment.ada.AugmentPipe', preset='bgc'), augment_p=0.25)
     assert [phase.name for phase in run.phases] == ['Gmain', 'Greg', 'Dmain', 'Dreg']
     assert run.augment_probability() == 0.25 and run.ada is None
     before = copy.deepcopy(run.G_ema.state_dict())
@@ -34,7 +34,7 @@ def test_build_and_step_with_a_fixed_p():
 
 def test_an_old_diffaugment_snapshot_with_its_p_buffer_resumes_exactly(tmp_path):
     """Older DiffAugment snapshots hold ``augment_pipe.state_dict == {'p': 1}``; they load and resume."""
-    diffaug = dict(class_name='stylegan2_ada_kd.diffaugment.DiffAugment')
+    diffaug = dict(class_name='stylegan2_ada_kd.augment.diffaugment.DiffAugment')
     run = _run(diffaug, augment_p=None)
     assert run.augment_probability() is None  # nothing to write into the pipe or report as Progress/augment
     _step(run, 1)

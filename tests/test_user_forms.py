@@ -15,6 +15,7 @@ import generate
 import train
 from dnnlib import util
 from stylegan2_ada_kd.checkpoint import PRETRAINED
+from stylegan2_ada_kd.training.config import MOVED_CLASSES
 
 TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--grid=4x2', '--batch=4']
 SUB_KIMG = ['--tick=0.004', '--snap=1']  # a tick of 4 images: every snapshot falls within the first kimg
@@ -120,7 +121,22 @@ def test_resume_auto_continues_the_newest_run_with_the_same_options(data16, tmp_
     out, c = _dry([*args, '--kimg=0.016'])
     assert c['resume_pkl'] == str(second / 'network-snapshot-000000.016.pkl')  # the newest run's newest
     out, c = _dry([*args, '--gamma=3'])  # other training options: not this run
-    assert 'starting fresh' in out and 'resume_pkl' not in c
+    assert 'starting fresh' in out and c['resume_pkl'] is None
+
+
+def test_resume_auto_matches_a_run_recorded_before_the_package_moves(data16, tmp_path):
+    """training_options.json of runs before the data/augment/training packages name the old class paths."""
+    args = [f'--outdir={tmp_path}', f'--data={data16}', *TINY, *SUB_KIMG, '--resume=auto']
+    _train([*args, '--kimg=0.008'])
+    (run_dir,) = tmp_path.iterdir()
+    options = run_dir / 'training_options.json'
+    text = options.read_text()
+    for old, current in MOVED_CLASSES.items():
+        text = text.replace(f'"{current}"', f'"{old}"')
+    assert '"stylegan2_ada_kd.dataset.ImageFolderDataset"' in text
+    options.write_text(text)
+    _, c = _dry([*args, '--kimg=0.016'])
+    assert c['resume_pkl'] == str(run_dir / 'network-snapshot-000000.008.pkl')
 
 
 def test_kd_can_be_added_to_and_dropped_from_a_running_experiment(data16, tmp_path):
@@ -144,9 +160,9 @@ def test_resume_heads_keep_the_trunk_and_its_optimizer_state(tmp_path):
     from conftest import TINY_CLIP_SPEC, tiny_training_run
 
     from stylegan2_ada_kd import checkpoint
-    from stylegan2_ada_kd.training_run import training_step
+    from stylegan2_ada_kd.training.run import training_step
 
-    plain = tiny_training_run(dict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss', r1_gamma=1))
+    plain = tiny_training_run(dict(class_name='stylegan2_ada_kd.training.loss.StyleGAN2Loss', r1_gamma=1))
     reals, labels = [torch.rand(4, 3, 16, 16) * 2 - 1], [torch.zeros(4, 0)]
     training_step(plain, reals, labels, lambda n: torch.zeros(n, 0))
     path = str(tmp_path / 'network-snapshot-000000.pkl')

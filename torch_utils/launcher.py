@@ -3,8 +3,8 @@ the processes torchrun started (:func:`launch_processes`, used by train.py and c
 training's own start: the run directory, training_options.json and log.txt (:func:`launch`).
 
 The launcher knows no method: train.py passes the loop function
-(``stylegan2_ada_kd.training_loop.training_loop``), which every process calls as
-``loop_fn(rank=rank, device=device, **c)``."""
+(``stylegan2_ada_kd.training.loop.training_loop``), which every process calls as
+``loop_fn(c, rank=rank, device=device)`` with the run record ``c``."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _process(
 def launch(c: EasyDict, loop_fn: Callable[..., None]) -> None:
     """Run training with the resolved kwargs ``c`` (which holds ``run_dir`` and ``num_gpus``).
 
-    Every process calls ``loop_fn(rank=rank, device=device, **c)``; ``loop_fn`` must be a module-level
+    Every process calls ``loop_fn(c, rank=rank, device=device)``; ``loop_fn`` must be a module-level
     function, since ``--gpus=N`` spawns the processes and pickles it by name.
     """
     launch_processes(_train_worker, c.num_gpus, (c, loop_fn), prepare=lambda: _prepare_run_dir(c))
@@ -118,7 +118,7 @@ def _train_worker(rank: int, device: torch.device, c: EasyDict, loop_fn: Callabl
         c.run_dir = holder[0]
     tee = run_io.Tee(os.path.join(c.run_dir, 'log.txt')) if rank == 0 else None
     try:
-        loop_fn(rank=rank, device=device, **c)
+        loop_fn(c, rank=rank, device=device)
         if rank == 0:
             print(f'Done. Snapshots, image grids, stats.jsonl and log.txt are in {c.run_dir}')
     finally:

@@ -49,8 +49,8 @@ def registry() -> dict[str, type]:
         _defaults_registered = True
         from stylegan2_ada_kd import plugins
 
-        for name in CORE_CLASSES + plugins.snapshot_classes():
-            module_name, class_name = name.rsplit('.', 1)
+        for name, path in {**{name: name for name in CORE_CLASSES}, **plugins.snapshot_classes()}.items():
+            module_name, class_name = path.rsplit('.', 1)
             _NETWORK_CLASSES.setdefault(name, getattr(importlib.import_module(module_name), class_name))
     return _NETWORK_CLASSES
 

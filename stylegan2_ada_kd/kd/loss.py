@@ -29,7 +29,7 @@ from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
 from stylegan2_ada_kd.kd.teacher import DEFAULT_TEACHER, load_teacher, random_warning
 from stylegan2_ada_kd.kd.variants import KD_TERMS, check_terms, resolve_kd_settings, uses_anchors
-from stylegan2_ada_kd.loss import DOutput, StyleGAN2Loss, d_logistic_loss
+from stylegan2_ada_kd.training.loss import DOutput, StyleGAN2Loss, d_logistic_loss
 from torch_utils import training_stats
 
 # ---------------------------------------------------------------- loss terms (pure functions)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..'))  # the repository
 from dnnlib.util import construct_class_by_name  # noqa: E402
-from stylegan2_ada_kd.diffaugment import DiffAugment  # noqa: E402
+from stylegan2_ada_kd.augment.diffaugment import DiffAugment  # noqa: E402
 from stylegan2_ada_kd.kd import loss as kd_loss  # noqa: E402
 
 try:

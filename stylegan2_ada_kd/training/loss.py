@@ -3,7 +3,7 @@
 Goodfellow et al. 2014 (non-saturating G loss); Mescheder et al. 2018, Eq. 9 (R1); Karras et al.
 2020 (StyleGAN2), Sec. 3.2 (path-length regularisation, Eq. 4) and Sec. 3.1 (lazy regularisation).
 
-:class:`StyleGAN2Loss` implements the loss contract :class:`stylegan2_ada_kd.contracts.Loss`. Plugins
+:class:`StyleGAN2Loss` implements the loss contract :class:`stylegan2_ada_kd.training.contracts.Loss`. Plugins
 subclass it and extend :meth:`d_main_terms` / :meth:`g_main_terms`, which see D's logits, features
 (``Discriminator(return_features=True)``) and the augmented images; :meth:`d_main_terms` also gets the
 step's image count ``cur_nimg`` (for per-step draws such as KD-DLGAN's cross terms).
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stylegan2_ada_kd.contracts import Loss
+from stylegan2_ada_kd.training.contracts import Loss
 from torch_utils import distributed, training_stats
 from torch_utils.misc import assert_shape
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stylegan2_ada_kd.contracts import Augmentation, Loss
+from stylegan2_ada_kd.training.contracts import Augmentation, Loss
 from torch_utils import distributed, run_io
 
 

@@ -1,5 +1,5 @@
 """The StyleGAN2 loss extras of train.py: ``--lecam`` / ``--lecam-decay`` -> ``loss_kwargs`` (LeCam
-regularisation, Tseng et al. 2021, Eq. 3; see :func:`stylegan2_ada_kd.loss.lecam_penalty`).
+regularisation, Tseng et al. 2021, Eq. 3; see :func:`stylegan2_ada_kd.training.loss.lecam_penalty`).
 
 With ``--lecam=0`` (off) nothing is added, so the loss runs its defaults (``lecam_weight=0``)."""
 

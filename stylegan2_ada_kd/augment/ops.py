@@ -3,7 +3,7 @@
 Everything here is a stateless function of its arguments (only :func:`add_noise` draws from torch's
 global RNG): wavelet tables, 3x3 geometric and 4x4 colour matrices, reflection padding, the exact
 pixel-blit warp, the wavelet-resampled general warp, the colour transform, the separable
-frequency-band filter and the corruptions. :mod:`stylegan2_ada_kd.augment` draws the
+frequency-band filter and the corruptions. :mod:`stylegan2_ada_kd.augment.ada` draws the
 random parameters and decides which sample gets what.
 
 Conventions:
@@ -343,7 +343,7 @@ def apply_color_matrix(images: torch.Tensor, matrix: torch.Tensor) -> torch.Tens
     ``C == 3``: ``rgb' = M[:3, :3] rgb + M[:3, 3]``, written as elementwise multiply-adds (no matmul, so no
     reduced-precision GEMM, and an identity matrix is exact). ``C == 1``: the channel is treated as a
     luma-only signal, ``x' = M[0, 0] x + M[0, 3]``; this is exact for brightness/contrast matrices,
-    the only colour ops :class:`~stylegan2_ada_kd.augment.AugmentPipe` builds for one channel.
+    the only colour ops :class:`~stylegan2_ada_kd.augment.ada.AugmentPipe` builds for one channel.
     """
     c = images.shape[1]
     m = matrix.to(images.dtype)[:, :, :, None, None]

@@ -1,13 +1,13 @@
 """What the training loop requires of the objects it builds from ``*_kwargs`` and calls, declared.
 
-:class:`Loss` is the loss contract (``loss_kwargs``; :class:`stylegan2_ada_kd.loss.StyleGAN2Loss` implements
-it and plugins subclass that): three required methods and two optional hooks with defaults, so the loop
-calls every one of them directly. :class:`TickReporter` is the once-per-tick monitor contract
-(``overfit_kwargs``; :class:`stylegan2_ada_kd.overfit.OverfitMonitor`). Per-tick output of both has the
-shape of :data:`TickStats`, the shape ``training_stats`` collects, so the loop merges it into the tick's
-statistics without knowing any name. :class:`Augmentation` is what the loop and the loss ask of the
-augmentation (``augment_kwargs``; :class:`stylegan2_ada_kd.augment.AugmentPipe`,
-:class:`stylegan2_ada_kd.diffaugment.DiffAugment`).
+:class:`Loss` is the loss contract (``loss_kwargs``; :class:`~stylegan2_ada_kd.training.loss.StyleGAN2Loss`
+implements it and plugins subclass that): three required methods and two optional hooks with defaults, so
+the loop calls every one of them directly. :class:`TickReporter` is the once-per-tick monitor contract
+(``overfit_kwargs``; :class:`~stylegan2_ada_kd.training.overfit.OverfitMonitor`). Per-tick output of both
+has the shape of :data:`TickStats`, the shape ``training_stats`` collects, so the loop merges it into the
+tick's statistics without knowing any name. :class:`Augmentation` is what the loop and the loss ask of the
+augmentation (``augment_kwargs``; :class:`~stylegan2_ada_kd.augment.ada.AugmentPipe`,
+:class:`~stylegan2_ada_kd.augment.diffaugment.DiffAugment`).
 """
 
 from __future__ import annotations

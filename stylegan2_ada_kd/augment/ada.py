@@ -8,7 +8,7 @@ Appendix B (the 18 transformations, their parameter distributions and the wavele
 :class:`AugmentPipe` draws, per sample, which transformations apply (each with probability
 ``multiplier * p``) and their parameters, composes the geometric ones into one inverse 3x3 matrix and
 the colour ones into one 4x4 matrix, and hands them to the pure functions of
-:mod:`stylegan2_ada_kd.augment_ops`. Its constructor kwargs use the names of the official
+:mod:`stylegan2_ada_kd.augment.ops`. Its constructor kwargs use the names of the official
 implementation's pickles, so ``AugmentPipe(**official_init_kwargs)`` works; :class:`AdaptiveP` is the
 controller that moves ``pipe.p`` towards the target ``r_t``.
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from stylegan2_ada_kd.augment_ops import (
+from stylegan2_ada_kd.augment.ops import (
     SYM6_LOWPASS,
     add_noise,
     apply_band_gains,
@@ -40,7 +40,7 @@ from stylegan2_ada_kd.augment_ops import (
     translate3d,
     wavelet_filter,
 )
-from stylegan2_ada_kd.loss import REAL_SIGNS_STAT
+from stylegan2_ada_kd.training.loss import REAL_SIGNS_STAT
 
 # Constructor kwargs and their defaults (signature order); official pickles store these names.
 DEFAULT_KWARGS: dict[str, Any] = dict(
@@ -267,7 +267,7 @@ class AugmentPipe(torch.nn.Module):
         """Draw image-filter gains (ADA App. B, "image-space filtering"; one transformation per band, as in
         the reference): band ``i`` of each sample is amplified with probability
         ``min(1, imgfilter * imgfilter_bands[i] * p)`` by ``2^N(0, imgfilter_std^2)``, and the amplitudes
-        are normalised by :func:`~stylegan2_ada_kd.augment_ops.normalize_band_gains`.
+        are normalised by :func:`~stylegan2_ada_kd.augment.ops.normalize_band_gains`.
 
         Returns ``(hit, gains)``: ``hit`` the ``[N, 4]`` bool mask of the amplified bands and ``gains``
         ``[N, 4]`` float64 normalised band amplitudes (low to high; all 1 for a sample with no band hit),

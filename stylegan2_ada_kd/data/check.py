@@ -28,7 +28,7 @@ import PIL.ImageFile
 from dnnlib.util import atomic_write, make_cache_dir_path
 
 if TYPE_CHECKING:
-    from stylegan2_ada_kd.dataset import ImageFiles
+    from stylegan2_ada_kd.data.dataset import ImageFiles
 
 try:
     import pyspng  # Optional fast PNG decoder.
@@ -485,5 +485,5 @@ def _advice(problems: Problems, ctx: Context) -> list[str]:
             '"relative_path,class").'
         )
     if 'json' in fixes:
-        lines.append('Or repair dataset.json by hand (its format: see stylegan2_ada_kd/dataset.py).')
+        lines.append('Or repair dataset.json by hand (its format: see stylegan2_ada_kd/data/dataset.py).')
     return lines

@@ -55,5 +55,5 @@ def _write_zip(handle: IO) -> None:
             PIL.Image.fromarray(_draw(rnd, RESOLUTION)).save(buf, format='png', compress_level=0)
             zf.writestr(f'{idx // 1000:05d}/img{idx:08d}.png', buf.getvalue())
         zf.writestr(
-            'dataset.json', json.dumps({'labels': None, 'meta': {'source': 'stylegan2_ada_kd.demo_data'}})
+            'dataset.json', json.dumps({'labels': None, 'meta': {'source': 'stylegan2_ada_kd.data.demo'}})
         )

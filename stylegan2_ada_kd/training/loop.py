@@ -4,23 +4,27 @@ snapshots and exact resume.
 
 Everything is built from ``*_kwargs`` dicts that carry a dotted ``class_name``; the loop names no
 loss or augmentation class. The networks, augmentation, loss and phases and each training step come from
-the public run API (:mod:`stylegan2_ada_kd.training_run`); the loop adds data, ticks, grids and snapshots.
-It calls the loss and the overfitting monitor through their contracts (:mod:`stylegan2_ada_kd.contracts`).
+the public run API (:mod:`stylegan2_ada_kd.training.run`); the loop adds data, ticks, grids and snapshots.
+It calls the loss and the overfitting monitor through their contracts
+(:mod:`stylegan2_ada_kd.training.contracts`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
 from metrics import evaluation
-from stylegan2_ada_kd import checkpoint, loop_report
-from stylegan2_ada_kd.contracts import Loss, TickReporter, TickStats
-from stylegan2_ada_kd.training_run import Phase, build_training_run, training_step
+from stylegan2_ada_kd import checkpoint
+from stylegan2_ada_kd.training import report
+from stylegan2_ada_kd.training.contracts import Loss, TickReporter, TickStats
+from stylegan2_ada_kd.training.record import RunRecord
+from stylegan2_ada_kd.training.run import Phase, build_training_run, training_step
 from torch_utils import distributed, run_io, training_stats
 from torch_utils.misc import uint8_to_unit
 
@@ -53,7 +57,7 @@ def _setup_torch(device: torch.device, seed: int, cudnn_benchmark: bool, allow_t
 def _data_iterator(dataset: torch.utils.data.Dataset, rank: int, seed: int, start: int, batch_gpu: int, **kw):  # noqa: ANN202
     """Endless ``(images uint8 [B, C, H, W], labels [B, L])`` batches for this rank, from sample ``start``."""
     sampler = construct_class_by_name(
-        class_name='stylegan2_ada_kd.sampler.InfiniteSampler',
+        class_name='stylegan2_ada_kd.data.sampler.InfiniteSampler',
         dataset=dataset,
         rank=rank,
         num_replicas=distributed.world_size(),
@@ -88,112 +92,67 @@ def _loss_diagnostics(
 
 
 def training_loop(
-    run_dir: str = '.',  # Output directory (rank 0 writes here).
-    training_set_kwargs: dict | None = None,  # Dataset: class_name + options.
-    data_loader_kwargs: dict | None = None,  # torch DataLoader options (num_workers, pin_memory, ...).
-    G_kwargs: dict | None = None,  # Generator: class_name + options.
-    D_kwargs: dict | None = None,  # Discriminator: class_name + options.
-    G_opt_kwargs: dict | None = None,  # G optimizer: class_name + options.
-    D_opt_kwargs: dict | None = None,  # D optimizer: class_name + options.
-    augment_kwargs: dict | None = None,  # Augmentation module: class_name + options; None = none.
-    ada_kwargs: dict | None = None,  # ADA controller: class_name + options; None = fixed p.
-    loss_kwargs: dict | None = None,  # Loss: class_name + options.
-    random_seed: int = 0,  # Global seed; each rank uses seed * num_gpus + rank.
-    num_gpus: int = 1,  # Number of processes.
+    record: RunRecord | Mapping[str, Any],  # The run's options (training_options.json); see RunRecord.
     rank: int = 0,  # This process's rank.
     device: torch.device | None = None,  # This process's device; None = cuda if available.
-    batch_size: int = 4,  # Total batch over all processes and accumulation rounds.
-    batch_gpu: int = 4,  # Batch per process per round.
-    ema_kimg: float = 10,  # G_ema half-life in kimg.
-    ema_rampup: float | None = None,  # EMA rampup ratio; None = off.
-    G_reg_interval: int | None = 4,  # Path-length regularisation interval in steps; None = not lazy.
-    D_reg_interval: int | None = 16,  # R1 interval in steps; None = not lazy.
-    augment_p: float | None = 0,  # Initial augmentation probability; None = the pipe has none (DiffAugment).
-    total_kimg: float = 25000,  # Training length in kimg.
-    kimg_per_tick: float = 4,  # Progress interval in kimg.
-    image_snapshot_ticks: int | None = 50,  # Image grid interval in ticks; None = never (no grid images).
-    grid_size: list[int] | None = None,  # Columns, rows of the image grids; None = about 7680x4320 pixels.
-    network_snapshot_ticks: int | None = 50,  # Snapshot interval in ticks; None = only at the end.
-    resume_pkl: str | None = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
-    cudnn_benchmark: bool = True,  # torch.backends.cudnn.benchmark.
-    allow_tf32: bool = False,  # TF32 matmul/convolution on Ampere+.
-    metrics: list | None = None,  # Metric names evaluated at each snapshot (see metrics.evaluation).
-    overfit_kwargs: dict | None = None,  # D-overfitting monitor (a TickReporter): class_name + options.
     abort_fn: Callable[[], bool] | None = None,  # Called each tick; True stops training after a snapshot.
 ) -> None:
-    """Train G and D until ``total_kimg``; see the module docstring. Options are listed in the signature.
+    """Train G and D until ``record.total_kimg``; see the module docstring.
 
     Snapshots and grids are named by whole kimg as in the reference (``network-snapshot-000200.pkl``), or by
     kimg with three decimals (``network-snapshot-000000.256.pkl``) when their interval is below 1 kimg or the
     whole-kimg name is already taken, so that no output replaces another (:func:`run_io.output_path`).
     """
+    r = record if isinstance(record, RunRecord) else RunRecord.from_dict(record)
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    rounds = accumulation_rounds(batch_size, batch_gpu, num_gpus)
-    _setup_torch(device, random_seed * num_gpus + rank, cudnn_benchmark, allow_tf32)
-    loop_report.report_ops(run_dir, rank, device)
+    rounds = accumulation_rounds(r.batch_size, r.batch_gpu, r.num_gpus)
+    _setup_torch(device, r.random_seed * r.num_gpus + rank, r.cudnn_benchmark, r.allow_tf32)
+    report.report_ops(r.run_dir, rank, device)
     start_time = time.time()
-    dataset = construct_class_by_name(**training_set_kwargs)
+    dataset = construct_class_by_name(**r.training_set_kwargs)
     common = dict(
         c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
     )
-    run = build_training_run(
-        device=device,
-        common=common,
-        G_kwargs=G_kwargs,
-        D_kwargs=D_kwargs,
-        G_opt_kwargs=G_opt_kwargs,
-        D_opt_kwargs=D_opt_kwargs,
-        loss_kwargs=loss_kwargs,
-        batch_size=batch_size,
-        augment_kwargs=augment_kwargs,
-        augment_p=augment_p,
-        ada_kwargs=ada_kwargs,
-        G_reg_interval=G_reg_interval,
-        D_reg_interval=D_reg_interval,
-        ema_kimg=ema_kimg,
-        ema_rampup=ema_rampup,
-        resume_pkl=resume_pkl,
-        rank=rank,
-    )
+    run = build_training_run(r, device, common, rank)
     G, D, G_ema, progress = run.G, run.D, run.G_ema, run.progress
-    data_kw = dict(data_loader_kwargs or {})
+    data_kw = dict(r.data_loader_kwargs or {})
     data_kw['pin_memory'] = data_kw.get('pin_memory', False) and device.type == 'cuda'
     data_iter = _data_iterator(
-        dataset, rank, random_seed, progress.batch_idx * batch_gpu * rounds, batch_gpu, **data_kw
+        dataset, rank, r.random_seed, progress.batch_idx * r.batch_gpu * rounds, r.batch_gpu, **data_kw
     )
     sample_labels = lambda n: _sample_labels(dataset, n, device)
 
     grid = None
     monitor: TickReporter | None = None
     if rank == 0:
-        loop_report.print_setup(dataset, G, D, run.augment_pipe, run.loss)
-        if overfit_kwargs:
+        report.print_setup(dataset, G, D, run.augment_pipe, run.loss)
+        if r.overfit_kwargs:
             monitor = construct_class_by_name(
-                **overfit_kwargs,
-                dataset_kwargs=training_set_kwargs,
+                **r.overfit_kwargs,
+                dataset_kwargs=r.training_set_kwargs,
                 training_set=dataset,
                 z_dim=G.z_dim,
                 device=device,
-                batch=batch_gpu,
-                seed=random_seed,
+                batch=r.batch_gpu,
+                seed=r.random_seed,
             )
-        if image_snapshot_ticks:
+        if r.image_snapshot_ticks:
             fresh = progress.cur_nimg == 0
-            grid = loop_report.init_grid(run_dir, dataset, G_ema, device, fresh, batch_gpu, grid_size)
+            grid = report.init_grid(r.run_dir, dataset, G_ema, device, fresh, r.batch_gpu, r.grid_size)
     tick_stats = training_stats.Collector()
-    writer = run_io.StatsWriter(run_dir, start_time) if rank == 0 else None
+    writer = run_io.StatsWriter(r.run_dir, start_time) if rank == 0 else None
     if run.resumed is not None:
         checkpoint.restore_rng(run.resumed, rank, device)
-    print(f'Training for {total_kimg} kimg...\n' if rank == 0 else '', end='')
+    print(f'Training for {r.total_kimg} kimg...\n' if rank == 0 else '', end='')
 
     tick_start_time = time.time()
     maintenance_time = tick_start_time - start_time
     while True:
         reals, real_cs = _next_batch(data_iter, device, rounds)
         training_step(run, reals, real_cs, sample_labels)
-        done = progress.cur_nimg >= total_kimg * 1000
+        done = progress.cur_nimg >= r.total_kimg * 1000
         tick_due = (
-            progress.cur_tick == 0 or progress.cur_nimg >= progress.tick_start_nimg + kimg_per_tick * 1000
+            progress.cur_tick == 0 or progress.cur_nimg >= progress.tick_start_nimg + r.kimg_per_tick * 1000
         )
         if not (done or tick_due):  # tick 0 ends after the first step, for early feedback
             continue
@@ -204,12 +163,12 @@ def training_loop(
             kimg=(progress.cur_nimg - progress.tick_start_nimg) / 1e3,
             maintenance=maintenance_time,
         )
-        stats = loop_report.tick_stats(progress, timing, run.augment_probability(), device)
+        stats = report.tick_stats(progress, timing, run.augment_probability(), device)
         if monitor is not None:
             stats.update(monitor.stats(G, D))
         if rank == 0:
             stats.update(_loss_diagnostics(run.loss, reals[0], real_cs[0], G.z_dim, dataset, device))
-            print(loop_report.tick_line(progress, stats, loop_report.augment_status(run.augment_pipe)))
+            print(report.tick_line(progress, stats, report.augment_status(run.augment_pipe)))
         aborted = bool(abort_fn and abort_fn())
         done = done or aborted
         collected = tick_stats.collect(device)
@@ -217,16 +176,16 @@ def training_loop(
         tick = progress.cur_tick
         progress.cur_tick += 1  # the snapshot stores the state in which the next tick starts
         progress.tick_start_nimg = progress.cur_nimg
-        if grid is not None and (done or tick % image_snapshot_ticks == 0):
-            images = loop_report.generate_grid(G_ema, grid['z'], grid['c'], batch_gpu)
-            fine = kimg_per_tick * image_snapshot_ticks < 1
-            path = run_io.output_path(run_dir, 'fakes', '.png', progress.cur_nimg, fine)
+        if grid is not None and (done or tick % r.image_snapshot_ticks == 0):
+            images = report.generate_grid(G_ema, grid['z'], grid['c'], r.batch_gpu)
+            fine = r.kimg_per_tick * r.image_snapshot_ticks < 1
+            path = run_io.output_path(r.run_dir, 'fakes', '.png', progress.cur_nimg, fine)
             run_io.save_image_grid(images, path, (-1, 1), grid['size'])
-        if done or (network_snapshot_ticks and tick % network_snapshot_ticks == 0):
+        if done or (r.network_snapshot_ticks and tick % r.network_snapshot_ticks == 0):
             if run.ada is not None:  # pending signs go into the snapshot, so resume is exact
                 run.ada.absorb(run.ada_stats.collect(device))
-            fine = kimg_per_tick * (network_snapshot_ticks or 1e9) < 1
-            path = run_io.output_path(run_dir, 'network-snapshot-', '.pkl', progress.cur_nimg, fine)
+            fine = r.kimg_per_tick * (r.network_snapshot_ticks or 1e9) < 1
+            path = run_io.output_path(r.run_dir, 'network-snapshot-', '.pkl', progress.cur_nimg, fine)
             snapshot_pkl = checkpoint.write_snapshot(
                 path if rank == 0 else None,
                 run.nets,
@@ -234,18 +193,18 @@ def training_loop(
                 run.loss,
                 run.ada,
                 progress,
-                training_set_kwargs,
+                r.training_set_kwargs,
                 rank,
                 device,
             )
             stats.update(
                 evaluation.evaluate_and_report(
-                    metrics or [],
+                    r.metrics,
                     G_ema,
-                    training_set_kwargs,
+                    r.training_set_kwargs,
                     rank=rank,
                     device=device,
-                    run_dir=run_dir,
+                    run_dir=r.run_dir,
                     snapshot_pkl=snapshot_pkl,
                     keep_best=True,
                 )

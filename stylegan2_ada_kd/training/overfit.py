@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
-from stylegan2_ada_kd.contracts import TickStats
+from stylegan2_ada_kd.training.contracts import TickStats
 from torch_utils.misc import uint8_to_unit
 
 MAX_IMAGES = 256  # Images per group of the mean logits and the gap (training reals, held-out reals, fakes).
@@ -48,7 +48,7 @@ class OverfitMonitor:
     sample); the AUC takes all training and all held-out images, at most :data:`MAX_AUC_IMAGES` each.
     Images stay on the CPU as uint8 and go to ``device`` one chunk at a time. The training loop builds the
     monitor on rank 0 only, so the stats are computed and written once per tick. It implements the
-    monitor contract :class:`stylegan2_ada_kd.contracts.TickReporter`.
+    monitor contract :class:`stylegan2_ada_kd.training.contracts.TickReporter`.
     """
 
     def __init__(

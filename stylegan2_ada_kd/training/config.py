@@ -17,6 +17,7 @@ import click
 from dnnlib import EasyDict
 from stylegan2_ada_kd import plugins
 from stylegan2_ada_kd.checkpoint.locate import PRETRAINED
+from stylegan2_ada_kd.training.record import RunRecord, with_defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,14 +169,14 @@ def _load_dataset(
     data: str, cond: bool, subset: int | None, mirror: bool, seed: int, holdout: int = 0
 ) -> tuple[EasyDict, Any]:
     """Dataset kwargs, and the dataset itself (every file validated now, before training)."""
-    from stylegan2_ada_kd.dataset import DatasetError, ImageFiles, ImageFolderDataset
+    from stylegan2_ada_kd.data.dataset import DatasetError, ImageFiles, ImageFolderDataset
 
     if data == 'demo':
-        from stylegan2_ada_kd.demo_data import demo_dataset_path
+        from stylegan2_ada_kd.data.demo import demo_dataset_path
 
         data = demo_dataset_path()
     kwargs = EasyDict(
-        class_name='stylegan2_ada_kd.dataset.ImageFolderDataset',
+        class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset',
         path=data,
         use_labels=cond,
         max_size=subset,
@@ -217,13 +218,15 @@ def _overfit_kwargs(holdout: int, set_kwargs: dict) -> EasyDict | None:
     """Kwargs of the D-overfitting monitor (None without ``--holdout``), with the held-out file names."""
     if not holdout:
         return None
-    from stylegan2_ada_kd.dataset import ImageFolderDataset
+    from stylegan2_ada_kd.data.dataset import ImageFolderDataset
 
     held = ImageFolderDataset(
         **{k: v for k, v in set_kwargs.items() if k not in ('class_name', 'resolution')}, split='holdout'
     )
     return EasyDict(
-        class_name='stylegan2_ada_kd.overfit.OverfitMonitor', holdout_files=held.files, num_images=holdout
+        class_name='stylegan2_ada_kd.training.overfit.OverfitMonitor',
+        holdout_files=held.files,
+        num_images=holdout,
     )
 
 
@@ -262,7 +265,7 @@ def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> E
         batch // gpus if opts['batch'] is not None else max(spec.mb // spec.ref_gpus, 1)
     )
     check_batch(batch, batch_gpu, gpus, spec.mbstd)
-    loss = EasyDict(class_name='stylegan2_ada_kd.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
+    loss = EasyDict(class_name='stylegan2_ada_kd.training.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
     if opts['gamma'] is not None:
         loss.r1_gamma = opts['gamma']
     if opts['cfg'] == 'cifar':
@@ -328,8 +331,9 @@ def check_outdir(outdir: str) -> None:
 
 
 def build_training_kwargs(opts: dict, given: Collection[str] = ()) -> EasyDict:
-    """Resolve train.py's options (a dict of click values; ``given``: the names the user set) into the
-    training_loop kwargs, ``run_dir`` included (the directory is not created).
+    """Resolve train.py's options (a dict of click values; ``given``: the names the user set) into the run
+    record (:class:`~stylegan2_ada_kd.training.record.RunRecord` as a dict), ``run_dir`` included (the
+    directory is not created).
 
     The core options come first; then every plugin family (:mod:`stylegan2_ada_kd.plugins`) adds its run
     name parts, and, once the run directory is known, validates its options and fills its kwargs.
@@ -346,7 +350,7 @@ def build_training_kwargs(opts: dict, given: Collection[str] = ()) -> EasyDict:
     plugins.resolve(c, plugins.ParsedOptions(opts, frozenset(given), dataset, run_dir))
     c.run_dir = run_dir
     _apply_resume(c, opts['resume'], opts['outdir'], dataset)
-    return c
+    return EasyDict(RunRecord.from_dict(c).to_dict())
 
 
 def process_count(gpus: int | None) -> int:
@@ -429,13 +433,27 @@ AUTO_RESUME_FREE_KEYS = (
 )
 
 
+# Classes that training_options.json names by a module path that has since moved: old -> current.
+MOVED_CLASSES = {
+    'stylegan2_ada_kd.dataset.ImageFolderDataset': 'stylegan2_ada_kd.data.dataset.ImageFolderDataset',
+    'stylegan2_ada_kd.augment.AugmentPipe': 'stylegan2_ada_kd.augment.ada.AugmentPipe',
+    'stylegan2_ada_kd.augment.AdaptiveP': 'stylegan2_ada_kd.augment.ada.AdaptiveP',
+    'stylegan2_ada_kd.diffaugment.DiffAugment': 'stylegan2_ada_kd.augment.diffaugment.DiffAugment',
+    'stylegan2_ada_kd.loss.StyleGAN2Loss': 'stylegan2_ada_kd.training.loss.StyleGAN2Loss',
+    'stylegan2_ada_kd.overfit.OverfitMonitor': 'stylegan2_ada_kd.training.overfit.OverfitMonitor',
+}
+
+
 def same_run_options(c: dict, recorded: dict) -> bool:
     """Whether the resolved options ``c`` and a run's ``training_options.json`` (``recorded``) describe the
-    same training, apart from :data:`AUTO_RESUME_FREE_KEYS` and paths inside each run's own directory."""
+    same training, apart from :data:`AUTO_RESUME_FREE_KEYS`, paths inside each run's own directory and
+    class paths that have moved (:data:`MOVED_CLASSES`)."""
 
     def canonical(options: dict) -> str:
-        free = {k: v for k, v in options.items() if k not in AUTO_RESUME_FREE_KEYS}
+        free = {k: v for k, v in with_defaults(options).items() if k not in AUTO_RESUME_FREE_KEYS}
         text = json.dumps(free, sort_keys=True, default=str)
+        for old, current in MOVED_CLASSES.items():
+            text = text.replace(f'"{old}"', f'"{current}"')
         own = json.dumps(str(options.get('run_dir', '')))[1:-1]
         return text.replace(own, '<run_dir>') if own else text
 

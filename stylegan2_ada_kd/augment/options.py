@@ -17,12 +17,16 @@ from typing import Any, Callable
 import click
 
 from dnnlib import EasyDict
-from stylegan2_ada_kd.augment import AUGPIPE_SPECS, DEFAULT_AUGPIPE, DEFAULT_TARGET
-from stylegan2_ada_kd.diffaugment import DEFAULT_POLICY, parse_policy
+from stylegan2_ada_kd.augment.ada import AUGPIPE_SPECS, DEFAULT_AUGPIPE, DEFAULT_TARGET
+from stylegan2_ada_kd.augment.diffaugment import DEFAULT_POLICY, parse_policy
 from stylegan2_ada_kd.plugins import Family, NamePart, ParsedOptions
 
 DEFAULT_MODE = 'ada'
 Values = Mapping[str, Any]
+
+
+# The pipes' names in snapshots (a file format: they stay when the code moves) -> where the classes are now.
+_ADA_CLASSES = {'stylegan2_ada_kd.augment.AugmentPipe': f'{__package__}.ada.AugmentPipe'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,20 +39,20 @@ class AugmentMode:
     controller: Callable[[Values], EasyDict] | None = None  # Values -> ada_kwargs; None = p stays fixed.
     takes: tuple[str, ...] = ()  # Parameter names of the options (besides --aug) this mode accepts.
     needs: tuple[str, ...] = ()  # Of those, the ones it cannot run without.
-    classes: tuple[str, ...] = ()  # Dotted class names its snapshots hold (the pipe's class).
+    classes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # Snapshot name -> 'module.Class'.
 
 
 def _augment_pipe(values: Values) -> EasyDict:
     """ADA's pipeline with the ``--augpipe`` preset (default :data:`augment.DEFAULT_AUGPIPE`)."""
     preset = values['augpipe'] or DEFAULT_AUGPIPE
-    return EasyDict(class_name='stylegan2_ada_kd.augment.AugmentPipe', preset=preset)
+    return EasyDict(class_name='stylegan2_ada_kd.augment.ada.AugmentPipe', preset=preset)
 
 
 def _adaptive_p(values: Values) -> EasyDict:
     """ADA's controller with the ``--target`` for the mean sign of D(real) (default
     :data:`augment.DEFAULT_TARGET`)."""
     target = DEFAULT_TARGET if values['target'] is None else values['target']
-    return EasyDict(class_name='stylegan2_ada_kd.augment.AdaptiveP', target=target)
+    return EasyDict(class_name='stylegan2_ada_kd.augment.ada.AdaptiveP', target=target)
 
 
 def _diffaugment(values: Values) -> EasyDict:
@@ -58,7 +62,7 @@ def _diffaugment(values: Values) -> EasyDict:
         parse_policy(policy)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    return EasyDict(class_name='stylegan2_ada_kd.diffaugment.DiffAugment', policy=policy)
+    return EasyDict(class_name='stylegan2_ada_kd.augment.diffaugment.DiffAugment', policy=policy)
 
 
 MODES = (
@@ -69,7 +73,7 @@ MODES = (
         p=lambda values: 0.0,
         controller=_adaptive_p,
         takes=('target', 'augpipe'),
-        classes=('stylegan2_ada_kd.augment.AugmentPipe',),
+        classes=_ADA_CLASSES,
     ),
     AugmentMode(
         'fixed',
@@ -77,13 +81,13 @@ MODES = (
         p=lambda values: values['p'],
         takes=('p', 'augpipe'),
         needs=('p',),
-        classes=('stylegan2_ada_kd.augment.AugmentPipe',),
+        classes=_ADA_CLASSES,
     ),
     AugmentMode(
         'diffaug',
         pipe=_diffaugment,
         takes=('diffaug',),
-        classes=('stylegan2_ada_kd.diffaugment.DiffAugment',),
+        classes={'stylegan2_ada_kd.diffaugment.DiffAugment': f'{__package__}.diffaugment.DiffAugment'},
     ),
 )
 _BY_NAME = {mode.name: mode for mode in MODES}
@@ -155,5 +159,5 @@ FAMILY = Family(
     ),
     resolve=_resolve,
     name_parts=_name_parts,
-    classes=tuple(dict.fromkeys(name for mode in MODES for name in mode.classes)),
+    classes={name: path for mode in MODES for name, path in mode.classes.items()},
 )

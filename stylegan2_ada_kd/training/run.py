@@ -20,7 +20,8 @@ import torch
 
 from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd import checkpoint
-from stylegan2_ada_kd.contracts import Loss
+from stylegan2_ada_kd.training.contracts import Loss
+from stylegan2_ada_kd.training.record import RunRecord
 from torch_utils import distributed, training_stats
 
 
@@ -58,12 +59,10 @@ class TrainingRun:
     has_p: bool  # Whether the augment pipe has a probability (the buffer augment_pipe.p).
     ada: Any  # ADA controller (update/absorb/interval/stat); None = p stays fixed.
     ada_stats: training_stats.Collector | None  # The stat the ADA controller reads, per interval.
-    loss: Loss  # The loss (the contract stylegan2_ada_kd.contracts.Loss).
+    loss: Loss  # The loss (the contract stylegan2_ada_kd.training.contracts.Loss).
     phases: list[Phase]  # Optimisation phases in step order.
     progress: Progress  # Images shown, ticks, steps.
-    batch_size: int  # Images per step over all processes and rounds.
-    ema_kimg: float  # G_ema half-life in kimg.
-    ema_rampup: float | None  # EMA rampup ratio; None = off.
+    record: RunRecord  # The options it was built from (batch_size, ema_kimg, ema_rampup for the steps).
     resumed: dict | None = None  # Resume state of an exact resume (for checkpoint.restore_rng); else None.
 
     @property
@@ -85,62 +84,49 @@ class TrainingRun:
 
 
 def build_training_run(
+    record: RunRecord,  # The run's options: networks, optimizers, loss, augmentation, EMA, resume.
     device: torch.device,  # This process's device.
     common: dict,  # c_dim, img_resolution, img_channels of the training set, for both networks.
-    G_kwargs: dict,  # Generator: class_name + options.
-    D_kwargs: dict,  # Discriminator: class_name + options.
-    G_opt_kwargs: dict,  # G optimizer: class_name + options.
-    D_opt_kwargs: dict,  # D optimizer: class_name + options.
-    loss_kwargs: dict,  # Loss: class_name + options.
-    batch_size: int,  # Total batch over all processes and accumulation rounds.
-    augment_kwargs: dict | None = None,  # Augmentation module: class_name + options; None = none.
-    augment_p: float | None = 0,  # Initial augmentation probability; None = the pipe has no probability.
-    ada_kwargs: dict | None = None,  # ADA controller: class_name + options; None = fixed p.
-    G_reg_interval: int | None = 4,  # Path-length regularisation interval in steps; None = not lazy.
-    D_reg_interval: int | None = 16,  # R1 interval in steps; None = not lazy.
-    ema_kimg: float = 10,  # G_ema half-life in kimg.
-    ema_rampup: float | None = None,  # EMA rampup ratio; None = off.
-    resume_pkl: str | None = None,  # Snapshot to continue exactly, or a pickle to warm-start from.
     rank: int = 0,  # This process's rank.
 ) -> TrainingRun:
     """Build the networks, augmentation, loss and phases in the one valid order, resume, broadcast.
 
-    Raises ``TypeError`` when ``loss_kwargs`` builds no :class:`stylegan2_ada_kd.contracts.Loss`.
+    Raises ``TypeError`` when ``loss_kwargs`` builds no :class:`stylegan2_ada_kd.training.contracts.Loss`.
     """
-    G = construct_class_by_name(**G_kwargs, **common).train().requires_grad_(False).to(device)
-    D = construct_class_by_name(**D_kwargs, **common).train().requires_grad_(False).to(device)
+    G = construct_class_by_name(**record.G_kwargs, **common).train().requires_grad_(False).to(device)
+    D = construct_class_by_name(**record.D_kwargs, **common).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
     augment_pipe = None
-    if augment_kwargs is not None:
-        augment_pipe = construct_class_by_name(**augment_kwargs).train().requires_grad_(False).to(device)
-        if augment_p is not None:
-            augment_pipe.p.copy_(torch.as_tensor(augment_p))
+    if record.augment_kwargs is not None:
+        augment_pipe = (
+            construct_class_by_name(**record.augment_kwargs).train().requires_grad_(False).to(device)
+        )
+        if record.augment_p is not None:
+            augment_pipe.p.copy_(torch.as_tensor(record.augment_p))
     ada = None
-    if ada_kwargs and augment_pipe is not None:
-        ada = construct_class_by_name(**ada_kwargs, batch_size=batch_size)
+    if record.ada_kwargs and augment_pipe is not None:
+        ada = construct_class_by_name(**record.ada_kwargs, batch_size=record.batch_size)
     # The loss may add trainable modules to G or D (a plugin head), so it comes before the optimizers.
-    loss = construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **loss_kwargs)
+    loss = construct_class_by_name(device=device, G=G, D=D, augment_pipe=augment_pipe, **record.loss_kwargs)
     if not isinstance(loss, Loss):
-        raise TypeError(f'{type(loss).__name__} is not a stylegan2_ada_kd.contracts.Loss (loss_kwargs)')
+        raise TypeError(f'{type(loss).__name__} is not a {Loss.__module__}.Loss (loss_kwargs)')
     run = TrainingRun(
         device=device,
         G=G,
         D=D,
         G_ema=G_ema,
         augment_pipe=augment_pipe,
-        has_p=augment_p is not None,
+        has_p=record.augment_p is not None,
         ada=ada,
         ada_stats=training_stats.Collector([ada.stat]) if ada is not None else None,
         loss=loss,
-        phases=build_phases(G, D, G_opt_kwargs, D_opt_kwargs, G_reg_interval, D_reg_interval),
+        phases=build_phases(G, D, record),
         progress=Progress(),
-        batch_size=batch_size,
-        ema_kimg=ema_kimg,
-        ema_rampup=ema_rampup,
+        record=record,
     )
-    if resume_pkl:
+    if record.resume_pkl:
         run.resumed = checkpoint.load_for_training(
-            resume_pkl, run.nets, run.phases, loss, ada, run.progress, rank
+            record.resume_pkl, run.nets, run.phases, loss, ada, run.progress, rank
         )
     for module in run.nets.values():
         if module is not None:
@@ -148,15 +134,16 @@ def build_training_run(
     return run
 
 
-def build_phases(
-    G: torch.nn.Module, D: torch.nn.Module, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg: int, D_reg: int
-) -> list[Phase]:
+def build_phases(G: torch.nn.Module, D: torch.nn.Module, record: RunRecord) -> list[Phase]:
     """Main and regularisation phases sharing one optimizer per network (lazy reg., SG2 Sec. 3.1).
 
     Raises ``RuntimeError`` when a parameter of G or D is in no optimizer (:func:`check_optimizer_covers`).
     """
     phases = []
-    for name, module, opt_kwargs, interval in [('G', G, G_opt_kwargs, G_reg), ('D', D, D_opt_kwargs, D_reg)]:
+    for name, module, opt_kwargs, interval in [
+        ('G', G, record.G_opt_kwargs, record.G_reg_interval),
+        ('D', D, record.D_opt_kwargs, record.D_reg_interval),
+    ]:
         params = list(module.parameters())
         if not interval:
             opt = construct_class_by_name(params, **opt_kwargs)
@@ -199,7 +186,7 @@ def training_step(
     ``reals``: per round, images ``[batch_gpu, C, H, W]`` float32 in ``[-1, 1]`` on ``run.device``;
     ``real_cs``: their labels ``[batch_gpu, c_dim]``; ``sample_labels(n)``: ``[n, c_dim]`` labels for the
     fakes. Runs every phase due at ``run.progress.batch_idx`` with fresh latents, then updates G_ema,
-    advances ``run.progress`` by one step of ``run.batch_size`` images, and every ``run.ada.interval``
+    advances ``run.progress`` by one step of ``run.record.batch_size`` images, and every ``run.ada.interval``
     steps adapts the augment pipe's ``p``. The latents and labels come from the global RNGs.
     """
     batch_gpu, rounds, progress = len(reals[0]), len(reals), run.progress
@@ -209,8 +196,9 @@ def training_step(
         gen_zs = torch.randn([batch_gpu * rounds, run.G.z_dim], device=run.device).split(batch_gpu)
         gen_cs = sample_labels(batch_gpu * rounds).split(batch_gpu)
         _run_phase(phase, run.loss, reals, real_cs, gen_zs, gen_cs, progress.cur_nimg)
-    _update_ema(run.G, run.G_ema, ema_beta(run.batch_size, progress.cur_nimg, run.ema_kimg, run.ema_rampup))
-    progress.cur_nimg += run.batch_size
+    r = run.record
+    _update_ema(run.G, run.G_ema, ema_beta(r.batch_size, progress.cur_nimg, r.ema_kimg, r.ema_rampup))
+    progress.cur_nimg += r.batch_size
     progress.batch_idx += 1
     if run.ada is not None and progress.batch_idx % run.ada.interval == 0:
         run.ada.update(run.augment_pipe, run.ada_stats.collect(run.device))

@@ -21,7 +21,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from stylegan2_ada_kd.dataset_check import (
+from stylegan2_ada_kd.data.check import (
     MAX_LISTED,
     SUPPORTED_MODES,
     Context,
@@ -202,7 +202,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     is then drawn from the other images.
 
     Every image the dataset serves is checked at construction: fully decoded once (so truncated and corrupt
-    files are caught; verdicts of unchanged files are cached, see :mod:`stylegan2_ada_kd.dataset_check`),
+    files are caught; verdicts of unchanged files are cached, see :mod:`stylegan2_ada_kd.data.check`),
     L or RGB, square, one power-of-two size, and labelled when labels are used. All problems are reported
     together in one :class:`DatasetError` that names the files and says how to fix them (a working
     ``dataset_tool.py`` command, or a training option).

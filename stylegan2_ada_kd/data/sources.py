@@ -18,8 +18,8 @@ import click
 import numpy as np
 import PIL.Image
 
-from stylegan2_ada_kd.dataset import MAX_LISTED, DatasetError, ImageFiles
-from stylegan2_ada_kd.dataset_check import Problems, check_labels, read_meta
+from stylegan2_ada_kd.data.check import Problems, check_labels, read_meta
+from stylegan2_ada_kd.data.dataset import MAX_LISTED, DatasetError, ImageFiles
 
 CIFAR_FILES = [f'data_batch_{i}' for i in range(1, 6)] + ['batches.meta']
 

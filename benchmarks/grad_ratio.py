@@ -29,6 +29,7 @@ from stylegan2_ada_kd.augment.options import augment_kwargs
 from stylegan2_ada_kd.kd.loss import KDLoss
 from stylegan2_ada_kd.kd.prompts import GENERIC_PROMPTS
 from stylegan2_ada_kd.kd.teacher import load_teacher
+from stylegan2_ada_kd.kd.variants import resolve_kd_settings
 from stylegan2_ada_kd.training.config import network_kwargs
 from torch_utils.misc import uint8_to_unit
 
@@ -37,7 +38,7 @@ SETTINGS: dict[str, dict] = {
     'paper, cross terms on (p=1)': dict(variant='paper', cross_p=1.0),
     'paper, p=0.7 (expected)': dict(variant='paper', cross_p=0.7),
     'paper, cross terms off (p=0)': dict(variant='paper', cross_p=0.0),
-    'official (x10, CGKD summed)': dict(variant='official'),
+    'official (x10, CGKD summed)': dict(variant='official', **resolve_kd_settings('official')),
 }
 COLUMNS = ('grad_ratio', 'grad_ratio_agkd', 'grad_ratio_cgkd')
 

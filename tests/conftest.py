@@ -74,6 +74,14 @@ def tiny_net_kwargs():
     )
 
 
+def kd_loss_kwargs(**kw):
+    """KDLoss keywords ``kw`` with the variant's weights and cross-term probability resolved where not given
+    (as the KD family resolves them for train.py)."""
+    from stylegan2_ada_kd.kd.variants import resolve_kd_settings
+
+    return {**resolve_kd_settings(kw.get('variant', 'paper'), cross_p=kw.get('cross_p')), **kw}
+
+
 def tiny_record(loss_kwargs, **overrides):
     """A complete run record (``RunRecord``) for TINY_G / TINY_D: Adam, a batch of 4 on one CPU process, no
     augmentation, ticks of 4 images, no snapshots, grids or metrics; ``overrides`` replace fields."""

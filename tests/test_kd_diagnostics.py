@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, tiny_training_run
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, kd_loss_kwargs, tiny_training_run
 
 from stylegan2_ada_kd.kd.loss import KDLoss, agkd_official, agkd_paper, cgkd_official, cgkd_paper
 from stylegan2_ada_kd.networks import Discriminator, Generator
@@ -23,7 +23,7 @@ def _setup(seed=0, **kw):
     torch.manual_seed(seed)
     G = Generator(**copy.deepcopy(TINY_G)).train().requires_grad_(False)
     D = Discriminator(**copy.deepcopy(TINY_D)).train().requires_grad_(False)
-    loss = KDLoss(torch.device('cpu'), G, D, teacher=SPEC, prompts=PROMPTS, **kw)
+    loss = KDLoss(torch.device('cpu'), G, D, teacher=SPEC, prompts=PROMPTS, **kd_loss_kwargs(**kw))
     return G, D, loss
 
 

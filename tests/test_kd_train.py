@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_image_folder
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, kd_loss_kwargs, make_image_folder
 
 import train
 from stylegan2_ada_kd.kd.loss import KDLoss
@@ -33,7 +33,8 @@ def _nets():
 
 
 def _kd_loss(teacher_spec, G, D, **kw):
-    return KDLoss(torch.device('cpu'), G, D, teacher=teacher_spec, prompts=['a cat', 'a dog', 'a car'], **kw)
+    prompts = ['a cat', 'a dog', 'a car']
+    return KDLoss(torch.device('cpu'), G, D, teacher=teacher_spec, prompts=prompts, **kd_loss_kwargs(**kw))
 
 
 def test_kd_gradients_reach_trunk_and_head_never_the_teacher(teacher_spec):

@@ -7,13 +7,14 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, make_image_folder
+from conftest import TINY_CLIP_SPEC, TINY_D, TINY_G, TinyImageEncoder, kd_loss_kwargs, make_image_folder
 
 from stylegan2_ada_kd.kd import anchors as anchors_mod
 from stylegan2_ada_kd.kd import loss as kd_loss
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
-from stylegan2_ada_kd.kd.loss import KDLoss, cgkd_official, cross_terms_on, resolve_kd_settings
+from stylegan2_ada_kd.kd.loss import KDLoss, cgkd_official, cross_terms_on
 from stylegan2_ada_kd.kd.teacher import load_teacher
+from stylegan2_ada_kd.kd.variants import resolve_kd_settings
 from stylegan2_ada_kd.networks import Discriminator, Generator
 from stylegan2_ada_kd.training.loss import DOutput, StyleGAN2Loss
 
@@ -26,7 +27,7 @@ def _nets():
 
 
 def _loss(G, D, **kw):
-    return KDLoss(torch.device('cpu'), G, D, teacher=SPEC, prompts=PROMPTS, **kw)
+    return KDLoss(torch.device('cpu'), G, D, teacher=SPEC, prompts=PROMPTS, **kd_loss_kwargs(**kw))
 
 
 def _outputs(n, e, seed=0):
@@ -129,7 +130,7 @@ def test_kmeans_anchor_cache_depends_on_the_variant(tmp_path, monkeypatch):
     paper = KDLoss(torch.device('cpu'), *_nets(), **kw)
     KDLoss(torch.device('cpu'), *_nets(), **kw)
     assert len(calls) == 1  # the same preprocessing: cached
-    official = KDLoss(torch.device('cpu'), *_nets(), variant='official', **kw)
+    official = KDLoss(torch.device('cpu'), *_nets(), **kd_loss_kwargs(variant='official', **kw))
     assert len(calls) == 2  # other preprocessing: recomputed, not the paper anchors
     from stylegan2_ada_kd.data.dataset import ImageFolderDataset
 

@@ -2,6 +2,7 @@
 docstrings with shapes, shape assertions in networks, and the KD plugin staying out of the core."""
 
 import ast
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -186,3 +187,20 @@ def test_core_imports_nothing_from_the_kd_plugin():
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(kd)
     ]
     assert named == [f'stylegan2_ada_kd/plugins.py: {kd}.options'], named
+
+
+def test_no_function_relays_the_run_record():
+    """The run record reaches the loop and the run builder as it is (training.record.RunRecord): no function
+    re-declares more than three of its fields as parameters, so a new option is never relayed by hand."""
+    from stylegan2_ada_kd.training.record import RunRecord
+
+    fields = {field.name for field in dataclasses.fields(RunRecord)}
+    offenders = []
+    for path in _py_files(CORE_DIRS) + [REPO / 'train.py']:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                relayed = sorted(fields & {arg.arg for arg in args})
+                if len(relayed) > 3:
+                    offenders.append(f'{path.relative_to(REPO)}:{node.lineno} {node.name}: {relayed}')
+    assert not offenders, 'functions that re-declare the run record:\n' + '\n'.join(offenders)

@@ -28,7 +28,14 @@ from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
 from stylegan2_ada_kd.kd.teacher import DEFAULT_TEACHER, load_teacher, random_warning
-from stylegan2_ada_kd.kd.variants import KD_TERMS, check_terms, resolve_kd_settings, uses_anchors
+from stylegan2_ada_kd.kd.variants import (
+    DEFAULT_WEIGHTS,
+    KD_TERMS,
+    PAPER_CROSS_P,
+    check_cross_p,
+    check_terms,
+    uses_anchors,
+)
 from stylegan2_ada_kd.training.loss import DOutput, StyleGAN2Loss, d_logistic_loss
 from torch_utils import training_stats
 
@@ -202,9 +209,9 @@ class KDLoss(StyleGAN2Loss):
         teacher: str = DEFAULT_TEACHER,  # Teacher spec (see kd.teacher.load_teacher).
         teacher_weights: str | None = None,  # Local weights file for the teacher.
         variant: str = 'paper',  # 'paper' or 'official' formulation.
-        agkd_weight: float | None = None,  # lambda_A; None = 1 (paper) or 10 (official).
-        cgkd_weight: float | None = None,  # lambda_C; None = 1 (paper) or 10 (official).
-        cross_p: float | None = None,  # P(AGKD cross terms); None = 0.7 (paper) or 1 (official, fixed).
+        agkd_weight: float = DEFAULT_WEIGHTS['paper'],  # lambda_A; per variant: variants.resolve_kd_settings.
+        cgkd_weight: float = DEFAULT_WEIGHTS['paper'],  # lambda_C; the same.
+        cross_p: float = PAPER_CROSS_P,  # P(AGKD cross terms) per D step; 1 for the official variant.
         seed: int = 0,  # Run seed: the cross-term draw of a step is a function of (seed, cur_nimg).
         div_weight: float = 0.0,  # Weight of the G-side diversity term; 0 = off.
         prompts: Sequence[str] | None = None,  # CGKD prompts (K >= 2) for a CLIP teacher.
@@ -216,11 +223,11 @@ class KDLoss(StyleGAN2Loss):
     ) -> None:
         super().__init__(device, G, D, augment_pipe, **base_options)
         self.kd_terms = check_terms(kd_terms)
-        settings = resolve_kd_settings(variant, agkd_weight, cgkd_weight, cross_p)
+        check_cross_p(variant, cross_p)
         self.variant = variant
-        self.agkd_weight = settings['agkd_weight']
-        self.cgkd_weight = settings['cgkd_weight']
-        self.cross_p = settings['cross_p']
+        self.agkd_weight = float(agkd_weight)
+        self.cgkd_weight = float(cgkd_weight)
+        self.cross_p = float(cross_p)
         self.seed = int(seed)
         self.div_weight = div_weight
         self.teacher = load_teacher(teacher, teacher_weights, device=device)

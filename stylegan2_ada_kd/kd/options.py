@@ -27,8 +27,11 @@ from stylegan2_ada_kd.plugins import Family, NamePart, ParsedOptions
 ANCHOR_OPTIONS = ('kd_prompts', 'kd_anchors')  # Options of the anchors only (CGKD, diversity term).
 
 
-def parse_kd_terms(text: str | None) -> tuple[str, ...]:
-    """``'aggregated,correlated'`` -> a tuple of terms; ``None``/``'none'`` -> empty."""
+def parse_kd_terms(
+    ctx: click.Context | None, param: click.Parameter | None, text: str | None
+) -> tuple[str, ...]:
+    """``--kd``'s click callback, so the option is parsed once: ``'aggregated,correlated'`` -> a tuple of
+    terms; ``None``/``'none'`` -> empty."""
     if text is None or text == 'none':
         return ()
     try:
@@ -79,7 +82,7 @@ def _check_anchor_options(terms: Sequence[str], parsed: ParsedOptions) -> None:
         names = ', '.join(_flag(name) for name in stray)
         raise click.UsageError(
             f'{names}: anchors are used only by CGKD (--kd=...,correlated) or --kd-div-weight > 0, not by '
-            f'--kd={parsed.values["kd"]}'
+            f'--kd={",".join(terms)}'
         )
 
 
@@ -104,7 +107,7 @@ def _resolve(c: EasyDict, parsed: ParsedOptions) -> None:
     the anchors (:func:`uses_anchors`), so AGKD alone neither resolves nor shows them.
     """
     values = parsed.values
-    terms = parse_kd_terms(values['kd'])
+    terms = values['kd']
     if not terms:
         stray = sorted(name for name in parsed.given if name.startswith('kd_'))
         if stray:
@@ -138,7 +141,7 @@ def _resolve(c: EasyDict, parsed: ParsedOptions) -> None:
 
 def _name_parts(values: Mapping[str, Any]) -> list[NamePart]:
     """``-kd`` (after ``--desc``) when KD is on."""
-    return [(300, 'kd')] if parse_kd_terms(values['kd']) else []
+    return [(300, 'kd')] if values['kd'] else []
 
 
 FAMILY = Family(
@@ -149,6 +152,7 @@ FAMILY = Family(
             help="KD-DLGAN terms: 'aggregated', 'correlated', both (comma list) or 'none'; "
             'every --kd-* needs it',
             metavar='LIST',
+            callback=parse_kd_terms,
         ),
         click.option(
             '--kd-teacher',

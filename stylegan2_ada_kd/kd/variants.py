@@ -33,25 +33,35 @@ def uses_anchors(terms: Sequence[str], div_weight: float) -> bool:
     return 'correlated' in terms or div_weight > 0
 
 
-def resolve_kd_settings(
-    variant: str, agkd_weight: float | None, cgkd_weight: float | None, cross_p: float | None
-) -> dict[str, float]:
-    """The ``agkd_weight``, ``cgkd_weight`` and ``cross_p`` that run, with every None resolved.
-
-    Weights default to :data:`DEFAULT_WEIGHTS` (1 paper, 10 official); ``cross_p`` to 0.7 (paper). The
-    official variant's cross terms are always on: a ``cross_p`` other than None or 1 is a ValueError,
-    never silently replaced.
-    """
+def check_cross_p(variant: str, cross_p: float) -> None:
+    """A ValueError naming ``--kd-p`` unless ``cross_p`` is in [0, 1], and 1 for the official variant (its
+    cross terms are always on: another value is refused, never silently replaced)."""
     check_variant(variant)
-    if variant == 'official' and cross_p is not None and cross_p != 1:
+    if variant == 'official' and cross_p != 1:
         raise ValueError(
             f'--kd-p={cross_p:g} does not apply to --kd-variant=official, whose AGKD cross terms are always '
             'on (p = 1); drop --kd-p, or use --kd-variant=paper'
         )
-    if cross_p is None:
-        cross_p = 1.0 if variant == 'official' else PAPER_CROSS_P
     if not 0 <= cross_p <= 1:
         raise ValueError(f'--kd-p must be in [0, 1]; got {cross_p}')
+
+
+def resolve_kd_settings(
+    variant: str,
+    agkd_weight: float | None = None,
+    cgkd_weight: float | None = None,
+    cross_p: float | None = None,
+) -> dict[str, float]:
+    """The ``agkd_weight``, ``cgkd_weight`` and ``cross_p`` that run, with every None resolved: the one place
+    of these defaults (the KD family resolves them into the run record; KDLoss takes them as they are).
+
+    Weights default to :data:`DEFAULT_WEIGHTS` (1 paper, 10 official); ``cross_p`` to 0.7 (paper) or 1
+    (official), checked by :func:`check_cross_p`.
+    """
+    check_variant(variant)
+    if cross_p is None:
+        cross_p = 1.0 if variant == 'official' else PAPER_CROSS_P
+    check_cross_p(variant, cross_p)
     weight = DEFAULT_WEIGHTS[variant]
     return dict(
         agkd_weight=float(weight if agkd_weight is None else agkd_weight),

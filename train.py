@@ -32,7 +32,7 @@ import click
 from dnnlib.util import BOOL
 from stylegan2_ada_kd import plugins
 from stylegan2_ada_kd.checkpoint.locate import PRETRAINED
-from stylegan2_ada_kd.training.config import PRESETS, build_training_kwargs
+from stylegan2_ada_kd.training.config import PRESETS, build_training_kwargs, check_holdout
 from torch_utils.distributed import launched_by_torchrun
 
 
@@ -84,6 +84,7 @@ from torch_utils.distributed import launched_by_torchrun
     '--holdout',
     help='Keep this many images (chosen with --seed) out of training to measure D overfitting (0 = off)',
     type=click.IntRange(min=0),
+    callback=check_holdout,
     default=0,
     show_default=True,
     metavar='INT',

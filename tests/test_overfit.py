@@ -1,12 +1,14 @@
 """--holdout: held-out reals kept out of training, and the per-tick D-overfitting stats."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import IMAGE_FOLDER, TINY_D, TINY_G, make_image_folder
+from conftest import TINY_D, TINY_G, make_image_folder
 
 import train
 from stylegan2_ada_kd.data.dataset import DatasetError, ImageFolderDataset, split_indices
@@ -38,6 +40,22 @@ def test_splits_are_disjoint_seeded_and_keep_old_subsets():
         split_indices(50, None, 0, 'holdout', seed=0)
 
 
+def test_the_held_out_split_is_checked_with_the_dataset_and_shares_its_files(tmp_path):
+    data = Path(make_image_folder(tmp_path / 'data', n=10, seed=0))
+    training = ImageFolderDataset(path=data, holdout=3, random_seed=2, xflip=True)
+    held = training.holdout_split()
+    names = sorted(p.name for p in data.iterdir() if p.suffix == '.png')
+    want = [names[i] for i in split_indices(10, None, 3, 'holdout', 2)]
+    assert held.files == training.holdout_files == want
+    assert len(held) == 3 and held._files is training._files  # no mirroring, no second opening
+    assert np.array_equal(held[0][0], np.asarray(PIL.Image.open(data / held.files[0])).transpose(2, 0, 1))
+    with pytest.raises(DatasetError, match='holds no images out'):
+        ImageFolderDataset(path=data).holdout_split()
+    (data / held.files[1]).write_bytes(b'not an image')  # a broken held-out image fails at open, not later
+    with pytest.raises(DatasetError, match=held.files[1]):
+        ImageFolderDataset(path=data, holdout=3, random_seed=2)
+
+
 def test_dry_run_records_the_held_out_files(data16, tmp_path):
     res = CliRunner().invoke(
         train.main,
@@ -47,7 +65,7 @@ def test_dry_run_records_the_held_out_files(data16, tmp_path):
     c = json.loads(res.output[res.output.index('{\n') : res.output.index('\n\nRun directory')])
     assert c['training_set_kwargs']['holdout'] == 4 and '-holdout4-mirror-' in c['run_dir']
     held = c['overfit_kwargs']['holdout_files']
-    assert len(held) == 4 and c['overfit_kwargs']['num_images'] == 4
+    assert len(held) == 4 and set(c['overfit_kwargs']) == {'class_name', 'holdout_files'}
     kwargs = {k: v for k, v in c['training_set_kwargs'].items() if k not in ('class_name', 'resolution')}
     training = ImageFolderDataset(**kwargs)
     assert len(training.files) == 12 and not set(training.files) & set(held)
@@ -58,8 +76,8 @@ def test_dry_run_records_the_held_out_files(data16, tmp_path):
     'extra, needle',
     [
         (['--holdout=1'], 'at least 2'),
-        (['--holdout=16'], 'leaves no training images'),
-        (['--holdout=8', '--subset=10'], '--subset=10 plus --holdout=8'),
+        (['--holdout=16'], 'must leave training images'),
+        (['--holdout=8', '--subset=10'], '--subset=10 is larger than the dataset (8 images besides the 8 of'),
     ],
 )
 def test_bad_holdout_fails_before_anything_is_created(data16, tmp_path, extra, needle):
@@ -70,13 +88,10 @@ def test_bad_holdout_fails_before_anything_is_created(data16, tmp_path, extra, n
 
 
 def test_monitor_reports_d_on_train_holdout_and_fakes(data16):
-    kwargs = dict(
-        class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset', path=data16, holdout=6, random_seed=1
-    )
     training = ImageFolderDataset(path=data16, holdout=6, random_seed=1)
-    held = ImageFolderDataset(path=data16, holdout=6, random_seed=1, split='holdout')
+    held = training.holdout_split()
     G, D = Generator(**TINY_G).train(), Discriminator(**TINY_D)
-    monitor = OverfitMonitor(kwargs, held.files, 6, training, G.z_dim, torch.device('cpu'), batch=4)
+    monitor = OverfitMonitor(held.files, training, G.z_dim, torch.device('cpu'), batch=4)
     w_avg = G.mapping.w_avg.clone()
     stats = monitor.stats(G, D)
     assert torch.equal(G.mapping.w_avg, w_avg) and G.training  # measuring leaves G's state alone
@@ -92,7 +107,7 @@ def test_monitor_reports_d_on_train_holdout_and_fakes(data16):
     assert stats['Overfit/D_holdout']['mean'] == pytest.approx(float(direct.mean()), rel=1e-5)
     assert monitor.stats(G, D) == stats  # fixed samples and latents: deterministic
     with pytest.raises(ValueError, match='held-out images'):
-        OverfitMonitor(kwargs, held.files[:5], 6, training, G.z_dim, torch.device('cpu'), batch=4)
+        OverfitMonitor(held.files[:5], training, G.z_dim, torch.device('cpu'), batch=4)
 
 
 def test_auc_counts_pairs_and_half_ties():
@@ -132,10 +147,10 @@ class HalfD(torch.nn.Module):
 def test_monitor_reports_the_auc_of_every_training_image_against_every_held_out_one(data16, monkeypatch):
     kwargs = dict(path=data16, holdout=6, random_seed=1)
     training = ImageFolderDataset(**kwargs, xflip=True)
-    held = ImageFolderDataset(**kwargs, split='holdout')
+    held = training.holdout_split()
     G, D = Generator(**TINY_G), Discriminator(**TINY_D)
-    args = (held.files, 6, training, G.z_dim, torch.device('cpu'))
-    monitor = OverfitMonitor(dict(kwargs, class_name=IMAGE_FOLDER), *args, 2)
+    args = (held.files, training, G.z_dim, torch.device('cpu'))
+    monitor = OverfitMonitor(*args, 2)
     stats = monitor.stats(G, D)
     assert stats['Overfit/auc']['num'] == 10 * 6  # all 10 training images (no mirrored copies), 6 held-out
 
@@ -151,7 +166,7 @@ def test_monitor_reports_the_auc_of_every_training_image_against_every_held_out_
     assert half['Overfit/D_train']['mean'] == pytest.approx(stats['Overfit/D_train']['mean'] / 2)
     assert half['Overfit/auc'] == stats['Overfit/auc'] and half['Overfit/gap'] == stats['Overfit/gap']
     monkeypatch.setattr(overfit, 'MAX_AUC_IMAGES', 4)  # a seeded sample of each side beyond the cap
-    capped = OverfitMonitor(dict(kwargs, class_name=IMAGE_FOLDER), *args, 2)
+    capped = OverfitMonitor(*args, 2)
     assert capped.stats(G, D)['Overfit/auc']['num'] == 4 * 4
 
 

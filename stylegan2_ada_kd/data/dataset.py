@@ -12,6 +12,7 @@ A label is either an int class index (served as a one-hot float32 vector of widt
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import zipfile
@@ -165,7 +166,10 @@ def split_indices(num: int, max_size: int | None, holdout: int, split: str, seed
     if split not in ('train', 'holdout'):
         raise DatasetError(f"split={split!r} must be 'train' or 'holdout'")
     if holdout and not 0 < holdout < num:
-        raise DatasetError(f'holdout={holdout} must leave training images: the dataset has {num} images')
+        raise DatasetError(
+            f'holdout={holdout} must leave training images: the dataset has {num} images; hold out fewer '
+            f'(e.g. --holdout={max(2, num // 5)})'
+        )
     idx = np.arange(num, dtype=np.int64)
     if holdout:
         held = np.sort(np.random.RandomState(seed % (1 << 32)).choice(num, size=holdout, replace=False))
@@ -218,7 +222,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         random_seed: int = 0,  # Seed of the subset and held-out choices.
         name: str | None = None,  # Display name; None = the file or folder name without extension.
         holdout: int = 0,  # Images set apart from training (chosen with random_seed); 0 = none.
-        split: str = 'train',  # 'train' serves the training images, 'holdout' the held-out ones.
     ) -> None:
         if resolution is not None and not (is_power_of_two(int(resolution)) and resolution >= 4):
             raise DatasetError(f'resolution={resolution} must be a power of two >= 4 (e.g. 64, 256, 1024)')
@@ -235,25 +238,50 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 'other formats PIL opens); point to the right folder or build one with '
                 f'python dataset_tool.py --source=IMAGES_DIR --dest={os.path.splitext(self._path)[0]}.zip'
             )
-        self._raw_idx = split_indices(len(all_names), max_size, int(holdout), split, int(random_seed))
+        self._raw_idx = split_indices(len(all_names), max_size, int(holdout), 'train', int(random_seed))
+        self._held_idx = np.zeros([0], np.int64)
+        if holdout:
+            self._held_idx = split_indices(len(all_names), None, int(holdout), 'holdout', int(random_seed))
         self._image_names = [all_names[i] for i in self._raw_idx]
         self._check(all_names, resolution, bool(use_labels))
 
     def _check(self, all_names: list[str], resolution: int | None, use_labels: bool) -> None:
-        """Decode every served image once (cached), read dataset.json and the labels; raise on problems."""
+        """Decode every served and held-out image once (cached), read dataset.json and the labels; raise on
+        problems. The held-out images' keys and labels are kept for :meth:`holdout_split`."""
+        names = self._image_names + [all_names[i] for i in self._held_idx]
         problems = Problems()
         meta = read_meta(self._files, problems)
         self._class_names = meta.get('class_names') if meta else None
         self._prompts = meta.get('prompts') if meta else None
-        self._labels = np.zeros([len(self._image_names), 0], np.float32)
+        labels = np.zeros([len(names), 0], np.float32)
         if use_labels and meta is not None:
-            self._labels = check_labels(meta, self._image_names, set(all_names), problems)[1]
-        self._keys = self._files.content_keys(self._image_names)
-        infos = probe_all(self._files, self._image_names, self._keys)
-        size, channels = check_images(self._image_names, infos, resolution, problems)
-        ctx = Context(self._path, self._image_names, all_names, meta, size, use_labels)
-        raise_if_any(problems, ctx)
+            labels = check_labels(meta, names, set(all_names), problems)[1]
+        keys = self._files.content_keys(names)
+        size, channels = check_images(names, probe_all(self._files, names, keys), resolution, problems)
+        raise_if_any(problems, Context(self._path, names, all_names, meta, size, use_labels))
         self._image_shape = [channels, size, size]
+        n = len(self._image_names)
+        self._labels, self._keys = labels[:n], keys[:n]
+        self._held = (names[n:], keys[n:], labels[n:])
+
+    def holdout_split(self) -> ImageFolderDataset:
+        """The held-out images (``holdout`` > 0) as a dataset of their own, in file order, without mirroring.
+
+        It shares this dataset's opened files and checks (the held-out images were checked with it), so the
+        held-out set costs no second opening. Raises :class:`DatasetError` when nothing is held out.
+        """
+        if not len(self._held_idx):
+            raise DatasetError('this dataset holds no images out (holdout=0)')
+        held = copy.copy(self)
+        held._raw_idx, held._held_idx, held._held = self._held_idx, np.zeros([0], np.int64), ([], [], None)
+        held._image_names, held._keys, held._labels = self._held
+        held._xflip = False
+        return held
+
+    @property
+    def holdout_files(self) -> list[str]:
+        """Relative names of the held-out images, in file order (empty without ``holdout``)."""
+        return list(self._held[0])
 
     def __len__(self) -> int:
         return len(self._image_names) * (2 if self._xflip else 1)

@@ -169,7 +169,7 @@ def _load_dataset(
     data: str, cond: bool, subset: int | None, mirror: bool, seed: int, holdout: int = 0
 ) -> tuple[EasyDict, Any]:
     """Dataset kwargs, and the dataset itself (every file validated now, before training)."""
-    from stylegan2_ada_kd.data.dataset import DatasetError, ImageFiles, ImageFolderDataset
+    from stylegan2_ada_kd.data.dataset import DatasetError, ImageFolderDataset
 
     if data == 'demo':
         from stylegan2_ada_kd.data.demo import demo_dataset_path
@@ -183,51 +183,37 @@ def _load_dataset(
         xflip=mirror,
         random_seed=seed,
     )
+    if holdout:
+        kwargs.holdout = holdout
     try:
-        if holdout:
-            _check_holdout(holdout, subset, len(ImageFiles(data).image_names()))
-            kwargs.holdout = holdout
         dataset = ImageFolderDataset(**{k: v for k, v in kwargs.items() if k != 'class_name'})
     except (DatasetError, OSError) as err:
         raise click.UsageError(f'--data={data}: {err}') from err
     if cond and not dataset.has_labels:
         raise click.UsageError(f'--cond=1 needs labels, but {data} has no labels in dataset.json')
     if subset is not None and subset > len(dataset) // (2 if mirror else 1):
-        raise click.UsageError(f'--subset={subset} is larger than the dataset ({len(dataset)} images)')
+        held = f' besides the {holdout} of --holdout' if holdout else ''
+        raise click.UsageError(
+            f'--subset={subset} is larger than the dataset ({len(dataset.files)} images{held})'
+        )
     kwargs.resolution = dataset.resolution
     return kwargs, dataset
 
 
-def _check_holdout(holdout: int, subset: int | None, num_images: int) -> None:
-    """Reject a ``--holdout`` that cannot give a D-overfitting measurement and a training set."""
-    if holdout < 2:
-        raise click.UsageError(f'--holdout={holdout}: hold out at least 2 images (or 0 to turn it off)')
-    if holdout >= num_images:
-        raise click.UsageError(
-            f'--holdout={holdout} leaves no training images: the dataset has {num_images}; '
-            f'choose --holdout below {num_images} (e.g. {max(2, num_images // 5)})'
-        )
-    if subset is not None and subset + holdout > num_images:
-        raise click.UsageError(
-            f'--subset={subset} plus --holdout={holdout} exceed the {num_images} images of the dataset; '
-            f'lower one so that they add up to at most {num_images}'
-        )
+def check_holdout(ctx: click.Context | None, param: click.Parameter | None, value: int) -> int:
+    """``--holdout``'s click callback: 0 (off) or at least 2 images (the rest is checked by the dataset)."""
+    if value == 1:
+        raise click.BadParameter('hold out at least 2 images (or 0 to turn it off)')
+    return value
 
 
-def _overfit_kwargs(holdout: int, set_kwargs: dict) -> EasyDict | None:
-    """Kwargs of the D-overfitting monitor (None without ``--holdout``), with the held-out file names."""
-    if not holdout:
+def _overfit_kwargs(dataset: Any) -> EasyDict | None:
+    """Kwargs of the D-overfitting monitor (None without ``--holdout``), with the held-out file names (the
+    monitor checks that the dataset still holds these out)."""
+    if not dataset.holdout_files:
         return None
-    from stylegan2_ada_kd.data.dataset import ImageFolderDataset
-
-    held = ImageFolderDataset(
-        **{k: v for k, v in set_kwargs.items() if k not in ('class_name', 'resolution')}, split='holdout'
-    )
-    return EasyDict(
-        class_name='stylegan2_ada_kd.training.overfit.OverfitMonitor',
-        holdout_files=held.files,
-        num_images=holdout,
-    )
+    monitor = 'stylegan2_ada_kd.training.overfit.OverfitMonitor'
+    return EasyDict(class_name=monitor, holdout_files=dataset.holdout_files)
 
 
 def optimizer_kwargs(spec: Preset) -> EasyDict:
@@ -294,7 +280,7 @@ def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> E
         grid_size=grid,
         network_snapshot_ticks=opts['snap'],
         metrics=_parse_metrics(opts['metrics']),
-        overfit_kwargs=_overfit_kwargs(opts['holdout'], set_kwargs),
+        overfit_kwargs=_overfit_kwargs(dataset),
         cudnn_benchmark=not opts['nobench'],
         allow_tf32=opts['allow_tf32'],
     )
@@ -419,8 +405,10 @@ def _apply_resume(c: EasyDict, resume: str | None, outdir: str, dataset: Any) ->
 
 
 # What may differ between the sessions of one run continued with --resume=auto: where it is written and
-# resumed from, how long it trains, and bookkeeping that does not change the training.
+# resumed from, how long it trains, and bookkeeping that does not change the training (the overfitting
+# monitor only reads D; which images are held out is in training_set_kwargs).
 AUTO_RESUME_FREE_KEYS = (
+    'overfit_kwargs',
     'run_dir',
     'resume_pkl',
     'total_kimg',

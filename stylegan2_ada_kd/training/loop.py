@@ -129,7 +129,6 @@ def training_loop(
         if r.overfit_kwargs:
             monitor = construct_class_by_name(
                 **r.overfit_kwargs,
-                dataset_kwargs=r.training_set_kwargs,
                 training_set=dataset,
                 z_dim=G.z_dim,
                 device=device,

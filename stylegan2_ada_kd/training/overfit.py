@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.training.contracts import TickStats
 from torch_utils.misc import uint8_to_unit
 
@@ -42,8 +41,8 @@ MAX_AUC_IMAGES = 1024
 class OverfitMonitor:
     """Mean D logits on training reals, held-out reals and fakes, and the train/held-out AUC, once per tick.
 
-    The held-out split is opened from ``dataset_kwargs`` with ``split='holdout'`` and without x-flips, and
-    checked against ``holdout_files``; the training reals come from ``training_set``. For the means each
+    The held-out images are ``training_set.holdout_split()`` (no x-flips, no second opening), checked against
+    ``holdout_files``; the training reals come from ``training_set``. For the means each
     group has at most the held-out count and :data:`MAX_IMAGES` images (the training ones a seeded
     sample); the AUC takes all training and all held-out images, at most :data:`MAX_AUC_IMAGES` each.
     Images stay on the CPU as uint8 and go to ``device`` one chunk at a time. The training loop builds the
@@ -53,23 +52,20 @@ class OverfitMonitor:
 
     def __init__(
         self,
-        dataset_kwargs: dict,  # The training set's kwargs (with class_name and holdout > 0).
         holdout_files: list,  # The held-out file names recorded in training_options.json.
-        num_images: int,  # Images per group of the means (capped, see above).
-        training_set: Any,  # The training dataset the loop uses.
+        training_set: Any,  # The training dataset the loop uses (opened with holdout > 0).
         z_dim: int,  # G's latent size.
         device: torch.device,  # Where D and G run.
         batch: int,  # Images per D/G call (batch_gpu; a multiple of D's minibatch-std group).
         seed: int = 0,  # Seed of the training samples and of the fakes' latents.
     ) -> None:
-        kwargs = dict(dataset_kwargs, split='holdout', xflip=False, max_size=None)
-        held = construct_class_by_name(**kwargs)
+        held = training_set.holdout_split()
         if held.files != list(holdout_files):
             raise ValueError(
                 'the held-out images of this dataset differ from holdout_files in the options '
                 '(the dataset changed since they were chosen); start a new run or restore the dataset'
             )
-        count = min(int(num_images), len(held), MAX_IMAGES)
+        count = min(len(held), MAX_IMAGES)
         rnd = np.random.RandomState(seed)
         num_train = len(training_set.files)  # without mirrored copies
         train_idx = np.sort(rnd.choice(num_train, size=min(count, num_train), replace=False))

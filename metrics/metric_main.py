@@ -50,8 +50,6 @@ __all__ = [
     'parse_metric_list',
 ]
 
-_open_dataset = context.open_dataset  # its old name, for callers outside metrics/ (tests/test_overfit.py)
-
 
 def parse_metric_list(text: str, allow_none: bool = True) -> list[str]:
     """A ``--metrics`` value (``'fid50k_full,kid50k_full'``) as a list of metric names.

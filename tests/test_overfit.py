@@ -184,11 +184,11 @@ def test_training_writes_overfit_stats(data16, tmp_path):
 
 def test_train_metrics_use_the_training_split_and_full_metrics_every_image(data16):
     import calc_metrics
-    from metrics import metric_main
+    from metrics import context
 
     G = Generator(**TINY_G)
     kwargs = calc_metrics.resolve_dataset_kwargs(dict(path=data16, holdout=4, random_seed=0), None, None, G)
     assert kwargs['holdout'] == 4
     ctx = type('Ctx', (), dict(dataset_kwargs=kwargs, G=G, name='fid1k_train'))()
-    assert len(metric_main._open_dataset(ctx, 'train')) == 12
-    assert len(metric_main._open_dataset(ctx, 'full')) == 16
+    assert len(context.open_dataset(ctx, 'train')) == 12
+    assert len(context.open_dataset(ctx, 'full')) == 16

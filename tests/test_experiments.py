@@ -205,6 +205,19 @@ def test_regime_pilot_turn_point():
     assert unit.turn_point([(0, 0.5), (20, 0.55), (40, 0.6)]) == 40  # equal to 1.1 x the minimum counts
 
 
+def test_regime_fallback_trains_on_a_subset_in_its_own_folder():
+    """The pre-registered fallback (--subset=30): train.py gets --subset, runs and H.txt go to subset30/."""
+    sys.path.insert(0, str(REPO / 'experiments' / 'results' / 'obama32-regime'))
+    import unit
+
+    plain = unit.arm_args('/e', 'DA', 1, 400)
+    fallback = unit.arm_args('/e', 'KD', 1, 400, subset=30)
+    assert '--subset=30' in fallback and not any(a.startswith('--subset') for a in plain)
+    assert '--outdir=/e/runs/DA-s1' in plain and '--outdir=/e/subset30/runs/KD-s1' in fallback
+    assert '--data=/e/obama32.zip' in fallback and '--holdout=20' in fallback  # the same 20 held out
+    assert unit.variant('/e', None) == '/e' and unit.variant('/e', 30) == '/e/subset30'
+
+
 def test_snapshot_names_with_sub_kimg_ticks_are_read(tmp_path):
     """Snapshots named by kimg with three decimals (ticks under 1 kimg) keep their own kimg."""
     run_dir = tmp_path / '00000-run'

@@ -5,6 +5,7 @@
     python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --seed=0 --pilot
     python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --seed=1 --kimg=H
     python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --collect
+    python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --subset=30 --pilot
 
 ``--exp`` must hold ``obama32.zip`` and ``efficientnet64.pt`` (README: "Preparation"). Repeating a command
 continues each arm from its newest snapshot (``train.py --resume=auto``); an arm that has its evaluation at
@@ -13,6 +14,8 @@ evaluation at which DA's KID has been at least 10% above its running minimum at 
 evaluations (rounded up to the 20-kimg grid; written to ``<exp>/H.txt``, or ``none`` at the cap); the KD arm
 stops when it has its evaluation at H. ``--collect`` copies the light files (stats, metric results, logs,
 options, the image grids at each run's best KID and at its end; never snapshots) into ``runs/`` here.
+``--subset=30`` is the pre-registered fallback (30 training images, the same 20 held out): its runs, H.txt
+and collected files live in ``subset30/`` below ``--exp`` and below this folder.
 """
 
 from __future__ import annotations
@@ -37,11 +40,18 @@ CAP_KIMG = 400
 METRICS = ('kid1k_train', 'fid1k_train')  # KID first: it drives the best-snapshot pointer
 
 
-def arm_args(exp: str, arm: str, seed: int, kimg: float) -> list[str]:
-    """The train.py arguments of one arm."""
+def variant(root: str, subset: int | None) -> str:
+    """The folder of the experiment's runs and H.txt below ``root`` (``<exp>`` or this folder): ``root``
+    itself, or ``root/subset<N>`` for the fallback on N training images (README: "Pilot")."""
+    return root if subset is None else os.path.join(root, f'subset{subset}')
+
+
+def arm_args(exp: str, arm: str, seed: int, kimg: float, subset: int | None = None) -> list[str]:
+    """The train.py arguments of one arm (``subset``: ``--subset``, the same 20 images held out)."""
     args = [
-        f'--outdir={os.path.join(exp, "runs", f"{arm}-s{seed}")}',
+        f'--outdir={os.path.join(variant(exp, subset), "runs", f"{arm}-s{seed}")}',
         f'--data={os.path.join(exp, "obama32.zip")}',
+        *([f'--subset={subset}'] if subset is not None else []),
         '--holdout=20',
         '--mirror=1',
         '--aug=diffaug',
@@ -67,9 +77,10 @@ def arm_args(exp: str, arm: str, seed: int, kimg: float) -> list[str]:
     return args
 
 
-def kid_curve(exp: str, arm: str, seed: int) -> list[tuple[int, float]]:
-    """``[(kimg, KID)]`` of an arm's evaluations so far, over all its (resumed) run directories."""
-    return few_shot.read_metric_all(os.path.join(exp, 'runs', f'{arm}-s{seed}'), METRICS[0])
+def kid_curve(work: str, arm: str, seed: int) -> list[tuple[int, float]]:
+    """``[(kimg, KID)]`` of an arm's evaluations so far, over all its (resumed) run directories below the
+    variant folder ``work`` (:func:`variant`)."""
+    return few_shot.read_metric_all(os.path.join(work, 'runs', f'{arm}-s{seed}'), METRICS[0])
 
 
 def turn_point(curve: list[tuple[int, float]]) -> int | None:
@@ -84,17 +95,17 @@ def turn_point(curve: list[tuple[int, float]]) -> int | None:
     return None
 
 
-def _start(exp: str, arm: str, seed: int, kimg: float) -> subprocess.Popen:
+def _start(exp: str, arm: str, seed: int, kimg: float, subset: int | None) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    log = open(os.path.join(exp, 'runs', f'{arm}-s{seed}.log'), 'a')  # noqa: SIM115 - the child holds it
-    cmd = [sys.executable, 'train.py', *arm_args(exp, arm, seed, kimg)]
+    log = open(os.path.join(variant(exp, subset), 'runs', f'{arm}-s{seed}.log'), 'a')  # noqa: SIM115
+    cmd = [sys.executable, 'train.py', *arm_args(exp, arm, seed, kimg, subset)]
     print('+ ' + ' '.join(cmd), flush=True)
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _evaluated(exp: str, arm: str, seed: int) -> int:
+def _evaluated(work: str, arm: str, seed: int) -> int:
     """The kimg of an arm's newest evaluation (-1 before the first)."""
-    return max((k for k, _ in kid_curve(exp, arm, seed)), default=-1)
+    return max((k for k, _ in kid_curve(work, arm, seed)), default=-1)
 
 
 def _read_h(h_file: str) -> float | None:
@@ -103,40 +114,43 @@ def _read_h(h_file: str) -> float | None:
     return float(text) if text not in ('', 'none') else None
 
 
-def train_unit(exp: str, seed: int, kimg: float, pilot: bool, arms: list[str]) -> None:
+def train_unit(exp: str, seed: int, kimg: float, pilot: bool, arms: list[str], subset: int | None) -> None:
     """Run ``arms`` of one seed to ``kimg`` side by side (the pilot: stop at H); poll every 30 s."""
-    os.makedirs(os.path.join(exp, 'runs'), exist_ok=True)
-    h_file = os.path.join(exp, 'H.txt')
+    work = variant(exp, subset)
+    os.makedirs(os.path.join(work, 'runs'), exist_ok=True)
+    h_file = os.path.join(work, 'H.txt')
     target = (_read_h(h_file) if pilot else None) or kimg
     procs = {
-        arm: None if _evaluated(exp, arm, seed) >= target else _start(exp, arm, seed, target) for arm in arms
+        arm: None if _evaluated(work, arm, seed) >= target else _start(exp, arm, seed, target, subset)
+        for arm in arms
     }
     while any(p is not None and p.poll() is None for p in procs.values()):
         time.sleep(30)
         if not pilot:
             continue
         if not os.path.exists(h_file) and 'DA' in arms:
-            turn = turn_point(kid_curve(exp, 'DA', seed))
+            turn = turn_point(kid_curve(work, 'DA', seed))
             if turn is not None:
                 with open(h_file, 'w') as f:
                     f.write(f'{math.ceil(turn / EVAL_KIMG) * EVAL_KIMG}\n')
                 print(f'Pilot: DA turned at {turn} kimg; H = {_read_h(h_file):g}', flush=True)
         h = _read_h(h_file)
         for arm, proc in procs.items():  # every arm stops once it has its evaluation at H
-            if h is not None and proc is not None and proc.poll() is None and _evaluated(exp, arm, seed) >= h:
+            running = proc is not None and proc.poll() is None
+            if h is not None and running and _evaluated(work, arm, seed) >= h:
                 proc.terminate()
     bad = {arm: p.returncode for arm, p in procs.items() if p is not None and p.returncode not in (0, -15)}
     if pilot and 'DA' in arms and not os.path.exists(h_file) and not bad:
         with open(h_file, 'w') as f:
             f.write('none\n')  # DA did not turn by the cap: "regime not reached"
     for arm in arms:
-        print(f'{arm} s{seed}: KID', ', '.join(f'{k}: {v:.4f}' for k, v in kid_curve(exp, arm, seed)))
+        print(f'{arm} s{seed}: KID', ', '.join(f'{k}: {v:.4f}' for k, v in kid_curve(work, arm, seed)))
     if bad:
-        raise click.ClickException(f'train.py failed: {bad}; see {exp}/runs/<arm>-s{seed}.log')
+        raise click.ClickException(f'train.py failed: {bad}; see {work}/runs/<arm>-s{seed}.log')
 
 
-def collect(exp: str) -> None:
-    """Copy the light files of every run under ``<exp>/runs`` into ``runs/`` beside this script."""
+def collect(exp: str, dest_root: str = HERE) -> None:
+    """Copy the light files of every run under ``<exp>/runs`` into ``<dest_root>/runs``."""
     light = ('stats.jsonl', 'training_options.json', 'log.txt', 'reals.png')
     for root in sorted(os.listdir(os.path.join(exp, 'runs'))):
         src_root = os.path.join(exp, 'runs', root)
@@ -145,7 +159,7 @@ def collect(exp: str) -> None:
         curve = few_shot.read_metric_all(src_root, METRICS[0])
         best = min(curve, key=lambda kv: kv[1])[0] if curve else None
         for run_dir in few_shot.run_dirs(src_root):
-            dest = os.path.join(HERE, 'runs', root, os.path.basename(run_dir))
+            dest = os.path.join(dest_root, 'runs', root, os.path.basename(run_dir))
             os.makedirs(dest, exist_ok=True)
             names = sorted(os.listdir(run_dir))
             grids = [n for n in names if n.startswith('fakes0')]
@@ -155,7 +169,7 @@ def collect(exp: str) -> None:
             for name in keep:
                 shutil.copy2(os.path.join(run_dir, name), dest)
     if os.path.exists(os.path.join(exp, 'H.txt')):
-        shutil.copy2(os.path.join(exp, 'H.txt'), HERE)
+        shutil.copy2(os.path.join(exp, 'H.txt'), dest_root)
 
 
 @click.command()
@@ -165,13 +179,16 @@ def collect(exp: str) -> None:
 @click.option('--pilot', is_flag=True, help='Stop both arms at H (DA turned); write <exp>/H.txt')
 @click.option('--arms', default='DA,KD', show_default=True, help='Which arms to run')
 @click.option('--collect', 'do_collect', is_flag=True, help='Copy the light files of all runs here')
-def main(exp: str, seed: int, kimg: float, pilot: bool, arms: str, do_collect: bool) -> None:
+@click.option('--subset', type=int, help='The fallback: train on this many images (runs in subset<N>/)')
+def main(
+    exp: str, seed: int, kimg: float, pilot: bool, arms: str, do_collect: bool, subset: int | None
+) -> None:
     """Run one unit, or collect the light files (see the module docstring)."""
     exp = os.path.abspath(exp)
     if do_collect:
-        collect(exp)
+        collect(variant(exp, subset), variant(HERE, subset))
         return
-    train_unit(exp, seed, kimg, pilot, arms.split(','))
+    train_unit(exp, seed, kimg, pilot, arms.split(','), subset)
 
 
 if __name__ == '__main__':

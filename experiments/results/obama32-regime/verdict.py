@@ -2,6 +2,7 @@
 --collect``) and write ``results.md``, ``kid.png``, ``fid.png``, ``gap.png``, ``auc.png`` and ``samples.png``.
 
     python experiments/results/obama32-regime/verdict.py
+    python experiments/results/obama32-regime/verdict.py --subset=30     # the fallback, in subset30/
 
 Evaluations after H (``H.txt``) are left out. Until all three seeds have both arms at H the verdict is
 "pending" and the tables show what there is.
@@ -13,6 +14,8 @@ import math
 import os
 import sys
 
+import click
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..'))
 import few_shot  # noqa: E402
@@ -22,9 +25,9 @@ SEEDS = (0, 1, 2)
 METRICS = ('fid1k_train', 'kid1k_train')
 
 
-def read_h() -> float | None:
-    """H from H.txt (None while unknown or 'none')."""
-    path = os.path.join(HERE, 'H.txt')
+def read_h(folder: str = HERE) -> float | None:
+    """H from ``folder``/H.txt (None while unknown or 'none')."""
+    path = os.path.join(folder, 'H.txt')
     text = open(path).read().strip() if os.path.exists(path) else ''
     return float(text) if text not in ('', 'none') else None
 
@@ -69,14 +72,17 @@ def decide(runs: dict, h: float | None) -> tuple[str, list[str]]:
     return 'no effect of 15% or more', rows
 
 
-def main() -> None:
+@click.command()
+@click.option('--subset', type=int, help='The fallback on this many training images (subset<N>/)')
+def main(subset: int | None) -> None:
     """Read the collected runs, write the results files and print results.md."""
-    h = read_h()
+    folder = HERE if subset is None else os.path.join(HERE, f'subset{subset}')
+    h = read_h(folder)
     within = lambda curve: [kv for kv in curve if h is None or kv[0] <= h + 1e-9]
     runs, table_runs, grids = {}, {}, {}
     for arm in ARMS:
         for seed in SEEDS:
-            root = os.path.join(HERE, 'runs', f'{arm}-s{seed}')
+            root = os.path.join(folder, 'runs', f'{arm}-s{seed}')
             if not few_shot.run_dirs(root):
                 continue
             fid, kid = (within(few_shot.read_metric_all(root, m)) for m in METRICS)
@@ -90,7 +96,7 @@ def main() -> None:
     kd_lines = [
         f'- {label}: median over ticks of grad_ratio {median(r["grad"]):.3g}, grad_ratio_cgkd '
         f'{median(r["cgkd"]):.3g}, cgkd_row_spread {median(r["spread"]):.3g}'
-        for label, r in kd_stats(within).items()
+        for label, r in kd_stats(folder, within).items()
     ]
     notes = [
         '',
@@ -105,11 +111,12 @@ def main() -> None:
         *kd_lines,
     ]
     teacher = 'EfficientNet-Lite0 at 64'
-    few_shot.write_table(os.path.join(HERE, 'results.md'), table_runs, teacher, METRICS, notes)
-    few_shot.write_figures(HERE, table_runs, '100-shot Obama 32x32')
+    few_shot.write_table(os.path.join(folder, 'results.md'), table_runs, teacher, METRICS, notes)
+    data = '100-shot Obama 32x32' if subset is None else f'{subset} of 100-shot Obama 32x32'
+    few_shot.write_figures(folder, table_runs, data)
     if grids:
-        few_shot.samples_figure(grids, os.path.join(HERE, 'samples.png'), 32)
-    print(open(os.path.join(HERE, 'results.md')).read())
+        few_shot.samples_figure(grids, os.path.join(folder, 'samples.png'), 32)
+    print(open(os.path.join(folder, 'results.md')).read())
 
 
 def median(values: list[float]) -> float:
@@ -118,12 +125,12 @@ def median(values: list[float]) -> float:
     return finite[len(finite) // 2] if finite else float('nan')
 
 
-def kd_stats(within) -> dict[str, dict[str, list[float]]]:  # noqa: ANN001
+def kd_stats(folder: str, within) -> dict[str, dict[str, list[float]]]:  # noqa: ANN001
     """Per KD run, the per-tick ``Loss/kd/grad_ratio``, ``_cgkd`` and ``Loss/kd/cgkd_row_spread`` values."""
     keys = dict(grad='Loss/kd/grad_ratio', cgkd='Loss/kd/grad_ratio_cgkd', spread='Loss/kd/cgkd_row_spread')
     out = {}
     for seed in SEEDS:
-        root = os.path.join(HERE, 'runs', f'KD-s{seed}')
+        root = os.path.join(folder, 'runs', f'KD-s{seed}')
         if few_shot.run_dirs(root):
             stats = {k: within(few_shot.read_stats(root, key)) for k, key in keys.items()}
             out[f'KD s{seed}'] = {k: [v for _, v in rows] for k, rows in stats.items()}

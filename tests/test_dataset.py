@@ -8,6 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import make_image_folder
 
 from stylegan2_ada_kd.data.dataset import DatasetError, ImageFolderDataset
 from stylegan2_ada_kd.data.sampler import InfiniteSampler
@@ -256,3 +257,19 @@ def test_sampler_drives_a_dataloader(tmp_path):
     loader = torch.utils.data.DataLoader(ds, sampler=InfiniteSampler(ds), batch_size=4)
     it = iter(loader)
     assert [next(it)[0].shape for _ in range(3)] == [(4, 3, 8, 8)] * 3
+
+
+def test_open_dataset_opens_once_per_process(tmp_path, monkeypatch):
+    """The training loop and the KD anchors open the record's training set through open_dataset: one check."""
+    from stylegan2_ada_kd.data import dataset as dataset_mod
+
+    folder = make_image_folder(tmp_path / 'data', n=6)
+    calls = []
+    init = dataset_mod.ImageFolderDataset.__init__
+    monkeypatch.setattr(
+        dataset_mod.ImageFolderDataset, '__init__', lambda self, **kw: calls.append(1) or init(self, **kw)
+    )
+    kwargs = dict(class_name='stylegan2_ada_kd.data.dataset.ImageFolderDataset', path=folder, xflip=True)
+    first = dataset_mod.open_dataset(kwargs)
+    assert dataset_mod.open_dataset(dict(reversed(list(kwargs.items())))) is first and len(calls) == 1
+    assert len(first) == 12 and dataset_mod.open_dataset(dict(kwargs, xflip=False)) is not first

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import json
 import os
 import zipfile
-from typing import IO
+from collections.abc import Mapping
+from typing import IO, Any
 
 import numpy as np
 import PIL.Image
 import torch
 
+from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd.data.check import (
     MAX_LISTED,
     SUPPORTED_MODES,
@@ -398,3 +402,15 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def prompts(self) -> list[str] | None:
         """``dataset.json`` ``prompts`` (text prompts stored by ``dataset_tool.py --prompts``), or None."""
         return None if self._prompts is None else list(self._prompts)
+
+
+def open_dataset(kwargs: Mapping[str, Any]) -> torch.utils.data.Dataset:
+    """The dataset of ``kwargs`` (``class_name`` + options, e.g. a run record's ``training_set_kwargs``),
+    opened and checked once per process: the training loop and the KD anchors share one object."""
+    return _open_dataset(json.dumps(dict(kwargs), sort_keys=True))
+
+
+@functools.cache
+def _open_dataset(key: str) -> torch.utils.data.Dataset:
+    """:func:`open_dataset` by the JSON of its kwargs."""
+    return construct_class_by_name(**json.loads(key))

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnnlib.util import construct_class_by_name
+from stylegan2_ada_kd.data.dataset import open_dataset
 from stylegan2_ada_kd.kd.anchors import real_image_anchors
 from stylegan2_ada_kd.kd.heads import HEAD_NAME, attach_kd_head
 from stylegan2_ada_kd.kd.teacher import DEFAULT_TEACHER, load_teacher, random_warning
@@ -284,7 +284,7 @@ class KDLoss(StyleGAN2Loss):
         else:
             if dataset_kwargs is None:
                 raise ValueError('CGKD with a teacher without text needs anchor_dataset (the training set)')
-            dataset = construct_class_by_name(**dataset_kwargs)
+            dataset = open_dataset(dataset_kwargs)
             anchors, center = real_image_anchors(
                 self.teacher, dataset, k, cache, device=self.device, variant=self.variant
             )

@@ -21,6 +21,7 @@ import torch
 from dnnlib.util import construct_class_by_name
 from metrics import evaluation
 from stylegan2_ada_kd import checkpoint
+from stylegan2_ada_kd.data.dataset import open_dataset
 from stylegan2_ada_kd.training import report
 from stylegan2_ada_kd.training.contracts import Loss, TickReporter, TickStats
 from stylegan2_ada_kd.training.record import RunRecord
@@ -109,7 +110,7 @@ def training_loop(
     _setup_torch(device, r.random_seed * r.num_gpus + rank, r.cudnn_benchmark, r.allow_tf32)
     report.report_ops(r.run_dir, rank, device)
     start_time = time.time()
-    dataset = construct_class_by_name(**r.training_set_kwargs)
+    dataset = open_dataset(r.training_set_kwargs)
     common = dict(
         c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
     )

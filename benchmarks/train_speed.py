@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 from stylegan2_ada_kd.training.config import PRESETS, network_kwargs, optimizer_kwargs, resolve_preset  # noqa: E402
-from stylegan2_ada_kd.training.record import RunRecord  # noqa: E402
+from stylegan2_ada_kd.training.record import steps_record  # noqa: E402
 from stylegan2_ada_kd.training.run import TrainingRun, build_training_run, training_step  # noqa: E402
 
 WARMUP_STEPS = 16  # one full lazy-regularisation cycle, cuDNN autotuning and the teacher's first call
@@ -34,32 +34,17 @@ def build_run(cfg, res, cbase, cmax, fp32, batch, device, loss_kwargs, augment_k
     """The training loop's G, D, G_ema, augment pipe, loss and phases (``--cfg`` preset at ``res``, one
     process); ``loss_kwargs`` gets the preset's ``r1_gamma`` unless it sets one."""
     spec, G_kwargs, D_kwargs = network_kwargs(cfg, 1, res, cbase=cbase, cmax=cmax, fp32=fp32)
-    record = RunRecord(
-        run_dir='.',
-        training_set_kwargs={},
-        data_loader_kwargs={},
+    record = steps_record(
         G_kwargs=G_kwargs,
         D_kwargs=D_kwargs,
         G_opt_kwargs=optimizer_kwargs(spec),
         D_opt_kwargs=optimizer_kwargs(spec),
         loss_kwargs={'r1_gamma': spec.gamma, **loss_kwargs},
-        total_kimg=0,
         batch_size=batch,
         batch_gpu=batch,
         ema_kimg=spec.ema,
         ema_rampup=spec.ramp,
-        random_seed=0,
-        num_gpus=1,
-        kimg_per_tick=0,
-        image_snapshot_ticks=None,
-        grid_size=None,
-        network_snapshot_ticks=None,
-        metrics=[],
-        overfit_kwargs=None,
-        cudnn_benchmark=True,
-        allow_tf32=False,
         augment_kwargs=augment_kwargs,
-        ada_kwargs=None,
         augment_p=augment_p,
     )
     return build_training_run(record, device, dict(c_dim=0, img_resolution=res, img_channels=3))

@@ -85,38 +85,24 @@ def kd_loss_kwargs(**kw):
 def tiny_record(loss_kwargs, **overrides):
     """A complete run record (``RunRecord``) for TINY_G / TINY_D: Adam, a batch of 4 on one CPU process, no
     augmentation, ticks of 4 images, no snapshots, grids or metrics; ``overrides`` replace fields."""
-    from stylegan2_ada_kd.training.record import RunRecord
+    from stylegan2_ada_kd.training.record import steps_record
 
     G_kwargs, D_kwargs = tiny_net_kwargs()
     fields = dict(
-        run_dir='.',
-        training_set_kwargs={},
-        data_loader_kwargs={},
         G_kwargs=G_kwargs,
         D_kwargs=D_kwargs,
         G_opt_kwargs=TINY_OPT,
         D_opt_kwargs=TINY_OPT,
         loss_kwargs=loss_kwargs,
-        total_kimg=0.004,
         batch_size=4,
         batch_gpu=4,
         ema_kimg=10,
         ema_rampup=None,
-        random_seed=0,
-        num_gpus=1,
+        total_kimg=0.004,
         kimg_per_tick=0.004,
-        image_snapshot_ticks=None,
-        grid_size=None,
-        network_snapshot_ticks=None,
-        metrics=[],
-        overfit_kwargs=None,
         cudnn_benchmark=False,
-        allow_tf32=False,
-        augment_kwargs=None,
-        ada_kwargs=None,
-        augment_p=0.0,
     )
-    return RunRecord(**{**fields, **overrides})
+    return steps_record(**{**fields, **overrides})
 
 
 def tiny_training_run(loss_kwargs, **overrides):

@@ -70,3 +70,29 @@ def with_defaults(record: Mapping[str, Any]) -> dict[str, Any]:
         f.name: f.default for f in dataclasses.fields(RunRecord) if f.default is not dataclasses.MISSING
     }
     return {**defaults, **record}
+
+
+def steps_record(**fields: Any) -> RunRecord:
+    """A record for driving :func:`.run.build_training_run` and :func:`.run.training_step` directly
+    (benchmarks, tests): the fields only the loop reads (data, ticks, snapshots, grids, metrics, monitor) are
+    inert, no augmentation; ``fields`` gives networks, optimizers, loss, batch, EMA, and may replace any."""
+    inert = dict(
+        run_dir='.',
+        training_set_kwargs={},
+        data_loader_kwargs={},
+        total_kimg=0,
+        random_seed=0,
+        num_gpus=1,
+        kimg_per_tick=0,
+        image_snapshot_ticks=None,
+        grid_size=None,
+        network_snapshot_ticks=None,
+        metrics=[],
+        overfit_kwargs=None,
+        cudnn_benchmark=True,
+        allow_tf32=False,
+        augment_kwargs=None,
+        ada_kwargs=None,
+        augment_p=0.0,
+    )
+    return RunRecord(**{**inert, **fields})

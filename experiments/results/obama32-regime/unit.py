@@ -6,6 +6,7 @@
     python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --seed=1 --kimg=H
     python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --collect
     python experiments/results/obama32-regime/unit.py --exp=/work/exp/obama32-regime --subset=30 --pilot
+    python experiments/results/obama32-regime/unit.py --exp=$EXP --seed=0 --kimg=H --arms=KDrand
 
 ``--exp`` must hold ``obama32.zip`` and ``efficientnet64.pt`` (README: "Preparation"). Repeating a command
 continues each arm from its newest snapshot (``train.py --resume=auto``); an arm that has its evaluation at
@@ -15,7 +16,10 @@ evaluations (rounded up to the 20-kimg grid; written to ``<exp>/H.txt``, or ``no
 stops when it has its evaluation at H. ``--collect`` copies the light files (stats, metric results, logs,
 options, the image grids at each run's best KID and at its end; never snapshots) into ``runs/`` here.
 ``--subset=30`` is the pre-registered fallback (30 training images, the same 20 held out): its runs, H.txt
-and collected files live in ``subset30/`` below ``--exp`` and below this folder.
+and collected files live in ``subset30/`` below ``--exp`` and below this folder. ``--arms=KDrand`` is the
+control run only if KD is better (README: "Verdict"): the KD arm with the same teacher architecture at
+random initialisation, seeded by the run's seed (``<exp>/efficientnet64-random<seed>.pt``, written by
+``experiments/efficientnet_teacher.py --size=64 --random-init=<seed>``).
 """
 
 from __future__ import annotations
@@ -38,12 +42,18 @@ KD_WEIGHT = 0.1  # lambda for both KD terms: fixed by the rule in README.md befo
 EVAL_KIMG = 20  # --tick=4 --snap=5
 CAP_KIMG = 400
 METRICS = ('kid1k_train', 'fid1k_train')  # KID first: it drives the best-snapshot pointer
+ARMS = ('DA', 'KD', 'KDrand')  # KDrand: the control with a random-init teacher (only if KD is better)
 
 
 def variant(root: str, subset: int | None) -> str:
     """The folder of the experiment's runs and H.txt below ``root`` (``<exp>`` or this folder): ``root``
     itself, or ``root/subset<N>`` for the fallback on N training images (README: "Pilot")."""
     return root if subset is None else os.path.join(root, f'subset{subset}')
+
+
+def teacher_file(exp: str, arm: str, seed: int) -> str:
+    """The KD teacher of arm ``KD`` (ImageNet weights) or ``KDrand`` (random weights, seeded by the run)."""
+    return os.path.join(exp, 'efficientnet64.pt' if arm == 'KD' else f'efficientnet64-random{seed}.pt')
 
 
 def arm_args(exp: str, arm: str, seed: int, kimg: float, subset: int | None = None) -> list[str]:
@@ -67,10 +77,10 @@ def arm_args(exp: str, arm: str, seed: int, kimg: float, subset: int | None = No
         '--resume=auto',
         f'--kimg={kimg:g}',
     ]
-    if arm == 'KD':
+    if arm in ('KD', 'KDrand'):
         args += [
             '--kd=aggregated,correlated',
-            f'--kd-teacher=torchscript:{os.path.join(exp, "efficientnet64.pt")}',
+            f'--kd-teacher=torchscript:{teacher_file(exp, arm, seed)}',
             f'--kd-agkd-weight={KD_WEIGHT:g}',
             f'--kd-cgkd-weight={KD_WEIGHT:g}',
         ]
@@ -188,6 +198,15 @@ def main(
     if do_collect:
         collect(variant(exp, subset), variant(HERE, subset))
         return
+    unknown = [arm for arm in arms.split(',') if arm not in ARMS]
+    if unknown:
+        raise click.UsageError(f'--arms: unknown {",".join(unknown)}; choose from {",".join(ARMS)}')
+    control = teacher_file(exp, 'KDrand', seed)
+    if 'KDrand' in arms.split(',') and not os.path.exists(control):
+        raise click.UsageError(
+            f'--arms=KDrand needs {control}: write it with `python experiments/efficientnet_teacher.py '
+            f'--dest={control} --size=64 --random-init={seed}`'
+        )
     train_unit(exp, seed, kimg, pilot, arms.split(','), subset)
 
 

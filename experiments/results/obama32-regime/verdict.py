@@ -20,8 +20,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..'))
 import few_shot  # noqa: E402
 
-ARMS = ('DA', 'KD')
+ARMS = ('DA', 'KD', 'KDrand')  # KDrand: the control (random-init teacher), run only if KD is better
 SEEDS = (0, 1, 2)
+CONTROL_SEEDS = (0, 1)
 METRICS = ('fid1k_train', 'kid1k_train')
 
 
@@ -59,7 +60,7 @@ def decide(runs: dict, h: float | None) -> tuple[str, list[str]]:
             f'| {seed} | {kid_da:.4f} @{k_da:g} | {kid_kd:.4f} @{k_kd:g} | {r:.3f} '
             f'| {fid_da:.2f} | {fid_kd:.2f} | {"yes" if at_last else "no"} |'
         )
-    gmean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else float('nan')
+    gmean = geometric_mean(ratios)
     rows.append(f'| geometric mean of r | | | {gmean:.3f} | | | |')
     if not complete:
         return f'pending ({len(ratios)} of 3 seeds have both arms; H = {h})', rows
@@ -70,6 +71,37 @@ def decide(runs: dict, h: float | None) -> tuple[str, list[str]]:
     if all(r > 1 for r in ratios) and gmean >= 1 / 0.85 and fid_worse >= 2:
         return 'KD worse', rows
     return 'no effect of 15% or more', rows
+
+
+def geometric_mean(values: list[float]) -> float:
+    """The geometric mean of positive ``values`` (nan when there are none)."""
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else float('nan')
+
+
+def decide_control(runs: dict, h: float | None) -> tuple[str, list[str]] | None:
+    """The control's outcome (README: "Control") and one table line per control seed, or None when there is
+    no control run. Per seed q = best KID of KD / of KDrand (pretrained over random teacher) and
+    c = best KID of KDrand / of DA."""
+    if not any(arm == 'KDrand' for arm, _ in runs):
+        return None
+    rows, q, c, at_h = [], [], [], 0
+    for seed in CONTROL_SEEDS:
+        da, kd, rnd = (runs.get((arm, seed)) for arm in ARMS)
+        if not (da and kd and rnd and rnd['kid']):
+            continue
+        at_h += h is not None and rnd['kid'][-1][0] >= h
+        (k_rnd, kid_rnd), kid_da, kid_kd = best(rnd['kid']), best(da['kid'])[1], best(kd['kid'])[1]
+        q.append(kid_kd / kid_rnd)
+        c.append(kid_rnd / kid_da)
+        rows.append(f'| {seed} | {kid_rnd:.4f} @{k_rnd:g} | {q[-1]:.3f} | {c[-1]:.3f} |')
+    rows.append(f'| geometric mean | | {geometric_mean(q):.3f} | {geometric_mean(c):.3f} |')
+    if at_h < len(CONTROL_SEEDS):
+        return f'pending ({at_h} of {len(CONTROL_SEEDS)} control seeds at H)', rows
+    if all(v < 1 for v in q) and geometric_mean(q) <= 0.85:
+        return 'distillation: the pretrained teacher beats the random one by 15% or more', rows
+    if all(v < 1 for v in c) and geometric_mean(c) <= 0.85:
+        return 'regularisation: a random teacher helps as well, within 15%', rows
+    return 'neither: the random teacher neither matches KD nor falls 15% short of it', rows
 
 
 @click.command()
@@ -110,6 +142,16 @@ def main(subset: int | None) -> None:
         "KD runs, lambda = 0.1 (norm of the weighted KD gradient on D's trunk over the adversarial one):",
         *kd_lines,
     ]
+    control = decide_control(runs, h)
+    if control is not None:
+        notes += [
+            '',
+            f'**Control (random-init teacher, README "Control"): {control[0]}.**',
+            '',
+            '| seed | KDrand best KID @kimg | q = KD / KDrand | c = KDrand / DA |',
+            '|---|---|---|---|',
+            *control[1],
+        ]
     teacher = 'EfficientNet-Lite0 at 64'
     few_shot.write_table(os.path.join(folder, 'results.md'), table_runs, teacher, METRICS, notes)
     data = '100-shot Obama 32x32' if subset is None else f'{subset} of 100-shot Obama 32x32'
@@ -126,14 +168,16 @@ def median(values: list[float]) -> float:
 
 
 def kd_stats(folder: str, within) -> dict[str, dict[str, list[float]]]:  # noqa: ANN001
-    """Per KD run, the per-tick ``Loss/kd/grad_ratio``, ``_cgkd`` and ``Loss/kd/cgkd_row_spread`` values."""
+    """Per KD or KDrand run, the per-tick ``Loss/kd/grad_ratio``, ``_cgkd`` and ``Loss/kd/cgkd_row_spread``
+    values."""
     keys = dict(grad='Loss/kd/grad_ratio', cgkd='Loss/kd/grad_ratio_cgkd', spread='Loss/kd/cgkd_row_spread')
     out = {}
-    for seed in SEEDS:
-        root = os.path.join(folder, 'runs', f'KD-s{seed}')
-        if few_shot.run_dirs(root):
-            stats = {k: within(few_shot.read_stats(root, key)) for k, key in keys.items()}
-            out[f'KD s{seed}'] = {k: [v for _, v in rows] for k, rows in stats.items()}
+    for arm in ARMS[1:]:
+        for seed in SEEDS:
+            root = os.path.join(folder, 'runs', f'{arm}-s{seed}')
+            if few_shot.run_dirs(root):
+                stats = {k: within(few_shot.read_stats(root, key)) for k, key in keys.items()}
+                out[f'{arm} s{seed}'] = {k: [v for _, v in rows] for k, rows in stats.items()}
     return out
 
 

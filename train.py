@@ -206,9 +206,13 @@ def main(**opts: object) -> None:
             print('Dry run; exiting.')
         return
     from stylegan2_ada_kd.training.loop import training_loop
+    from stylegan2_ada_kd.training.memory import StepOutOfMemory
     from torch_utils.launcher import launch
 
-    launch(c, training_loop)
+    try:
+        launch(c, training_loop)
+    except StepOutOfMemory as err:  # one process: say what to pass, without a traceback
+        raise click.ClickException(str(err)) from err
 
 
 if __name__ == '__main__':

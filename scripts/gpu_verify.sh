@@ -99,7 +99,7 @@ train_and_resume() {  # a short run that writes a snapshot, then an exact resume
   rm -rf "$runs"
   python train.py --outdir="$runs" "${args[@]}" --kimg=0.2 || return 1
   python train.py --outdir="$runs" "${args[@]}" --kimg=0.4 --resume=auto | tee "$WORK/resume.out" || return 1
-  grep -q 'Resuming exactly' "$WORK/resume.out"
+  grep -q 'Resuming exactly' "$WORK/resume.out" && grep -q 'Memory: a step at batch_gpu=' "$WORK/resume.out"
 }
 
 environment
@@ -109,7 +109,8 @@ export GPU WORK W KIMG
 TEACHER="torchscript:$GPU/efficientnet-fp16.pt"
 if [[ $STAGE == 1 ]]; then
   step 'CUDA ops build' 100 python -m torch_utils.custom_ops --build
-  step 'CUDA tests' 30 python -m pytest -q -p no:cacheprovider tests/test_ops_cuda.py tests/test_training_stats.py
+  step 'CUDA tests' 40 python -m pytest -q -p no:cacheprovider tests/test_ops_cuda.py tests/test_training_stats.py \
+    tests/test_memory.py::test_cuda_a_real_out_of_memory_is_fitted
   step 'ops benchmark (>= 3x ref)' 20 python benchmarks/ops.py --cfg=paper256 --iters=10
   step 'KD overhead 256 (<= 1.10)' 25 python benchmarks/kd_overhead.py --cfg=paper256 --res=256 --steps=8 \
     --teacher="$TEACHER"

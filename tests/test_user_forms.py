@@ -120,6 +120,8 @@ def test_resume_auto_continues_the_newest_run_with_the_same_options(data16, tmp_
     assert 'resume' not in second.name  # named as a fresh run: the chain is found by its options
     out, c = _dry([*args, '--kimg=0.016'])
     assert c['resume_pkl'] == str(second / 'network-snapshot-000000.016.pkl')  # the newest run's newest
+    _, c = _dry([*args, '--kimg=0.016', '--batch-gpu=2'])  # the same batch in smaller rounds (out of memory)
+    assert c['resume_pkl'] == str(second / 'network-snapshot-000000.016.pkl')
     out, c = _dry([*args, '--gamma=3'])  # other training options: not this run
     assert 'starting fresh' in out and c['resume_pkl'] is None
 

@@ -19,6 +19,11 @@ import torch
 _enabled = True
 
 
+def is_enabled() -> bool:
+    """Whether :func:`report` records anything now."""
+    return _enabled
+
+
 def set_enabled(enabled: bool) -> None:
     """Turn reporting on or off (e.g. while computing metrics)."""
     global _enabled

@@ -23,7 +23,7 @@ from torch_utils import distributed
 RESUME_VERSION = 1
 
 
-def _rng_state(device: torch.device) -> dict:
+def rng_state(device: torch.device) -> dict:
     """This process's RNG states as plain data (torch CPU/CUDA, numpy, python)."""
     np_state = np.random.get_state()
     return {
@@ -38,8 +38,8 @@ def _rng_state(device: torch.device) -> dict:
     }
 
 
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    """Inverse of :func:`_rng_state`."""
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Inverse of :func:`rng_state`."""
     torch.set_rng_state(state['torch'])
     if state['cuda'] is not None and device.type == 'cuda':
         torch.cuda.set_rng_state(state['cuda'], device)
@@ -70,7 +70,7 @@ def write_snapshot(
 ) -> str | None:
     """Write the snapshot ``path`` atomically (rank 0; other ranks pass None) and return ``path``; every rank
     must call (RNG gather)."""
-    rng = distributed.gather_objects(_rng_state(device))
+    rng = distributed.gather_objects(rng_state(device))
     if rank != 0:
         return None
     state = {
@@ -236,4 +236,4 @@ def restore_rng(state: dict, rank: int, device: torch.device) -> None:
                 'is statistically, not bitwise, the same.'
             )
         return
-    _set_rng_state(state['rng'][rank], device)
+    set_rng_state(state['rng'][rank], device)

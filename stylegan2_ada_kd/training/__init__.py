@@ -1,4 +1,4 @@
 """Training: options -> kwargs (``config``), the contracts of loss, monitor and augmentation
 (``contracts``), the StyleGAN2 loss and its extras (``loss``, ``loss_options``), the run API that builds
-and steps G, D and the loss (``run``), the loop (``loop``), its report (``report``) and the overfitting
-monitor (``overfit``)."""
+and steps G, D and the loss (``run``), the run record (``record``), fitting a step into GPU memory
+(``memory``), the loop (``loop``), its report (``report``) and the overfitting monitor (``overfit``)."""

@@ -406,8 +406,10 @@ def _apply_resume(c: EasyDict, resume: str | None, outdir: str, dataset: Any) ->
 
 # What may differ between the sessions of one run continued with --resume=auto: where it is written and
 # resumed from, how long it trains, and bookkeeping that does not change the training (the overfitting
-# monitor only reads D; which images are held out is in training_set_kwargs).
+# monitor only reads D; which images are held out is in training_set_kwargs; batch_gpu splits the same batch
+# of the same images into rounds, as after an out-of-memory error, see training.memory).
 AUTO_RESUME_FREE_KEYS = (
+    'batch_gpu',
     'overfit_kwargs',
     'run_dir',
     'resume_pkl',

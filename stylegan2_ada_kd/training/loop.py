@@ -11,6 +11,7 @@ It calls the loss and the overfitting monitor through their contracts
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from dnnlib.util import construct_class_by_name
 from metrics import evaluation
 from stylegan2_ada_kd import checkpoint
 from stylegan2_ada_kd.data.dataset import open_dataset
-from stylegan2_ada_kd.training import report
+from stylegan2_ada_kd.training import memory, report
 from stylegan2_ada_kd.training.contracts import Loss, TickReporter, TickStats
 from stylegan2_ada_kd.training.record import RunRecord
 from stylegan2_ada_kd.training.run import Phase, build_training_run, training_step
@@ -116,12 +117,14 @@ def training_loop(
     )
     run = build_training_run(r, device, common, rank)
     G, D, G_ema, progress = run.G, run.D, run.G_ema, run.progress
+    sample_labels = lambda n: _sample_labels(dataset, n, device)
+    if memory.probes(device, r.num_gpus):
+        r, rounds = _fit_batch_gpu(r, run, dataset.image_shape, sample_labels)
     data_kw = dict(r.data_loader_kwargs or {})
     data_kw['pin_memory'] = data_kw.get('pin_memory', False) and device.type == 'cuda'
     data_iter = _data_iterator(
         dataset, rank, r.random_seed, progress.batch_idx * r.batch_gpu * rounds, r.batch_gpu, **data_kw
     )
-    sample_labels = lambda n: _sample_labels(dataset, n, device)
 
     grid = None
     monitor: TickReporter | None = None
@@ -223,6 +226,24 @@ def training_loop(
     run.close()
     if rank == 0:
         print('\nExiting...')
+
+
+def _fit_batch_gpu(r: RunRecord, run, image_shape, sample_labels) -> tuple[RunRecord, int]:  # noqa: ANN001
+    """The record with the largest batch per round whose step fits in GPU memory
+    (:func:`.memory.fit_batch_gpu`), and its accumulation rounds; the log says what it found."""
+    batch_gpu, peak = memory.fit_batch_gpu(run, training_step, r.batch_gpu, tuple(image_shape), sample_labels)
+    rounds = accumulation_rounds(r.batch_size, batch_gpu, r.num_gpus)
+    used = memory.describe_peak(peak, run.device)
+    if batch_gpu == r.batch_gpu:
+        print(f'Memory: a step at batch_gpu={batch_gpu} fits ({used}).')
+    else:
+        print(
+            f'Memory: out of GPU memory at batch_gpu={r.batch_gpu}; training at batch_gpu={batch_gpu} '
+            f'({used}), '
+            f'{rounds} accumulation rounds per step, as --batch-gpu={batch_gpu} would: the same batch of '
+            f'{r.batch_size} and the same images.'
+        )
+    return dataclasses.replace(r, batch_gpu=batch_gpu), rounds
 
 
 def _add_phase_timing(phases: list[Phase], stats: dict) -> None:

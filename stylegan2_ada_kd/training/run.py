@@ -20,6 +20,7 @@ import torch
 
 from dnnlib.util import construct_class_by_name
 from stylegan2_ada_kd import checkpoint
+from stylegan2_ada_kd.training import memory
 from stylegan2_ada_kd.training.contracts import Loss
 from stylegan2_ada_kd.training.record import RunRecord
 from torch_utils import distributed, training_stats
@@ -187,7 +188,8 @@ def training_step(
     ``real_cs``: their labels ``[batch_gpu, c_dim]``; ``sample_labels(n)``: ``[n, c_dim]`` labels for the
     fakes. Runs every phase due at ``run.progress.batch_idx`` with fresh latents, then updates G_ema,
     advances ``run.progress`` by one step of ``run.record.batch_size`` images, and every ``run.ada.interval``
-    steps adapts the augment pipe's ``p``. The latents and labels come from the global RNGs.
+    steps adapts the augment pipe's ``p``. The latents and labels come from the global RNGs. A CUDA
+    out-of-memory error comes out as :class:`.memory.StepOutOfMemory`, saying what to pass instead.
     """
     batch_gpu, rounds, progress = len(reals[0]), len(reals), run.progress
     for phase in run.phases:
@@ -195,7 +197,10 @@ def training_step(
             continue
         gen_zs = torch.randn([batch_gpu * rounds, run.G.z_dim], device=run.device).split(batch_gpu)
         gen_cs = sample_labels(batch_gpu * rounds).split(batch_gpu)
-        _run_phase(phase, run.loss, reals, real_cs, gen_zs, gen_cs, progress.cur_nimg)
+        try:
+            _run_phase(phase, run.loss, reals, real_cs, gen_zs, gen_cs, progress.cur_nimg)
+        except torch.cuda.OutOfMemoryError as err:
+            memory.raise_with_advice(err, phase.name, batch_gpu, run.D)
     r = run.record
     _update_ema(run.G, run.G_ema, ema_beta(r.batch_size, progress.cur_nimg, r.ema_kimg, r.ema_rampup))
     progress.cur_nimg += r.batch_size

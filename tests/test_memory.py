@@ -7,8 +7,17 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import IMAGE_FOLDER, TINY_COMMON, make_image_folder, tiny_record, tiny_training_run
+from conftest import (
+    IMAGE_FOLDER,
+    TINY_CLIP_SPEC,
+    TINY_COMMON,
+    kd_loss_kwargs,
+    make_image_folder,
+    tiny_record,
+    tiny_training_run,
+)
 
+from stylegan2_ada_kd.kd.teacher import clear_teacher_cache
 from stylegan2_ada_kd.training import memory
 from stylegan2_ada_kd.training.loop import training_loop
 from stylegan2_ada_kd.training.loss import StyleGAN2Loss
@@ -78,9 +87,19 @@ def _assert_same(a, b):
             assert value == b[key], key
 
 
-def _ada_run(batch_gpu):
+KD_LOSS = dict(  # the KD plugin: its head in D, its loss state and its per-step cross-term draws
+    class_name='stylegan2_ada_kd.kd.loss.KDLoss',
+    teacher=TINY_CLIP_SPEC,
+    prompts=['a cat', 'a dog', 'a car'],
+    r1_gamma=1,
+    div_weight=0.1,
+)
+
+
+def _ada_run(batch_gpu, loss=LOSS):
+    clear_teacher_cache()  # a cached random teacher would not draw its weights again: another start
     torch.manual_seed(0)
-    record = tiny_record(LOSS, batch_size=8, batch_gpu=batch_gpu, **copy.deepcopy(ADA))
+    record = tiny_record(loss, batch_size=8, batch_gpu=batch_gpu, **copy.deepcopy(ADA))
     return build_training_run(record, torch.device('cpu'), TINY_COMMON)
 
 
@@ -95,8 +114,9 @@ def _labels(n):
     return torch.zeros(n, 0)
 
 
-def test_the_trial_leaves_no_trace_and_the_run_is_that_of_the_smaller_batch_gpu(oom_above_limit):
-    run = _ada_run(8)
+@pytest.mark.parametrize('loss', [LOSS, kd_loss_kwargs(**KD_LOSS)], ids=['StyleGAN2Loss', 'KDLoss'])
+def test_the_trial_leaves_no_trace_and_the_run_is_that_of_the_smaller_batch_gpu(oom_above_limit, loss):
+    run = _ada_run(8, loss)
     _steps(run, 4, n=1)  # optimizer moments, pl_mean, ADA state and counters all in use
     before, rng = _state(run), (torch.get_rng_state(), np.random.get_state()[1].copy())
     listener = training_stats.Collector()
@@ -109,7 +129,7 @@ def test_the_trial_leaves_no_trace_and_the_run_is_that_of_the_smaller_batch_gpu(
 
     torch.manual_seed(123)
     _steps(run, LIMIT)
-    plain = _ada_run(8)
+    plain = _ada_run(8, loss)
     _steps(plain, 4, n=1)
     torch.manual_seed(123)
     _steps(plain, LIMIT)  # what --batch-gpu=4 gives, without any trial

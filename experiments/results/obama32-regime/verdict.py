@@ -10,6 +10,7 @@ Evaluations after H (``H.txt``) are left out. Until all three seeds have both ar
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -141,6 +142,10 @@ def main(subset: int | None) -> None:
         '',
         "KD runs, lambda = 0.1 (norm of the weighted KD gradient on D's trunk over the adversarial one):",
         *kd_lines,
+        '',
+        'Cost per run (wall time of its train.py processes on one shared CPU core, resumed sessions summed;',
+        'the evaluations are inside it):',
+        *cost_lines(folder, h),
     ]
     control = decide_control(runs, h)
     if control is not None:
@@ -179,6 +184,43 @@ def kd_stats(folder: str, within) -> dict[str, dict[str, list[float]]]:  # noqa:
                 stats = {k: within(few_shot.read_stats(root, key)) for k, key in keys.items()}
                 out[f'{arm} s{seed}'] = {k: [v for _, v in rows] for k, rows in stats.items()}
     return out
+
+
+def cost_lines(folder: str, h: float | None) -> list[str]:
+    """Per run: kimg reached, wall hours (the last ``Timing/total_sec`` of each of its run directories,
+    summed) and the hours of its evaluations (``total_time`` of the metric lines up to H)."""
+    lines = []
+    for arm in ARMS:
+        for seed in SEEDS:
+            root = os.path.join(folder, 'runs', f'{arm}-s{seed}')
+            dirs = few_shot.run_dirs(root)
+            if not dirs:
+                continue
+            wall = sum(_last_stat(d, 'Timing/total_sec') for d in dirs)
+            evals = [
+                json.loads(line)
+                for d in dirs
+                for m in METRICS
+                if os.path.exists(os.path.join(d, f'metric-{m}.jsonl'))
+                for line in open(os.path.join(d, f'metric-{m}.jsonl'))
+            ]
+            kimg = max(k for k, _ in few_shot.read_stats(root, 'Progress/kimg'))
+            evals = [e for e in evals if h is None or few_shot.snapshot_kimg(e['snapshot_pkl']) <= h + 1e-9]
+            eval_h = sum(e['total_time'] for e in evals) / 3600
+            lines.append(
+                f'- {arm} s{seed}: {kimg:.0f} kimg, {wall / 3600:.2f} h wall, of which {eval_h:.2f} h in '
+                f'{len(evals) // len(METRICS)} evaluations of KID1k and FID1k'
+            )
+    return lines
+
+
+def _last_stat(run_dir: str, key: str) -> float:
+    """The value of ``key`` in the last line of ``run_dir``/stats.jsonl that has it (0 when none)."""
+    path = os.path.join(run_dir, 'stats.jsonl')
+    values = (
+        [json.loads(line)[key]['mean'] for line in open(path) if key in line] if os.path.exists(path) else []
+    )
+    return values[-1] if values else 0.0
 
 
 def grids_that_exist(paths: list[str]) -> list[str]:

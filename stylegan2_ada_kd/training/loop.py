@@ -129,7 +129,7 @@ def training_loop(
     grid = None
     monitor: TickReporter | None = None
     if rank == 0:
-        report.print_setup(dataset, G, D, run.augment_pipe, run.loss)
+        report.print_setup(dataset, G, D, run.augment_pipe, run.loss, r.batch_gpu, device)
         if r.overfit_kwargs:
             monitor = construct_class_by_name(
                 **r.overfit_kwargs,

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from stylegan2_ada_kd.training.contracts import Augmentation, Loss
-from torch_utils import distributed, run_io
+from torch_utils import distributed, module_summary, run_io
 
 
 @torch.no_grad()
@@ -103,8 +103,11 @@ def print_setup(
     D: torch.nn.Module,
     augment_pipe: torch.nn.Module | None,
     loss: Loss,
+    batch_gpu: int,
+    device: torch.device,
 ) -> None:
-    """What is being trained, for log.txt: the data, the network sizes, the augmentation and the loss."""
+    """What is being trained, for log.txt: the data, the networks (sizes, and a layer table of one forward
+    pass of ``batch_gpu`` samples on ``device``), the augmentation and the loss."""
     count = lambda module: sum(p.numel() for p in module.parameters())
     shape = 'x'.join(str(v) for v in dataset.image_shape)
     num = len(dataset.files)
@@ -115,6 +118,11 @@ def print_setup(
         f'Networks: G {count(G):,} parameters, D {count(D):,}'
         + (f' (heads: {", ".join(heads)})' if heads else '')
     )
+    z = torch.zeros([batch_gpu, G.z_dim], device=device)
+    c = torch.zeros([batch_gpu, G.c_dim], device=device)
+    print(module_summary.format_table('\nGenerator', module_summary.summarize(G, [z, c])))
+    img = torch.zeros([batch_gpu, *dataset.image_shape], device=device)
+    print(module_summary.format_table('\nDiscriminator', module_summary.summarize(D, [img, c])) + '\n')
     print(f'Augmentation: {augment_pipe if augment_pipe is not None else "none"}'.replace('\n', ' '))
     print(f'Loss: {loss.describe()}')
 

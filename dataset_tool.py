@@ -1,4 +1,5 @@
-"""Turn a folder or zip of images, or the CIFAR-10 python batches, into a training dataset for train.py:
+"""Turn a folder or zip of images, the CIFAR-10 python batches, an LMDB database (LSUN) or MNIST's idx files
+into a training dataset for train.py:
 square power-of-two PNGs of one size in a zip (or folder), plus a dataset.json with labels and metadata.
 
 Examples::
@@ -11,6 +12,11 @@ Examples::
         --transform=center-crop --labels=subfolders
     # CIFAR-10 (the python version; the archive or its extracted cifar-10-batches-py/ folder):
     python dataset_tool.py --source=~/downloads/cifar-10-python.tar.gz --dest=~/datasets/cifar10-32.zip
+    # LSUN (an LMDB folder; needs `pip install lmdb`), the first 100k images as 256x256 centre crops:
+    python dataset_tool.py --source=~/lsun/cat_lmdb --dest=~/datasets/lsuncat100k-256.zip --resolution=256 \\
+        --transform=center-crop --max-images=100000
+    # MNIST (a folder with train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz), padded to 32x32:
+    python dataset_tool.py --source=~/mnist --dest=~/datasets/mnist32.zip
     # 512x256 crops on a black 512x512 canvas (--resolution=512x256 and --resolution=512 do the same):
     python dataset_tool.py --source=cars --dest=cars.zip --transform=center-crop-wide --width=512 --height=256
 
@@ -111,13 +117,17 @@ def _csv_labels(csv_path: str, names: list[str]) -> tuple[dict[str, int], list[s
 
 
 def _choose_labels(src: Source, option: str | None) -> tuple[dict | None, list[str] | None]:
-    """Labels and class names: from ``--labels`` if given, else from the source (dataset.json / CIFAR)."""
+    """Labels and class names: from ``--labels`` if given, else from the source (dataset.json, CIFAR-10,
+    MNIST)."""
     if option is None:
         return src.labels, src.class_names
     if option == 'none':
         return None, None
-    if src.is_cifar:
-        raise click.UsageError('--labels does not apply to CIFAR-10: its labels come from the batches')
+    if src.builtin_labels:
+        raise click.UsageError(
+            f'--labels does not apply to {src.builtin_labels}: its labels come with it '
+            '(--labels=none drops them)'
+        )
     if option == 'subfolders':
         return _subfolder_labels(src.names)
     return _csv_labels(option, src.names)
@@ -479,7 +489,10 @@ def _class_summary(out_labels: list, class_names: list[str] | None) -> str:
 
 @click.command(context_settings=dict(help_option_names=['-h', '--help'], max_content_width=110))
 @click.option(
-    '--source', required=True, metavar='PATH', help='Folder or zip of images, or CIFAR-10 (python).'
+    '--source',
+    required=True,
+    metavar='PATH',
+    help='Folder or zip of images, CIFAR-10 (python), an LMDB folder (LSUN) or an MNIST folder.',
 )
 @click.option('--dest', required=True, metavar='PATH', help='Output .zip (new) or folder (new or empty).')
 @click.option('--resolution', metavar='N|WxH', help='Size N x N (a power of two) or WxH. [default: keep]')

@@ -1,5 +1,6 @@
 """Readers of dataset_tool.py's ``--source``: a folder or zip of images (with its dataset.json checked as
-training checks it), or the CIFAR-10 python batches (folder or archive), as a :class:`Source`.
+training checks it), the CIFAR-10 python batches (folder or archive), an LMDB database of encoded images
+(LSUN's form) or MNIST's idx files, as a :class:`Source`.
 
 Errors are ``click.ClickException`` (incl. ``BadParameter``) with a message for the user.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import io
 import os
 import pickle
@@ -22,6 +24,8 @@ from stylegan2_ada_kd.data.check import Problems, check_labels, read_meta
 from stylegan2_ada_kd.data.dataset import MAX_LISTED, DatasetError, ImageFiles
 
 CIFAR_FILES = [f'data_batch_{i}' for i in range(1, 6)] + ['batches.meta']
+MNIST_FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz')
+MNIST_PAD = 2  # Black pixels added on each side: 28x28 -> 32x32, a power of two (as the reference tool).
 
 
 @dataclasses.dataclass
@@ -39,7 +43,9 @@ class Source:
     labels: dict[str, Any] | None = None
     class_names: list[str] | None = None
     prompts: list[str] | None = None
-    is_cifar: bool = False
+    builtin_labels: str | None = (
+        None  # What the labels come with ('CIFAR-10', 'MNIST'): --labels cannot apply.
+    )
 
 
 def listed(items: list[str], limit: int = MAX_LISTED) -> str:
@@ -162,7 +168,7 @@ def _cifar_source(description: str, read: Callable[[str], bytes]) -> Source:
         load=lambda name: PIL.Image.fromarray(pixels[int(name.split('/')[1])]),
         labels=dict(zip(names, labels)),
         class_names=class_names,
-        is_cifar=True,
+        builtin_labels='CIFAR-10',
     )
 
 
@@ -188,8 +194,79 @@ def _cifar_tar(path: str) -> Source:
     return _cifar_source(path, blobs.__getitem__)
 
 
+def _lmdb_source(path: str) -> Source:
+    """An LMDB database whose values are encoded images (LSUN's ``*_lmdb`` folders), in key order, named
+    ``lmdb/<index>``; values that do not decode are skipped like broken files."""
+    try:
+        import lmdb
+    except ImportError as err:
+        raise click.ClickException(
+            f'{path} is an LMDB database (as LSUN ships); reading it needs the lmdb package: pip install lmdb'
+        ) from err
+    try:
+        env = _open_lmdb(lmdb, path)
+        with env.begin() as txn:
+            keys = list(txn.cursor().iternext(keys=True, values=False))
+    except lmdb.Error as err:
+        raise click.ClickException(f'{path}: cannot read the LMDB database ({err})') from err
+
+    def read(name: str) -> io.BytesIO:
+        with env.begin() as txn:
+            return io.BytesIO(txn.get(keys[int(name.split('/')[1])]))
+
+    def header(name: str) -> tuple[tuple[int, int], str]:
+        with PIL.Image.open(read(name)) as img:
+            return img.size, img.mode
+
+    def load(name: str) -> PIL.Image.Image:
+        img = PIL.Image.open(read(name))
+        img.load()
+        return img
+
+    return Source(path, [f'lmdb/{i:08d}' for i in range(len(keys))], header, load)
+
+
+@functools.cache
+def _open_lmdb(lmdb: Any, path: str) -> Any:
+    """One read-only environment per database and process (lmdb refuses to open one twice in a process)."""
+    return lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=os.path.isdir(path))
+
+
+def _mnist_source(folder: str) -> Source:
+    """MNIST's training set from ``train-images-idx3-ubyte.gz`` and ``train-labels-idx1-ubyte.gz``: 60000
+    grayscale digits padded to 32x32, labels 0-9."""
+    try:
+        with gzip.open(os.path.join(folder, MNIST_FILES[0])) as f:
+            magic, count, rows, cols = np.frombuffer(f.read(16), dtype='>u4')
+            pixels = np.frombuffer(f.read(), dtype=np.uint8)
+        with gzip.open(os.path.join(folder, MNIST_FILES[1])) as f:
+            label_magic, label_count = np.frombuffer(f.read(8), dtype='>u4')
+            labels = np.frombuffer(f.read(), dtype=np.uint8)
+        if (magic, label_magic) != (2051, 2049) or label_count != count or pixels.size != count * rows * cols:
+            raise ValueError(
+                f'headers {magic}/{label_magic}, {count} images of {rows}x{cols}, {label_count} labels'
+            )
+    except (OSError, ValueError, EOFError) as err:
+        raise click.ClickException(f"{folder}: not MNIST's idx files ({type(err).__name__}: {err})") from err
+    images = np.pad(
+        pixels.reshape(count, rows, cols), [(0, 0), (MNIST_PAD, MNIST_PAD), (MNIST_PAD, MNIST_PAD)]
+    )
+    names = [f'mnist/{i:05d}' for i in range(count)]
+    size = (int(cols) + 2 * MNIST_PAD, int(rows) + 2 * MNIST_PAD)
+    return Source(
+        description=folder,
+        names=names,
+        header=lambda name: (size, 'L'),
+        load=lambda name: PIL.Image.fromarray(images[int(name.split('/')[1])]),
+        labels={name: int(v) for name, v in zip(names, labels)},
+        class_names=[str(d) for d in range(10)],
+        builtin_labels='MNIST',
+    )
+
+
 def open_source(path: str, labels_option: str | None = None) -> Source:
-    """Pick the reader for ``--source``: CIFAR-10 folder or archive, else a folder or zip of images.
+    """Pick the reader for ``--source``: CIFAR-10 folder or archive, an LMDB database (a folder holding
+    ``data.mdb``, or that file), MNIST's idx files, else a folder or zip of images.
 
     ``labels_option`` is ``--labels`` (None: use the labels the source provides).
     """
@@ -200,6 +277,12 @@ def open_source(path: str, labels_option: str | None = None) -> Source:
         for folder in (path, os.path.join(path, 'cifar-10-batches-py')):
             if os.path.isfile(os.path.join(folder, 'data_batch_1')):
                 return _cifar_source(folder, functools.partial(_read_path, folder))
+        if os.path.isfile(os.path.join(path, 'data.mdb')):
+            return _lmdb_source(path)
+        if all(os.path.isfile(os.path.join(path, name)) for name in MNIST_FILES):
+            return _mnist_source(path)
+    elif path.endswith('.mdb'):
+        return _lmdb_source(path)
     elif path.lower().endswith(('.tar.gz', '.tgz', '.tar')):
         return _cifar_tar(path)
     return _files_source(path, labels_option)

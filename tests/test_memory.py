@@ -11,6 +11,7 @@ from conftest import (
     IMAGE_FOLDER,
     TINY_CLIP_SPEC,
     TINY_COMMON,
+    TINY_D,
     kd_loss_kwargs,
     make_image_folder,
     tiny_record,
@@ -18,6 +19,7 @@ from conftest import (
 )
 
 from stylegan2_ada_kd.kd.teacher import clear_teacher_cache
+from stylegan2_ada_kd.networks import Discriminator
 from stylegan2_ada_kd.training import memory
 from stylegan2_ada_kd.training.loop import training_loop
 from stylegan2_ada_kd.training.loss import StyleGAN2Loss
@@ -142,6 +144,17 @@ def test_nothing_fits_says_what_to_change(oom_above_limit):
     oom_above_limit['images'] = 1
     with pytest.raises(memory.StepOutOfMemory, match='even at batch_gpu=2 .*--cbase, --cmax'):
         memory.fit_batch_gpu(run, training_step, 8, (3, 16, 16), _labels)
+
+
+def test_library_allocation_failures_count_and_other_errors_pass_through():
+    assert memory.is_out_of_memory(RuntimeError('cuDNN error: CUDNN_STATUS_ALLOC_FAILED'))
+    assert memory.is_out_of_memory(RuntimeError('CUDA error: out of memory'))
+    assert memory.is_out_of_memory(torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2 GiB'))
+    assert not memory.is_out_of_memory(RuntimeError('mat1 and mat2 shapes cannot be multiplied'))
+    other = RuntimeError('mat1 and mat2 shapes cannot be multiplied')
+    with pytest.raises(RuntimeError) as caught:
+        memory.raise_with_advice(other, 'Dmain', 8, Discriminator(**copy.deepcopy(TINY_D)))
+    assert caught.value is other
 
 
 def test_out_of_memory_in_training_names_the_phase_and_the_batch_gpu_to_pass(oom_above_limit):

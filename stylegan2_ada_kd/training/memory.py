@@ -87,7 +87,9 @@ def fit_batch_gpu(
                 step(run, reals, [sample_labels(size)], sample_labels)
                 if run.device.type == 'cuda':
                     torch.cuda.synchronize(run.device)
-        except torch.cuda.OutOfMemoryError:
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
             fits = False
         peak = torch.cuda.max_memory_allocated(run.device) if run.device.type == 'cuda' else None
         _restore(run, saved)
@@ -100,11 +102,20 @@ def fit_batch_gpu(
     )
 
 
-def raise_with_advice(
-    err: torch.cuda.OutOfMemoryError, phase: str, batch_gpu: int, D: torch.nn.Module
-) -> None:
-    """Re-raise a CUDA out-of-memory error of ``phase`` as :class:`StepOutOfMemory` saying what to pass."""
-    if isinstance(err, StepOutOfMemory):
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says the GPU ran out of memory: the caching allocator's ``OutOfMemoryError``, or a
+    library's failed workspace allocation (cuDNN / cuBLAS ``..._ALLOC_FAILED``, 'CUDA error: out of
+    memory')."""
+    text = str(err)
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ('ALLOC_FAILED' in text or 'CUDA error: out of memory' in text)
+    )
+
+
+def raise_with_advice(err: RuntimeError, phase: str, batch_gpu: int, D: torch.nn.Module) -> None:
+    """Re-raise ``err`` as it is unless it is an out-of-memory error (:func:`is_out_of_memory`) of ``phase``:
+    that comes out as :class:`StepOutOfMemory`, saying what to pass."""
+    if isinstance(err, StepOutOfMemory) or not is_out_of_memory(err):
         raise err
     smaller = chunk_sizes(batch_gpu, mbstd_group(D))[1:2]
     what = f'--batch-gpu={smaller[0]}' if smaller else 'fewer channels (--cbase, --cmax) or more GPUs'

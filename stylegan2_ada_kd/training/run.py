@@ -199,7 +199,7 @@ def training_step(
         gen_cs = sample_labels(batch_gpu * rounds).split(batch_gpu)
         try:
             _run_phase(phase, run.loss, reals, real_cs, gen_zs, gen_cs, progress.cur_nimg)
-        except torch.cuda.OutOfMemoryError as err:
+        except RuntimeError as err:
             memory.raise_with_advice(err, phase.name, batch_gpu, run.D)
     r = run.record
     _update_ema(run.G, run.G_ema, ema_beta(r.batch_size, progress.cur_nimg, r.ema_kimg, r.ema_rampup))

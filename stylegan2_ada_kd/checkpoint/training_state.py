@@ -49,7 +49,7 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate((py[-2], tuple(int(v) for v in py[:-2]), py[-1]))
 
 
-def _optimizers(phases: list) -> dict:
+def optimizers(phases: list) -> dict:
     """The distinct optimizers of the phases, keyed by network name ('G', 'D')."""
     out = {}
     for phase in phases:
@@ -79,7 +79,7 @@ def write_snapshot(
         'progress': {
             k: getattr(progress, k) for k in ('cur_nimg', 'cur_tick', 'batch_idx', 'tick_start_nimg')
         },
-        'optimizers': {k: opt.state_dict() for k, opt in _optimizers(phases).items()},
+        'optimizers': {k: opt.state_dict() for k, opt in optimizers(phases).items()},
         'loss': loss.state_dict(),
         'ada': ada.state_dict() if ada is not None else None,
         'rng': rng,
@@ -186,7 +186,7 @@ def load_for_training(
     state = raw['resume_state']
     for key, value in state['progress'].items():
         setattr(progress, key, value)
-    for key, opt in _optimizers(phases).items():
+    for key, opt in optimizers(phases).items():
         opt_state = state['optimizers'][key]
         if key == 'D' and (added or dropped):
             heads = resume_heads.head_names(snapshot_d)

@@ -14,7 +14,7 @@ import io
 import os
 import pickle
 import tarfile
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import click
 import numpy as np
@@ -54,17 +54,23 @@ def listed(items: list[str], limit: int = MAX_LISTED) -> str:
     return text + (f' (and {len(items) - limit} more)' if len(items) > limit else '')
 
 
-def _file_header(files: ImageFiles, name: str) -> tuple[tuple[int, int], str]:
-    """``((w, h), mode)`` from the image header only."""
-    with files.open(name) as f, PIL.Image.open(f) as img:
+def _header(stream: BinaryIO) -> tuple[tuple[int, int], str]:
+    """``((w, h), mode)`` of an encoded image, from its header only."""
+    with PIL.Image.open(stream) as img:
         return img.size, img.mode
 
 
-def _file_load(files: ImageFiles, name: str) -> PIL.Image.Image:
-    """The fully decoded image (independent of any open file)."""
-    img = PIL.Image.open(io.BytesIO(files.read(name)))
+def _decoded(data: bytes) -> PIL.Image.Image:
+    """The fully decoded image of ``data`` (independent of any open file)."""
+    img = PIL.Image.open(io.BytesIO(data))
     img.load()
     return img
+
+
+def _file_header(files: ImageFiles, name: str) -> tuple[tuple[int, int], str]:
+    """``((w, h), mode)`` from the image header only."""
+    with files.open(name) as f:
+        return _header(f)
 
 
 def _source_meta(files: ImageFiles, labels_option: str | None) -> dict:
@@ -120,7 +126,7 @@ def _files_source(path: str, labels_option: str | None = None) -> Source:
         description=files.path,
         names=names,
         header=functools.partial(_file_header, files),
-        load=functools.partial(_file_load, files),
+        load=lambda name: _decoded(files.read(name)),
         labels=_source_labels(meta, names, files.path) if labels_option is None else None,
         class_names=meta.get('class_names'),
         prompts=meta.get('prompts'),
@@ -210,20 +216,14 @@ def _lmdb_source(path: str) -> Source:
     except lmdb.Error as err:
         raise click.ClickException(f'{path}: cannot read the LMDB database ({err})') from err
 
-    def read(name: str) -> io.BytesIO:
+    def read(name: str) -> bytes:
         with env.begin() as txn:
-            return io.BytesIO(txn.get(keys[int(name.split('/')[1])]))
+            return txn.get(keys[int(name.split('/')[1])])
 
-    def header(name: str) -> tuple[tuple[int, int], str]:
-        with PIL.Image.open(read(name)) as img:
-            return img.size, img.mode
-
-    def load(name: str) -> PIL.Image.Image:
-        img = PIL.Image.open(read(name))
-        img.load()
-        return img
-
-    return Source(path, [f'lmdb/{i:08d}' for i in range(len(keys))], header, load)
+    header = lambda name: _header(io.BytesIO(read(name)))
+    return Source(
+        path, [f'lmdb/{i:08d}' for i in range(len(keys))], header, lambda name: _decoded(read(name))
+    )
 
 
 @functools.cache

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from stylegan2_ada_kd.checkpoint.training_state import rng_state, set_rng_state
+from stylegan2_ada_kd.checkpoint.training_state import optimizers, rng_state, set_rng_state
 from torch_utils import training_stats
 
 if TYPE_CHECKING:
@@ -147,15 +147,11 @@ def _cpu(obj: Any) -> Any:
     return obj
 
 
-def _optimizers(run: TrainingRun) -> list[torch.optim.Optimizer]:
-    return list({id(phase.opt): phase.opt for phase in run.phases}.values())
-
-
 def _capture(run: TrainingRun) -> dict:
     """Everything a training step changes, copied to the CPU (GPU memory is what is short)."""
     return dict(
         nets={k: _cpu(m.state_dict()) for k, m in run.nets.items() if m is not None},
-        opts=[_cpu(opt.state_dict()) for opt in _optimizers(run)],
+        opts={k: _cpu(opt.state_dict()) for k, opt in optimizers(run.phases).items()},
         loss=_cpu(run.loss.state_dict()),
         ada=_cpu(run.ada.state_dict()) if run.ada is not None else None,
         progress=dataclasses.asdict(run.progress),
@@ -169,8 +165,8 @@ def _restore(run: TrainingRun, saved: dict) -> None:
     for key, module in run.nets.items():
         if module is not None:
             module.load_state_dict(saved['nets'][key])
-    for opt, state in zip(_optimizers(run), saved['opts']):
-        opt.load_state_dict(_cpu(state))
+    for key, opt in optimizers(run.phases).items():
+        opt.load_state_dict(_cpu(saved['opts'][key]))
     run.loss.load_state_dict(_cpu(saved['loss']))
     if run.ada is not None:
         run.ada.load_state_dict(_cpu(saved['ada']))

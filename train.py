@@ -18,6 +18,11 @@ Examples:
 \b
     # Time-limited sessions: the same command each time continues the newest run with these options:
     python train.py --outdir=runs --data=ffhq256.zip --cfg=paper256 --mirror=1 --resume=auto
+
+\b
+    # Fine-tune a trained model on 100 images (weights only; every session the same command):
+    python train.py --outdir=runs --data=obama.zip --cfg=paper256 --aug=diffaug \\
+        --init-from=runs/00000-ffhq256-mirror-paper256 --resume=auto
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dnnlib.util import BOOL
 from stylegan2_ada_kd import plugins
 from stylegan2_ada_kd.checkpoint.locate import PRETRAINED
 from stylegan2_ada_kd.training.config import PRESETS, build_training_kwargs, check_holdout
+from stylegan2_ada_kd.training.resume import RunComplete
 from torch_utils.distributed import launched_by_torchrun
 
 
@@ -135,6 +141,13 @@ from torch_utils.distributed import launched_by_torchrun
     metavar='PKL|DIR|auto',
 )
 @click.option(
+    '--init-from',
+    help='Start a new run from the weights of our snapshot, a run directory (its newest snapshot) or a '
+    'pickle path/URL/name (G, D, G_ema tensors whose names and shapes fit; kimg, augment p, optimizers '
+    'and RNG start fresh); with --resume=auto, only when there is no run to continue',
+    metavar='PKL|DIR',
+)
+@click.option(
     '--cbase',
     help='Override the channel base (channels at res r: min(cbase / r, cmax))',
     type=click.IntRange(min=1),
@@ -197,10 +210,15 @@ def main(**opts: object) -> None:
     """Resolve the options, then train (or print them with --dry-run)."""
     # Under torchrun every process resolves the options; only rank 0 prints them (errors show on all).
     quiet = launched_by_torchrun() and os.environ['RANK'] != '0'
-    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
-        c = build_training_kwargs(opts, plugins.given_options(click.get_current_context()))
-        print(json.dumps(c, indent=2, default=str))
-        print(f'\nRun directory: {c.run_dir}')
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+            c = build_training_kwargs(opts, plugins.given_options(click.get_current_context()))
+            print(json.dumps(c, indent=2, default=str))
+            print(f'\nRun directory: {c.run_dir}')
+    except RunComplete as done:  # the same command, once more after the run ended: nothing to do
+        if not quiet:
+            print(done)
+        return
     if opts['dry_run']:
         if not quiet:
             print('Dry run; exiting.')

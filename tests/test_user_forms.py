@@ -15,7 +15,7 @@ import generate
 import train
 from dnnlib import util
 from stylegan2_ada_kd.checkpoint import PRETRAINED
-from stylegan2_ada_kd.training.config import MOVED_CLASSES
+from stylegan2_ada_kd.training.resume import MOVED_CLASSES
 
 TINY = ['--cbase=256', '--cmax=16', '--workers=0', '--grid=4x2', '--batch=4']
 SUB_KIMG = ['--tick=0.004', '--snap=1']  # a tick of 4 images: every snapshot falls within the first kimg
@@ -118,9 +118,9 @@ def test_resume_auto_continues_the_newest_run_with_the_same_options(data16, tmp_
     stats = [json.loads(x) for x in (second / 'stats.jsonl').read_text().splitlines()]
     assert stats[0]['Progress/kimg']['mean'] == pytest.approx(0.012)  # after the first session's 0.008
     assert 'resume' not in second.name  # named as a fresh run: the chain is found by its options
-    out, c = _dry([*args, '--kimg=0.016'])
+    out, c = _dry([*args, '--kimg=0.024'])
     assert c['resume_pkl'] == str(second / 'network-snapshot-000000.016.pkl')  # the newest run's newest
-    _, c = _dry([*args, '--kimg=0.016', '--batch-gpu=2'])  # the same batch in smaller rounds (out of memory)
+    _, c = _dry([*args, '--kimg=0.024', '--batch-gpu=2'])  # the same batch in smaller rounds (out of memory)
     assert c['resume_pkl'] == str(second / 'network-snapshot-000000.016.pkl')
     out, c = _dry([*args, '--gamma=3'])  # other training options: not this run
     assert 'starting fresh' in out and c['resume_pkl'] is None

@@ -6,7 +6,8 @@ snapshots with the training state for exact resume.
 * :mod:`.snapshot`: our snapshot format (atomic writer, :func:`load_network_pkl` for both formats,
   state_dict export, conversion).
 * :mod:`.official`: the restricted unpickler of official pickles (never runs their embedded code).
-* :mod:`.training_state`: snapshots with ``resume_state``, the ``--resume`` check, exact resume, warm start.
+* :mod:`.training_state`: snapshots with ``resume_state``, the ``--resume`` and ``--init-from`` checks, exact
+  resume, warm start.
 * :mod:`.resume_heads`: resuming when D's plugin heads differ between the snapshot and the run.
 * :mod:`.locate`: network files from paths, URLs, pretrained names, run directories and ``--resume=auto``.
 """
@@ -28,9 +29,11 @@ from stylegan2_ada_kd.checkpoint.snapshot import (
     torch_load_error,
 )
 from stylegan2_ada_kd.checkpoint.training_state import (
+    check_init,
     check_resume,
     load_for_training,
     restore_rng,
+    warm_start,
     write_snapshot,
 )
 
@@ -40,6 +43,7 @@ __all__ = [
     'SNAPSHOT_FORMAT',
     'NetworkPickleError',
     'UnsafePickleError',
+    'check_init',
     'check_resume',
     'convert_network_pkl',
     'export_state_dicts',
@@ -53,5 +57,6 @@ __all__ = [
     'restore_rng',
     'save_network_snapshot',
     'torch_load_error',
+    'warm_start',
     'write_snapshot',
 ]

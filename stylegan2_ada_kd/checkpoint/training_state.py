@@ -3,7 +3,8 @@
 A snapshot written here is one of ``snapshot.save_network_snapshot``'s files plus a ``resume_state``
 entry (counters, optimizer states, loss and ADA state, every rank's RNG state), so
 ``--resume=network-snapshot-NNNNNN.pkl`` continues the run exactly. Any other pickle (an official
-StyleGAN2-ADA one, or one of ours without resume state) is a warm start: weights only, said loudly.
+StyleGAN2-ADA one, or one of ours without resume state) given to ``--resume``, and any network file given to
+``--init-from`` (our snapshots too), is a warm start: weights only, said loudly.
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ def _kwargs_diff(ours: dict, theirs: dict, prefix: str = '') -> list[str]:
     return lines
 
 
-def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> bool:
-    """Check ``--resume=path`` before anything is created: True for an exact resume, False for a warm start.
+def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> int | None:
+    """Check ``--resume=path`` before anything is created: the snapshot's image count for an exact resume,
+    None for a warm start.
 
     ``path``: a local file (see :func:`stylegan2_ada_kd.checkpoint.locate.resolve_network`). ``G_kwargs`` /
     ``D_kwargs`` (with ``class_name``) and ``common`` (``c_dim``, ``img_resolution``, ``img_channels``)
@@ -121,14 +123,32 @@ def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> boo
         data = raw if raw is not None and 'resume_state' in raw else load_network_pkl(path)
     except NetworkPickleError as err:
         raise ValueError(f'--resume: {err}') from err
-    nets = {
+    nets = _networks(G_kwargs, D_kwargs, common)
+    if data is not raw:
+        _fitting_tensors(f'--resume={path}', nets, data, ('G', 'D'))
+        return None
+    _check_same_networks(path, nets, raw)
+    return int(raw['resume_state']['progress']['cur_nimg'])
+
+
+def check_init(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> None:
+    """Check ``--init-from=path`` (any network file: ours or an official pickle) before anything is created.
+
+    Arguments as for :func:`check_resume`. Raises ``ValueError`` naming the file when it cannot be read or
+    when no tensor of its G or D fits this run's (a warm start that would copy nothing).
+    """
+    try:
+        data = load_network_pkl(path)
+    except NetworkPickleError as err:
+        raise ValueError(f'--init-from: {err}') from err
+    _fitting_tensors(f'--init-from={path}', _networks(G_kwargs, D_kwargs, common), data, ('G', 'D'))
+
+
+def _networks(G_kwargs: dict, D_kwargs: dict, common: dict) -> dict:
+    """This run's G and D, freshly built on the CPU, for checks against a file."""
+    return {
         key: construct_class_by_name(**kwargs, **common) for key, kwargs in (('G', G_kwargs), ('D', D_kwargs))
     }
-    if data is not raw:
-        _fitting_tensors(path, nets, data, ('G', 'D'))
-        return False
-    _check_same_networks(path, nets, raw)
-    return True
 
 
 def _check_same_networks(path: str, nets: dict, raw: dict) -> None:
@@ -143,11 +163,11 @@ def _check_same_networks(path: str, nets: dict, raw: dict) -> None:
             )
 
 
-def _fitting_tensors(path: str, nets: dict, data: dict, keys: tuple) -> dict:
+def _fitting_tensors(source: str, nets: dict, data: dict, keys: tuple) -> dict:
     """Per network key, the tensors of the loaded ``data[key]`` whose name and shape fit ``nets[key]``.
 
-    Raises ``ValueError`` with a kwargs diff when no tensor of a network fits (a warm start would be a
-    fresh start in disguise).
+    ``source`` names the option and file in errors (``--resume=PATH``). Raises ``ValueError`` with a kwargs
+    diff when no tensor of a network fits (a warm start would be a fresh start in disguise).
     """
     out = {}
     for key in keys:
@@ -155,9 +175,7 @@ def _fitting_tensors(path: str, nets: dict, data: dict, keys: tuple) -> dict:
         out[key] = {k: v for k, v in data[key].state_dict().items() if k in dst and dst[k].shape == v.shape}
         if not out[key]:
             diff = _kwargs_diff(nets[key].init_kwargs, getattr(data[key], 'init_kwargs', {}))
-            raise ValueError(
-                f"--resume={path}: no tensor of {key} fits this run's {key}:\n" + '\n'.join(diff)
-            )
+            raise ValueError(f"{source}: no tensor of {key} fits this run's {key}:\n" + '\n'.join(diff))
     return out
 
 
@@ -171,7 +189,7 @@ def load_for_training(
     """
     raw = read_snapshot(path)
     if raw is None or 'resume_state' not in raw:
-        _warm_start(path, nets, rank)
+        warm_start(path, nets, rank)
         return None
     _check_same_networks(path, nets, raw)
     snapshot_d = raw['networks']['D']['state_dict']
@@ -208,8 +226,12 @@ def load_for_training(
     return state
 
 
-def _warm_start(path: str, nets: dict, rank: int) -> None:
-    """Copy every tensor whose name and shape match from ``path``'s G, D and G_ema; report the rest."""
+def warm_start(path: str, nets: dict, rank: int) -> None:
+    """Copy every tensor whose name and shape match from ``path``'s G, D and G_ema; report the rest.
+
+    ``nets``: this run's ``G``, ``D``, ``G_ema`` (the rest of the dict is ignored). Optimizers, counters,
+    augmentation and RNG are left as built: the run starts at 0 kimg from these weights.
+    """
     data = load_network_pkl(path)
     report = []
     for key, matched in _fitting_tensors(path, nets, data, ('G', 'D', 'G_ema')).items():

@@ -5,7 +5,6 @@ plugin families are resolved by their own modules (:mod:`stylegan2_ada_kd.plugin
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import tempfile
@@ -16,8 +15,8 @@ import click
 
 from dnnlib import EasyDict
 from stylegan2_ada_kd import plugins
-from stylegan2_ada_kd.checkpoint.locate import PRETRAINED
-from stylegan2_ada_kd.training.record import RunRecord, with_defaults
+from stylegan2_ada_kd.training import resume
+from stylegan2_ada_kd.training.record import RunRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,14 +147,7 @@ def run_desc(opts: dict, dataset_name: str, cfg_desc: str, family_parts: list[tu
         first.append('mirror')
     first.append(cfg_desc)
     first += [f'{key}{opts[key]:g}' for key in ('gamma', 'kimg', 'batch') if opts[key] is not None]
-    later = []
-    resume = opts['resume']
-    if resume == 'noresume':
-        later.append('noresume')
-    elif resume in PRETRAINED:
-        later.append(f'resume{resume}')
-    elif resume not in (None, 'auto'):
-        later.append('resumecustom')
+    later = resume.name_parts(opts['resume'], opts['init_from'])
     if opts['freezed']:
         later.append(f'freezed{opts["freezed"]}')
     later += [f'{key}{opts[key]}' for key in ('cbase', 'cmax') if opts[key]]
@@ -335,7 +327,7 @@ def build_training_kwargs(opts: dict, given: Collection[str] = ()) -> EasyDict:
     run_dir = next_run_dir(opts['outdir'], desc)
     plugins.resolve(c, plugins.ParsedOptions(opts, frozenset(given), dataset, run_dir))
     c.run_dir = run_dir
-    _apply_resume(c, opts['resume'], opts['outdir'], dataset)
+    resume.apply_resume(c, opts['resume'], opts['init_from'], opts['outdir'], dataset)
     return EasyDict(RunRecord.from_dict(c).to_dict())
 
 
@@ -370,81 +362,3 @@ def _parse_metrics(text: str | None) -> list:
         return metric_main.parse_metric_list(text)
     except ValueError as err:
         raise click.UsageError(f'--metrics: {err}') from err
-
-
-def _apply_resume(c: EasyDict, resume: str | None, outdir: str, dataset: Any) -> None:
-    """Exact resume for our snapshots; a warm start (ADA reacts 5x faster, no EMA rampup) otherwise.
-
-    ``resume``: a file, a run directory, a URL, a pretrained name (fetched now) or ``auto``. The file is
-    checked now, before the run directory exists (see :func:`stylegan2_ada_kd.checkpoint.check_resume`).
-    """
-    if resume is None or resume == 'noresume':
-        return
-    from stylegan2_ada_kd.checkpoint import check_resume, find_auto_resume, resolve_network
-
-    try:
-        if resume == 'auto':
-            path = find_auto_resume(outdir, lambda recorded: same_run_options(c, recorded))
-            found = f'continuing {path}' if path else 'no earlier run with the same options; starting fresh'
-            print(f'--resume=auto: {found}')
-            if path is None:
-                return
-        else:
-            path = resolve_network(resume, '--resume')
-        c.resume_pkl = path
-        common = dict(
-            c_dim=dataset.label_dim, img_resolution=dataset.resolution, img_channels=dataset.num_channels
-        )
-        exact = check_resume(path, c.G_kwargs, c.D_kwargs, common)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from err
-    if not exact:
-        if c.ada_kwargs is not None:
-            c.ada_kwargs.kimg = 100
-        c.ema_rampup = None
-
-
-# What may differ between the sessions of one run continued with --resume=auto: where it is written and
-# resumed from, how long it trains, and bookkeeping that does not change the training (the overfitting
-# monitor only reads D; which images are held out is in training_set_kwargs; batch_gpu splits the same batch
-# of the same images into rounds, as after an out-of-memory error, see training.memory).
-AUTO_RESUME_FREE_KEYS = (
-    'batch_gpu',
-    'overfit_kwargs',
-    'run_dir',
-    'resume_pkl',
-    'total_kimg',
-    'kimg_per_tick',
-    'image_snapshot_ticks',
-    'network_snapshot_ticks',
-    'grid_size',
-    'metrics',
-    'data_loader_kwargs',
-)
-
-
-# Classes that training_options.json names by a module path that has since moved: old -> current.
-MOVED_CLASSES = {
-    'stylegan2_ada_kd.dataset.ImageFolderDataset': 'stylegan2_ada_kd.data.dataset.ImageFolderDataset',
-    'stylegan2_ada_kd.augment.AugmentPipe': 'stylegan2_ada_kd.augment.ada.AugmentPipe',
-    'stylegan2_ada_kd.augment.AdaptiveP': 'stylegan2_ada_kd.augment.ada.AdaptiveP',
-    'stylegan2_ada_kd.diffaugment.DiffAugment': 'stylegan2_ada_kd.augment.diffaugment.DiffAugment',
-    'stylegan2_ada_kd.loss.StyleGAN2Loss': 'stylegan2_ada_kd.training.loss.StyleGAN2Loss',
-    'stylegan2_ada_kd.overfit.OverfitMonitor': 'stylegan2_ada_kd.training.overfit.OverfitMonitor',
-}
-
-
-def same_run_options(c: dict, recorded: dict) -> bool:
-    """Whether the resolved options ``c`` and a run's ``training_options.json`` (``recorded``) describe the
-    same training, apart from :data:`AUTO_RESUME_FREE_KEYS`, paths inside each run's own directory and
-    class paths that have moved (:data:`MOVED_CLASSES`)."""
-
-    def canonical(options: dict) -> str:
-        free = {k: v for k, v in with_defaults(options).items() if k not in AUTO_RESUME_FREE_KEYS}
-        text = json.dumps(free, sort_keys=True, default=str)
-        for old, current in MOVED_CLASSES.items():
-            text = text.replace(f'"{old}"', f'"{current}"')
-        own = json.dumps(str(options.get('run_dir', '')))[1:-1]
-        return text.replace(own, '<run_dir>') if own else text
-
-    return canonical(c) == canonical(recorded)

@@ -44,6 +44,8 @@ class RunRecord:
     ada_kwargs: dict | None  # ADA controller; None = p stays fixed.
     augment_p: float | None  # Initial augmentation probability; None = the pipe has none (DiffAugment).
     resume_pkl: str | None = None  # Snapshot to continue exactly, or a pickle to warm-start from.
+    init_from: str | None = None  # --init-from as given: the network a new run starts from (weights only).
+    init_pkl: str | None = None  # Its local file, when the run starts from it (not when it resumes instead).
     G_reg_interval: int | None = 4  # Path-length regularisation interval in steps (SG2 Sec. 3.1); None = off.
     D_reg_interval: int | None = 16  # R1 interval in steps; None = not lazy.
 

@@ -129,6 +129,8 @@ def build_training_run(
         run.resumed = checkpoint.load_for_training(
             record.resume_pkl, run.nets, run.phases, loss, ada, run.progress, rank
         )
+    elif record.init_pkl:
+        checkpoint.warm_start(record.init_pkl, run.nets, rank)
     for module in run.nets.values():
         if module is not None:
             distributed.broadcast_module(module)

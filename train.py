@@ -215,9 +215,11 @@ def main(**opts: object) -> None:
             c = build_training_kwargs(opts, plugins.given_options(click.get_current_context()))
             print(json.dumps(c, indent=2, default=str))
             print(f'\nRun directory: {c.run_dir}')
-    except RunComplete as done:  # the same command, once more after the run ended: nothing to do
+    except RunComplete as done:  # the same command, once more after the run ended: nothing to train
         if not quiet:
             print(done)
+            if not opts['dry_run']:
+                _evaluate_owed(done.snapshot, done.dataset_kwargs)
         return
     if opts['dry_run']:
         if not quiet:
@@ -231,6 +233,19 @@ def main(**opts: object) -> None:
         launch(c, training_loop)
     except StepOutOfMemory as err:  # one process: say what to pass, without a traceback
         raise click.ClickException(str(err)) from err
+
+
+def _evaluate_owed(snapshot: str, dataset_kwargs: dict) -> None:
+    """The evaluation of a finished run's last snapshot, if the run was stopped during it (one process)."""
+    import torch
+
+    from metrics import evaluation
+    from stylegan2_ada_kd.checkpoint import load_network_pkl
+
+    if evaluation.owed_metrics(snapshot):
+        device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        G = load_network_pkl(snapshot)['G_ema'].to(device)
+        evaluation.evaluate_owed(snapshot, G, dataset_kwargs, rank=0, device=device)
 
 
 if __name__ == '__main__':

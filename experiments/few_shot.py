@@ -98,9 +98,11 @@ def read_stats(root, key):
 
 
 def finished(root, kimg):
-    """True when a run under ``root`` reached ``kimg``."""
+    """True when a run under ``root`` reached ``kimg``: by its stats, or by its newest snapshot (a run stopped
+    during its last evaluation has no stats line for it; ``--eval-only`` adds the evaluation)."""
     done = read_stats(root, 'Progress/kimg')
-    return bool(done) and done[-1][1] >= kimg - 1e-9
+    snaps = snapshots(root)
+    return (bool(done) and done[-1][1] >= kimg - 1e-9) or (bool(snaps) and max(snaps) >= kimg - 1e-9)
 
 
 def read_metric(run_dir, metric):

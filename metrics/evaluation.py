@@ -1,8 +1,11 @@
 """Evaluating a generator the way training (at snapshots) and calc_metrics.py both do: every process computes
-each metric, rank 0 appends it to metric-<name>.jsonl and, in training, keeps the best-snapshot pointer."""
+each metric, rank 0 appends it to metric-<name>.jsonl and, in training, keeps the best-snapshot pointer; and
+completing the evaluation a run owes the snapshot it was stopped in the middle of evaluating."""
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import torch
@@ -50,3 +53,62 @@ def evaluate_and_report(
         for name, value in result['results'].items():
             out[f'Metrics/{name}'] = {'num': 1, 'mean': float(value), 'std': 0.0}
     return out
+
+
+def _run_options(run_dir: str) -> dict | None:
+    """The run's ``training_options.json``, or None where ``run_dir`` is not a readable run directory."""
+    try:
+        with open(os.path.join(run_dir, 'training_options.json')) as f:
+            options = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return options if isinstance(options, dict) else None
+
+
+def owed_metrics(snapshot_pkl: str) -> list[str]:
+    """The metrics that the run which wrote ``snapshot_pkl`` evaluates at each snapshot (``metrics`` of the
+    ``training_options.json`` beside it) and that its ``metric-<name>.jsonl`` has no line for: the run was
+    stopped during that evaluation. [] for a file outside a run directory."""
+    run_dir = os.path.dirname(os.path.abspath(snapshot_pkl))
+    options = _run_options(run_dir) or {}
+    return [m for m in options.get('metrics') or [] if not report.evaluated(run_dir, m, snapshot_pkl)]
+
+
+def evaluate_owed(
+    snapshot_pkl: str,  # A snapshot that training is about to continue from (or has ended with).
+    G: torch.nn.Module,  # Its G_ema on ``device``; not modified.
+    dataset_kwargs: dict,  # The reals of the run continuing from it.
+    *,
+    rank: int,
+    device: torch.device,
+) -> None:
+    """Evaluate :func:`owed_metrics` of ``snapshot_pkl`` into its own run directory, as that run would have
+    (the best pointer included when the run's first metric is owed), so that a run stopped during an
+    evaluation loses none. Skipped, with a note naming the calc_metrics.py command, when the reals differ
+    from that run's. Every process calls it; rank 0's reading of the files decides for all."""
+    run_dir = os.path.dirname(os.path.abspath(snapshot_pkl))
+    owed = distributed.gather_objects(owed_metrics(snapshot_pkl) if rank == 0 else None)[0]
+    if not owed:
+        return
+    options = _run_options(run_dir) or {}
+    if options.get('training_set_kwargs') != json.loads(json.dumps(dataset_kwargs)):
+        if rank == 0:
+            print(
+                f'Note: {snapshot_pkl} has no {", ".join(owed)} evaluation, and this run trains on other '
+                f'reals than its run; to add it: python calc_metrics.py --network={snapshot_pkl} '
+                f'--metrics={",".join(owed)}'
+            )
+        return
+    if rank == 0:
+        print(f'{snapshot_pkl}: its run was stopped before evaluating {", ".join(owed)}; evaluating now.')
+    keep_best = owed[0] == options['metrics'][0]
+    evaluate_and_report(
+        owed,
+        G,
+        dataset_kwargs,
+        rank=rank,
+        device=device,
+        run_dir=run_dir,
+        snapshot_pkl=snapshot_pkl,
+        keep_best=keep_best,
+    )

@@ -37,6 +37,22 @@ def report_metric(result: dict, run_dir: str | None = None, snapshot_pkl: str | 
     print(text, flush=True)
 
 
+def evaluated(run_dir: str, metric: str, snapshot_pkl: str) -> bool:
+    """Whether ``<run_dir>/metric-<metric>.jsonl`` has a line for ``snapshot_pkl`` (bad lines skipped)."""
+    path = os.path.join(run_dir, f'metric-{metric}.jsonl')
+    if not os.path.isfile(path):
+        return False
+    name = _relative(snapshot_pkl, run_dir)
+    with open(path) as f:
+        for text in f:
+            try:
+                if json.loads(text).get('snapshot_pkl') == name:
+                    return True
+            except (ValueError, AttributeError):
+                continue
+    return False
+
+
 def _point_best(run_dir: str, snapshot: str) -> None:
     """Atomically point ``<run_dir>/network-snapshot-best.pkl`` at ``snapshot`` (hard link, else copy)."""
     best = os.path.join(run_dir, 'network-snapshot-best.pkl')

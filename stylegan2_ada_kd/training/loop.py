@@ -144,7 +144,8 @@ def training_loop(
             grid = report.init_grid(r.run_dir, dataset, G_ema, device, fresh, r.batch_gpu, r.grid_size)
     tick_stats = training_stats.Collector()
     writer = run_io.StatsWriter(r.run_dir, start_time) if rank == 0 else None
-    if run.resumed is not None:
+    if run.resumed is not None:  # first what the snapshot's run left unevaluated, then the RNG as it was
+        evaluation.evaluate_owed(r.resume_pkl, G_ema, r.training_set_kwargs, rank=rank, device=device)
         checkpoint.restore_rng(run.resumed, rank, device)
     print(f'Training for {r.total_kimg} kimg...\n' if rank == 0 else '', end='')
 

@@ -16,7 +16,16 @@ from stylegan2_ada_kd.training.record import with_defaults
 
 
 class RunComplete(Exception):
-    """``--resume=auto`` found this run, and it has already trained for ``--kimg``: nothing to do."""
+    """``--resume=auto`` found this run, and it has already trained for ``--kimg``: nothing to train.
+
+    ``snapshot``: its last snapshot; ``dataset_kwargs``: this run's reals (to complete an evaluation that
+    was cut short, see :func:`metrics.evaluation.evaluate_owed`).
+    """
+
+    def __init__(self, message: str, snapshot: str, dataset_kwargs: dict) -> None:
+        super().__init__(message)
+        self.snapshot = snapshot
+        self.dataset_kwargs = dataset_kwargs
 
 
 def name_parts(resume: str | None, init_from: str | None) -> list[str]:
@@ -85,7 +94,7 @@ def apply_resume(c: EasyDict, resume: str | None, init_from: str | None, outdir:
     if nimg is None:
         _warm_start_schedule(c)
     elif nimg >= c.total_kimg * 1000:
-        _refuse_finished(resume, path, nimg, c.total_kimg)
+        _refuse_finished(resume, path, nimg, c)
 
 
 def _warm_start_schedule(c: EasyDict) -> None:
@@ -95,12 +104,14 @@ def _warm_start_schedule(c: EasyDict) -> None:
     c.ema_rampup = None
 
 
-def _refuse_finished(resume: str, path: str, nimg: int, total_kimg: float) -> None:
+def _refuse_finished(resume: str, path: str, nimg: int, c: EasyDict) -> None:
     """An exact resume of a snapshot that has already reached ``--kimg`` would train one more step."""
-    at = f'{path} is at {nimg / 1000:g} kimg, which reaches --kimg={total_kimg:g}'
+    at = f'{path} is at {nimg / 1000:g} kimg, which reaches --kimg={c.total_kimg:g}'
     if resume == 'auto':
         raise RunComplete(
-            f'--resume=auto: {at}: this run is finished; pass a larger --kimg to train it further.'
+            f'--resume=auto: {at}: this run is finished; pass a larger --kimg to train it further.',
+            path,
+            c.training_set_kwargs,
         )
     raise click.UsageError(
         f'--resume={resume}: {at}; pass a larger --kimg to continue it, or --init-from={resume} instead of '

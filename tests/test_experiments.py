@@ -283,3 +283,31 @@ def test_regime_control_rule_and_arm(tmp_path):
     assert verdict.decide_control(runs(0.06, 0.08), 40)[0].startswith('distillation')  # q = 0.75
     assert verdict.decide_control(runs(0.07, 0.075), 40)[0].startswith('regularisation')  # q 0.93, c 0.75
     assert verdict.decide_control(runs(0.085, 0.095), 40)[0].startswith('neither')  # q 0.89, c 0.95
+
+
+def test_a_run_stopped_in_its_last_evaluation_counts_as_finished(tmp_path):
+    root = tmp_path / 'DA-s0'
+    _fake_run(root / '00000-x', [0, 2, 4])
+    (root / '00000-x' / 'network-snapshot-000006.pkl').write_bytes(b'')  # the stats line never written
+    assert not few_shot.finished(str(root), 8) and few_shot.finished(str(root), 6)
+
+
+def test_regime_memorisation_takes_the_best_kid_snapshot_once_at_h(tmp_path):
+    sys.path.insert(0, str(REPO / 'experiments' / 'results' / 'obama32-regime'))
+    import memorisation
+
+    root = tmp_path / 'KD-s1'
+    _fake_run(root / '00000-x', [0, 20, 40])
+    _fake_run(root / '00001-x', [60, 80])
+    _write_metric_log(root / '00000-x', 'kid1k_train', [(0, 0.4), (20, 0.05), (40, 0.2)])
+    _write_metric_log(root / '00001-x', 'kid1k_train', [(60, 0.05), (80, 0.3)])
+    assert memorisation.best_snapshot(str(root), 100) is None  # not at H yet
+    assert memorisation.best_snapshot(str(root), 80) == (
+        20,
+        str(root / '00000-x' / 'network-snapshot-000020.pkl'),
+    )
+    summary = dict(
+        generated_median=9.5, real_median=8.5, ratio=1.1176, below_real_p05=0.02, below_real_min=0.0
+    )
+    text = memorisation.table([dict(run='KD s1', kimg=20, summary=summary)])
+    assert '| KD s1 | 20 | 9.500 | 8.500 | 1.118 | 2% | 0% |' in text

@@ -2,7 +2,7 @@
 
 For every arm and seed that has reached H, ``nearest.py`` on its best-KID snapshot (64 samples, seeds 0-63,
 Inception pool3 features; the snapshots stay in ``$EXP``), into ``memorisation/<arm>-s<seed>.json`` and
-``.png``, and the table ``memorisation.md``:
+``.png`` (seeds 0-15), and the table ``memorisation.md``:
 
     python experiments/results/obama32-regime/memorisation.py --exp=/work/exp/obama32-regime
 
@@ -21,6 +21,7 @@ import subprocess
 import sys
 
 import click
+import PIL.Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, '..', '..', '..'))
@@ -32,6 +33,7 @@ from verdict import METRICS, SEEDS, best, read_h  # noqa: E402
 
 ARMS = ('DA', 'KD')
 SAMPLES = '0-63'
+GRID_ROWS = 16  # Rows (seeds 0-15) of each committed grid.
 
 
 def best_snapshot(root: str, h: float) -> tuple[float, str] | None:
@@ -93,7 +95,9 @@ def main(exp: str) -> None:
                 print('+ ' + ' '.join(cmd), flush=True)
                 subprocess.run(cmd, cwd=REPO, check=True)
             shutil.copy(report, os.path.join(out, f'{name}.json'))
-            shutil.copy(os.path.join(work, 'nearest.png'), os.path.join(out, f'{name}.png'))
+            with PIL.Image.open(os.path.join(work, 'nearest.png')) as grid:  # the first GRID_ROWS seeds
+                height = grid.height // 64 * GRID_ROWS
+                grid.crop((0, 0, grid.width, height)).save(os.path.join(out, f'{name}.png'), optimize=True)
             rows.append(dict(run=f'{arm} s{seed}', kimg=kimg, summary=json.load(open(report))['summary']))
     text = table(rows)
     open(os.path.join(HERE, 'memorisation.md'), 'w').write(text)

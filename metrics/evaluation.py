@@ -85,30 +85,32 @@ def evaluate_owed(
     """Evaluate :func:`owed_metrics` of ``snapshot_pkl`` into its own run directory, as that run would have
     (the best pointer included when the run's first metric is owed), so that a run stopped during an
     evaluation loses none. Skipped, with a note naming the calc_metrics.py command, when the reals differ
-    from that run's. Every process calls it; rank 0's reading of the files decides for all."""
+    from that run's. Every process calls it; rank 0 reads the files and decides for all."""
     run_dir = os.path.dirname(os.path.abspath(snapshot_pkl))
-    owed = distributed.gather_objects(owed_metrics(snapshot_pkl) if rank == 0 else None)[0]
-    if not owed:
-        return
-    options = _run_options(run_dir) or {}
-    if options.get('training_set_kwargs') != json.loads(json.dumps(dataset_kwargs)):
-        if rank == 0:
+    plan = None
+    if rank == 0:
+        owed = owed_metrics(snapshot_pkl)
+        options = _run_options(run_dir) or {}
+        same_reals = options.get('training_set_kwargs') == json.loads(json.dumps(dataset_kwargs))
+        if owed and not same_reals:
             print(
                 f'Note: {snapshot_pkl} has no {", ".join(owed)} evaluation, and this run trains on other '
                 f'reals than its run; to add it: python calc_metrics.py --network={snapshot_pkl} '
                 f'--metrics={",".join(owed)}'
             )
-        return
-    if rank == 0:
-        print(f'{snapshot_pkl}: its run was stopped before evaluating {", ".join(owed)}; evaluating now.')
-    keep_best = owed[0] == options['metrics'][0]
-    evaluate_and_report(
-        owed,
-        G,
-        dataset_kwargs,
-        rank=rank,
-        device=device,
-        run_dir=run_dir,
-        snapshot_pkl=snapshot_pkl,
-        keep_best=keep_best,
-    )
+        elif owed:
+            print(f'{snapshot_pkl}: its run was stopped before evaluating {", ".join(owed)}; evaluating now.')
+            plan = (owed, owed[0] == options['metrics'][0])
+    plan = distributed.gather_objects(plan)[0]
+    if plan is not None:
+        owed, keep_best = plan
+        evaluate_and_report(
+            owed,
+            G,
+            dataset_kwargs,
+            rank=rank,
+            device=device,
+            run_dir=run_dir,
+            snapshot_pkl=snapshot_pkl,
+            keep_best=keep_best,
+        )

@@ -119,12 +119,23 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
     '--batch', type=click.IntRange(min=1), default=64, show_default=True, help='Detector batch size'
 )
 @click.option('--cache/--no-cache', default=True, show_default=True, help='Cache the real statistics on disk')
-@click.option('--verbose/--quiet', default=True, show_default=True, help='Print progress')
+@click.option(
+    '--verbose',
+    type=BOOL,
+    is_flag=False,
+    flag_value=True,
+    default=True,
+    show_default=True,
+    metavar='[BOOL]',
+    help='Print progress',
+)
+@click.option('--quiet', is_flag=True, help='The same as --verbose=0')
 @click.option(
     '--num-gen', type=click.IntRange(min=2), hidden=True, help='Override the generated count (tests)'
 )
 def main(**args: object) -> None:
     """Entry point (see the module docstring)."""
+    args['verbose'] = args['verbose'] and not args.pop('quiet')
     try:
         network = args['network'] = checkpoint.resolve_network(str(args['network']), '--network')
     except ValueError as err:

@@ -3,18 +3,20 @@
 Example::
 
     python legacy.py --source=network-snapshot-000200.pkl --dest=converted.pkl --state-dict-dir=weights/
+    python legacy.py --source=ffhq.pkl --dest=ffhq-fp16.pkl --force-fp16=True
 
 As in stylegan2-ada-pytorch, the module also serves the loader to scripts run from the repository root::
 
     import dnnlib, legacy
     with dnnlib.util.open_url(url_or_path) as f:
-        G = legacy.load_network_pkl(f)['G_ema']
+        G = legacy.load_network_pkl(f)['G_ema']     # or load_network_pkl(f, force_fp16=True)
 """
 
 from __future__ import annotations
 
 import click
 
+from dnnlib.util import BOOL
 from stylegan2_ada_kd.checkpoint import NetworkPickleError, convert_network_pkl, load_network_pkl
 
 __all__ = ['cli', 'load_network_pkl', 'main']
@@ -39,12 +41,20 @@ __all__ = ['cli', 'load_network_pkl', 'main']
     metavar='DIR',
     help='Also write G.pt, D.pt, G_ema.pt (plain state_dicts) and networks.json (classes and kwargs) here.',
 )
-def cli(source: str, dest: str | None, state_dict_dir: str | None) -> None:
+@click.option(
+    '--force-fp16',
+    type=BOOL,
+    default=False,
+    show_default=True,
+    metavar='BOOL',
+    help='Rebuild G, D and G_ema with the top 4 resolutions in fp16 and activations clamped at 256.',
+)
+def cli(source: str, dest: str | None, state_dict_dir: str | None, force_fp16: bool) -> None:
     """Read a network file without running any code stored in it, and write it in our own formats."""
     if dest is None and state_dict_dir is None:
         raise click.UsageError('Nothing to write: give --dest=FILE and/or --state-dict-dir=DIR.')
     try:
-        convert_network_pkl(source, dest=dest, state_dict_dir=state_dict_dir)
+        convert_network_pkl(source, dest=dest, state_dict_dir=state_dict_dir, force_fp16=force_fp16)
     except (NetworkPickleError, OSError, TypeError) as err:
         raise click.ClickException(str(err)) from err
     if dest is not None:

@@ -80,3 +80,52 @@ def test_projector_on_an_official_pickle(pickles, tmp_path):
         assert np.array_equal(_pixels(tmp_path / 'a' / name), _pixels(tmp_path / 'b' / name))
     with np.load(tmp_path / 'a' / 'projected_w.npz') as a, np.load(tmp_path / 'b' / 'projected_w.npz') as b:
         np.testing.assert_array_equal(a['w'], b['w'])
+
+
+def test_legacy_force_fp16_rebuilds_the_networks_with_the_same_weights(pickles, tmp_path):
+    import legacy
+
+    official, ours = pickles
+    dest = tmp_path / 'fp16.pkl'
+    result = CliRunner().invoke(legacy.cli, [f'--source={official}', f'--dest={dest}', '--force-fp16=True'])
+    assert result.exit_code == 0, result.output
+    plain = checkpoint.load_network_pkl(ours)
+    with open(dest, 'rb') as f:
+        fp16 = legacy.load_network_pkl(f)  # the reference idiom, with a file object
+    with open(ours, 'rb') as f:
+        again = legacy.load_network_pkl(f, True)  # and its positional force_fp16
+    for data in (fp16, again):
+        for key in ('G', 'G_ema'):
+            assert (
+                data[key].init_kwargs['synthesis_kwargs'] | dict(num_fp16_res=4, conv_clamp=256)
+                == (data[key].init_kwargs['synthesis_kwargs'])
+            )
+            assert data[key].init_kwargs['z_dim'] == plain[key].init_kwargs['z_dim']
+        assert (data['D'].init_kwargs['num_fp16_res'], data['D'].init_kwargs['conv_clamp']) == (4, 256)
+        for key in ('G', 'D', 'G_ema'):
+            theirs = plain[key].state_dict()
+            assert all(torch.equal(v, theirs[k]) for k, v in data[key].state_dict().items())
+
+
+@pytest.mark.parametrize(
+    'cli_name, args, key, value',
+    [
+        ('projector', [], 'save_video', False),
+        ('projector', ['--save-video'], 'save_video', True),
+        ('projector', ['--save-video=False'], 'save_video', False),  # the reference's form
+        ('projector', ['--save-video=True'], 'save_video', True),
+        ('calc_metrics', ['--verbose=False'], 'verbose', False),  # the reference's form
+        ('calc_metrics', ['--quiet'], 'quiet', True),
+        ('calc_metrics', [], 'verbose', True),
+    ],
+)
+def test_reference_boolean_forms_of_tool_options(cli_name, args, key, value, tmp_path):
+    import calc_metrics
+
+    target = tmp_path / 't.png'
+    target.write_bytes(b'')
+    common = (
+        ['--network=x', f'--target={target}', '--outdir=o'] if cli_name == 'projector' else ['--network=x']
+    )
+    cli = projector.cli if cli_name == 'projector' else calc_metrics.main
+    assert cli.make_context(cli_name, common + args).params[key] is value

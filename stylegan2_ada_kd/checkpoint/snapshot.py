@@ -23,6 +23,7 @@ recoverable form: plain state_dicts plus a JSON description.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import os
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 SNAPSHOT_FORMAT = 'stylegan2-ada-kd/snapshot-v1'
+FP16_RES, FP16_CLAMP = 4, 256  # The reference's force_fp16: fp16 top resolutions, activation clamp.
 STATE_DICTS_FORMAT = 'stylegan2-ada-kd/state-dicts-v1'
 _STANDARD_KEYS = frozenset(NETWORK_KEYS + ('augment_pipe', 'training_set_kwargs'))
 _RESERVED_KEYS = _STANDARD_KEYS | {'format', 'networks'}
@@ -160,18 +162,38 @@ def _finalize(result: dict[str, Any], device: str | torch.device) -> dict[str, A
     return result
 
 
-def load_network_pkl(f: BinaryIO | PathLike, *, device: str | torch.device = 'cpu') -> dict[str, Any]:
+def load_network_pkl(
+    f: BinaryIO | PathLike, force_fp16: bool = False, *, device: str | torch.device = 'cpu'
+) -> dict[str, Any]:
     """Load networks from one of our snapshots or an official StyleGAN2-ADA pickle (path, URL or binary file).
 
     Returns a dict with ``G``, ``D``, ``G_ema`` (our modules, eval mode, ``requires_grad=False``, on
     ``device``), ``augment_pipe`` and ``training_set_kwargs``. Official pickles also give
     ``augment_pipe_kwargs`` and ``augment_p`` (None without an augment pipe); our snapshots give back their
-    ``extra`` keys. Raises :class:`NetworkPickleError` (or :class:`UnsafePickleError`) with the file name.
+    ``extra`` keys. ``force_fp16`` (the reference loader's option) rebuilds G, D and G_ema with their top
+    4 resolutions in fp16 and activations clamped at 256, the same weights. Raises
+    :class:`NetworkPickleError` (or :class:`UnsafePickleError`) with the file name.
     """
     with _opened(f) as (stream, source, local_path):
         raw = _read_raw(stream, source, local_path)
         result = load_official(stream, source) if raw is None else _build_networks(raw, source)
+    if force_fp16:
+        for key in NETWORK_KEYS:
+            if isinstance(result.get(key), torch.nn.Module):
+                result[key] = _in_fp16(result[key], source)
     return _finalize(result, device)
+
+
+def _in_fp16(module: torch.nn.Module, source: str) -> torch.nn.Module:
+    """``module`` rebuilt with ``num_fp16_res=4, conv_clamp=256`` (G: in synthesis_kwargs), same weights."""
+    kwargs = copy.deepcopy(module.init_kwargs)
+    target = kwargs['synthesis_kwargs'] if 'synthesis_kwargs' in kwargs else kwargs
+    if target.get('num_fp16_res') == FP16_RES and target.get('conv_clamp') == FP16_CLAMP:
+        return module
+    target.update(num_fp16_res=FP16_RES, conv_clamp=FP16_CLAMP)
+    rebuilt = type(module)(**kwargs)
+    load_state_strict(rebuilt, module.state_dict(), f'{source}: {type(module).__name__} in fp16', kwargs)
+    return rebuilt
 
 
 def read_snapshot(f: BinaryIO | PathLike) -> dict[str, Any] | None:
@@ -279,14 +301,18 @@ def _build_from_entry(entry: Any, where: str) -> torch.nn.Module:
 
 
 def convert_network_pkl(
-    source: PathLike, dest: PathLike | None = None, state_dict_dir: PathLike | None = None
+    source: PathLike,
+    dest: PathLike | None = None,
+    state_dict_dir: PathLike | None = None,
+    force_fp16: bool = False,
 ) -> dict[str, Any]:
-    """Load ``source`` (path or URL, any supported format) and write it as our snapshot and/or state_dicts.
+    """Load ``source`` (path or URL, any supported format; ``force_fp16`` as in :func:`load_network_pkl`) and
+    write it as our snapshot and/or state_dicts.
 
     Keys beyond the standard ones (e.g. ``augment_pipe_kwargs``, ``augment_p``) are kept as snapshot extras.
     Returns the loaded dict.
     """
-    data = load_network_pkl(source)
+    data = load_network_pkl(source, force_fp16)
     if dest is not None:
         extra = {key: value for key, value in data.items() if key not in _STANDARD_KEYS}
         nets = {key: data.get(key) for key in NETWORK_KEYS + ('augment_pipe',)}

@@ -28,7 +28,7 @@ import os
 import click
 import torch
 
-from dnnlib.util import BOOL
+from dnnlib.util import BOOL, bool_option
 from metrics import context, detectors, evaluation, metric_main
 from stylegan2_ada_kd import checkpoint
 from torch_utils import distributed, launcher
@@ -119,16 +119,7 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
     '--batch', type=click.IntRange(min=1), default=64, show_default=True, help='Detector batch size'
 )
 @click.option('--cache/--no-cache', default=True, show_default=True, help='Cache the real statistics on disk')
-@click.option(
-    '--verbose',
-    type=BOOL,
-    is_flag=False,
-    flag_value=True,
-    default=True,
-    show_default=True,
-    metavar='[BOOL]',
-    help='Print progress',
-)
+@bool_option('--verbose', True, 'Print progress')
 @click.option('--quiet', is_flag=True, help='The same as --verbose=0')
 @click.option(
     '--num-gen', type=click.IntRange(min=2), hidden=True, help='Override the generated count (tests)'

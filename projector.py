@@ -28,7 +28,7 @@ import torch
 import dataset_tool
 import generate
 import style_mixing
-from dnnlib.util import BOOL
+from dnnlib.util import bool_option
 from metrics import detectors
 from stylegan2_ada_kd import projection
 from torch_utils.misc import uint8_to_unit
@@ -160,16 +160,7 @@ def number_option(name: str, kind: click.ParamType, default: float, metavar: str
 )
 @generate.CLASS_OPTION
 @generate.DEVICE_OPTION
-@click.option(
-    '--save-video',
-    type=BOOL,
-    is_flag=False,
-    flag_value=True,
-    default=False,
-    show_default=True,
-    metavar='[BOOL]',
-    help='Also write DIR/proj.mp4, the target beside every step (--save-video or --save-video=1).',
-)
+@bool_option('--save-video', False, 'Also write DIR/proj.mp4, the target beside every step.')
 def cli(
     network: str,
     target_path: str,

@@ -315,3 +315,18 @@ class BoolParamType(click.ParamType):
 
 
 BOOL = BoolParamType()
+
+
+def bool_option(name: str, default: bool, help_text: str) -> Callable:
+    """A click option taking a BOOL value as the reference's tools write it (``--save-video=True``), or given
+    bare for True (``--save-video``)."""
+    return click.option(
+        name,
+        type=BOOL,
+        is_flag=False,
+        flag_value=True,
+        default=default,
+        show_default=True,
+        metavar='[BOOL]',
+        help=help_text,
+    )

@@ -22,6 +22,7 @@ import torch
 
 import dnnlib
 import generate
+from dnnlib.util import bool_option
 
 _COARSE_LAYERS = 7  # At most ws 0-6 by default: the 4x4 to 32x32 layers of a 1024 network.
 
@@ -106,7 +107,9 @@ def style_mixing_grid(
     metavar='LIST',
     help='ws indices copied from the column latents, e.g. "0-3"  [default: the coarse half, at most 0-6]',
 )
-@click.option('--save-images', is_flag=True, help='Also write every cell (mixes as DIR/<row>-<col>.png).')
+@bool_option(
+    '--save-images', True, 'Also write every cell (mixes as DIR/<row>-<col>.png), as the reference does.'
+)
 def cli(
     rendering: generate.Rendering,
     rows: list[int | Path],

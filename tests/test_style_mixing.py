@@ -110,6 +110,28 @@ def test_mixing_projected_latents_and_default_styles(tiny, tmp_path):
         out,
     )
     assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        'a-b.png',
+        'a.png',
+        'b.png',
+        'grid.png',
+    ]  # as the reference
+    assert (
+        run(
+            style_mixing.cli,
+            '--network',
+            snap,
+            '--rows',
+            0,
+            '--cols',
+            1,
+            '--outdir',
+            tmp_path / 'only',
+            '--save-images=False',
+        ).exit_code
+        == 0
+    )
+    assert [p.name for p in (tmp_path / 'only').iterdir()] == ['grid.png']
     assert style_mixing.default_styles(G.num_ws) == [0, 1, 2]  # 6 ws: the coarse half
     assert style_mixing.default_styles(18) == list(range(7))
     mixed = style_mixing.mix_ws(seed_ws(G, 7), seed_ws(G, 8), [0, 1, 2])

@@ -254,6 +254,12 @@ def test_regime_verdict_rule():
     del partial[('KD', 2)]
     outcome, rows = verdict.decide(partial, 40)
     assert outcome.startswith('pending (2 of 3 seeds') and len(rows) == 3
+    running = runs([0.08] * 3)
+    running[('DA', 2)]['kid'] = running[('DA', 2)]['kid'][:2]  # seed 2's DA evaluated to 20 of 40 kimg
+    outcome, rows = verdict.decide(running, 40)
+    assert outcome.startswith('pending (2 of 3 seeds have both arms at H')
+    assert rows[2] == '| 2 | running: evaluated to 20 kimg | to 40 kimg | | | | |'
+    assert rows[3] == '| geometric mean of r | | | 0.800 | | | |'  # seeds 0 and 1 only
 
 
 def test_regime_control_rule_and_arm(tmp_path):

@@ -48,7 +48,14 @@ def decide(runs: dict, h: float | None) -> tuple[str, list[str]]:
         if not (da and kd and da['kid'] and kd['kid']):
             complete = False
             continue
-        complete &= min(da['kid'][-1][0], kd['kid'][-1][0]) >= h if h is not None else False
+        lasts = da['kid'][-1][0], kd['kid'][-1][0]
+        if h is not None and min(lasts) < h:  # a seed still running: no ratio yet
+            complete = False
+            rows.append(
+                f'| {seed} | running: evaluated to {lasts[0]:g} kimg | to {lasts[1]:g} kimg | | | | |'
+            )
+            continue
+        complete &= h is not None
         (k_da, kid_da), (k_kd, kid_kd) = best(da['kid']), best(kd['kid'])
         fid_da, fid_kd = best(da['fid'])[1], best(kd['fid'])[1]
         r = kid_kd / kid_da
@@ -64,7 +71,7 @@ def decide(runs: dict, h: float | None) -> tuple[str, list[str]]:
     gmean = geometric_mean(ratios)
     rows.append(f'| geometric mean of r | | | {gmean:.3f} | | | |')
     if not complete:
-        return f'pending ({len(ratios)} of 3 seeds have both arms; H = {h})', rows
+        return f'pending ({len(ratios)} of 3 seeds have both arms at H = {h})', rows
     if da_unturned >= 2:
         return 'inconclusive: DA best KID at its last evaluation in two or more seeds', rows
     if all(r < 1 for r in ratios) and gmean <= 0.85 and fid_better >= 2:
@@ -204,7 +211,7 @@ def cost_lines(folder: str, h: float | None) -> list[str]:
                 if os.path.exists(os.path.join(d, f'metric-{m}.jsonl'))
                 for line in open(os.path.join(d, f'metric-{m}.jsonl'))
             ]
-            kimg = max(k for k, _ in few_shot.read_stats(root, 'Progress/kimg'))
+            kimg = max((k for k, _ in few_shot.read_stats(root, 'Progress/kimg')), default=0)
             evals = [e for e in evals if h is None or few_shot.snapshot_kimg(e['snapshot_pkl']) <= h + 1e-9]
             eval_h = sum(e['total_time'] for e in evals) / 3600
             lines.append(

@@ -106,8 +106,11 @@ def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
     return np.random.RandomState(seed).randn(1, z_dim)
 
 
-def load_projected_w(path: str | os.PathLike, G: torch.nn.Module, device: torch.device) -> torch.Tensor:
-    """Read the ``[1, num_ws, w_dim]`` latent stored under key ``w`` in a projector ``.npz`` file.
+def load_projected_w(
+    path: str | os.PathLike, G: torch.nn.Module, device: torch.device, many: bool = False
+) -> torch.Tensor:
+    """Read the ``[1, num_ws, w_dim]`` latent stored under key ``w`` in a projector ``.npz`` file (``many``:
+    ``[N, num_ws, w_dim]``, N >= 1 latents, as the reference's generate.py takes them).
 
     A missing file, a missing key or a shape that does not fit ``G`` raises a click.ClickException that
     names the file and the expected shape.
@@ -121,11 +124,13 @@ def load_projected_w(path: str | os.PathLike, G: torch.nn.Module, device: torch.
             w = data['w']
     except (OSError, ValueError) as err:
         raise click.ClickException(f'Cannot read projected latent {path}: {err}') from err
-    if w.shape != expected:
-        raise click.ClickException(
-            f'{path}: w has shape {list(w.shape)}, but this network needs {list(expected)} '
-            '([1, num_ws, w_dim]).'
+    if w.ndim != 3 or w.shape[1:] != expected[1:] or not (w.shape[0] == 1 or many and w.shape[0] >= 1):
+        what = (
+            f'[N, {G.num_ws}, {G.w_dim}] ([N, num_ws, w_dim])'
+            if many
+            else f'{list(expected)} ([1, num_ws, w_dim])'
         )
+        raise click.ClickException(f'{path}: w has shape {list(w.shape)}, but this network needs {what}.')
     return torch.from_numpy(w).to(device=device, dtype=torch.float32)
 
 
@@ -188,12 +193,23 @@ def generate_images(rendering: Rendering, sources: Sequence[int | Path]) -> list
     """Render one image per seed or projected ``.npz``; save them as ``<outdir>/seed%04d.png`` or
     ``<outdir>/<npz stem>.png``."""
     ws = rendering.latents(sources)  # Before mkdir: a bad --class or file leaves no empty folder behind.
+    return _save(rendering, [f'{source_name(source)}.png' for source in sources], ws)
+
+
+def render_projected(rendering: Rendering, path: Path) -> list[Path]:
+    """Render every latent of a projected ``.npz`` (``w``: ``[N, num_ws, w_dim]``) as
+    ``<outdir>/proj%02d.png``, the reference's names."""
+    ws = load_projected_w(path, rendering.G, rendering.device, many=True)
+    return _save(rendering, [f'proj{i:02d}.png' for i in range(len(ws))], ws.split(1))
+
+
+def _save(rendering: Rendering, names: Sequence[str], ws: Sequence[torch.Tensor]) -> list[Path]:
+    """Render each ``[1, num_ws, w_dim]`` latent of ``ws`` to ``<outdir>/<name>``; the paths written."""
     outdir = rendering.make_outdir()
     written = []
-    for source, w in zip(sources, ws):
-        path = outdir / f'{source_name(source)}.png'
-        rendering.image(w).save(path)
-        written.append(path)
+    for name, w in zip(names, ws):
+        written.append(outdir / name)
+        rendering.image(w).save(written[-1])
     return written
 
 
@@ -296,14 +312,16 @@ def rendering_options(f: Callable) -> Callable:
     '--projected-w',
     type=click.Path(dir_okay=False, path_type=Path),
     metavar='FILE',
-    help='Render this projected latent (.npz with w of shape [1, num_ws, w_dim]) instead of seeds.',
+    help='Render the projected latents of this .npz (w of shape [N, num_ws, w_dim]) instead of seeds.',
 )
 def cli(rendering: Rendering, seeds: list[int] | None, projected_w: Path | None) -> None:
-    """Write one image per seed as DIR/seedNNNN.png (or the projected latent as DIR/<name>.png), using the
+    """Write one image per seed as DIR/seedNNNN.png (or each projected latent as DIR/projNN.png), using the
     generator's moving average (G_ema)."""
     if (seeds is None) == (projected_w is None):
         raise click.UsageError('Pass exactly one of --seeds and --projected-w.')
-    paths = generate_images(rendering, seeds if projected_w is None else [projected_w])
+    paths = (
+        generate_images(rendering, seeds) if projected_w is None else render_projected(rendering, projected_w)
+    )
     click.echo(f'Wrote {len(paths)} image(s) to {rendering.outdir}')
 
 

@@ -146,7 +146,7 @@ def test_cli_end_to_end_and_generate_round_trip(tmp_path, snapshot, vgg16_path):
     npz = out / 'projected_w.npz'
     args = ['--network', snapshot, '--projected-w', npz, '--outdir', tmp_path / 'gen']
     assert CliRunner().invoke(generate.cli, [str(a) for a in args]).exit_code == 0
-    rendered = np.asarray(PIL.Image.open(tmp_path / 'gen' / 'projected_w.png'))
+    rendered = np.asarray(PIL.Image.open(tmp_path / 'gen' / 'proj00.png'))
     assert np.array_equal(rendered, np.asarray(PIL.Image.open(out / 'proj.png')))
 
 

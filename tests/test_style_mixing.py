@@ -43,15 +43,23 @@ def image_of(G, ws):
 
 
 def test_projected_w_round_trip(tiny, tmp_path):
+    """Every row of w is rendered, named as the reference names them (proj00.png, ...)."""
     snap, G = tiny
-    np.savez(tmp_path / 'proj.npz', w=seed_ws(G, 3, psi=0.7).numpy())
+    np.savez(tmp_path / 'proj.npz', w=torch.cat([seed_ws(G, 3, psi=0.7), seed_ws(G, 4, psi=0.7)]).numpy())
     result = run(
         generate.cli, '--network', snap, '--projected-w', tmp_path / 'proj.npz', '--outdir', tmp_path / 'a'
     )
     assert result.exit_code == 0, result.output
-    result = run(generate.cli, '--network', snap, '--seeds', 3, '--trunc', 0.7, '--outdir', tmp_path / 'b')
+    assert sorted(p.name for p in (tmp_path / 'a').iterdir()) == ['proj00.png', 'proj01.png']
+    result = run(
+        generate.cli, '--network', snap, '--seeds', '3,4', '--trunc', 0.7, '--outdir', tmp_path / 'b'
+    )
     assert result.exit_code == 0, result.output
-    assert np.array_equal(pixels(tmp_path / 'a' / 'proj.png'), pixels(tmp_path / 'b' / 'seed0003.png'))
+    assert np.array_equal(pixels(tmp_path / 'a' / 'proj00.png'), pixels(tmp_path / 'b' / 'seed0003.png'))
+    assert np.array_equal(pixels(tmp_path / 'a' / 'proj01.png'), pixels(tmp_path / 'b' / 'seed0004.png'))
+    two = tmp_path / 'proj.npz'  # but a style-mixing row or column is one latent
+    result = run(style_mixing.cli, '--network', snap, '--rows', two, '--cols', 0, '--outdir', tmp_path / 'c')
+    assert result.exit_code == 1 and f'[1, {G.num_ws}, {G.w_dim}]' in result.output
 
 
 def test_projected_w_bad_inputs(tiny, tmp_path):
@@ -61,7 +69,7 @@ def test_projected_w_bad_inputs(tiny, tmp_path):
     out = tmp_path / 'out'
     result = run(generate.cli, '--network', snap, '--projected-w', tmp_path / 'flat.npz', '--outdir', out)
     assert result.exit_code == 1
-    assert 'flat.npz' in result.output and f'[1, {G.num_ws}, {G.w_dim}]' in result.output
+    assert 'flat.npz' in result.output and f'[N, {G.num_ws}, {G.w_dim}]' in result.output
     assert not out.exists()
     result = run(generate.cli, '--network', snap, '--projected-w', tmp_path / 'nokey.npz', '--outdir', out)
     assert result.exit_code == 1 and 'no array "w"' in result.output

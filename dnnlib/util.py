@@ -212,7 +212,7 @@ def _file_url_to_path(url: str) -> str:
     return path
 
 
-def _cache_file_name(url: str) -> str:
+def cache_file_name(url: str) -> str:
     """Return ``<md5(url)>_<safe basename>`` for a download URL."""
     digest = hashlib.md5(url.encode('utf-8')).hexdigest()
     basename = os.path.basename(urllib.parse.urlparse(url).path) or 'download'
@@ -236,7 +236,7 @@ def _download_to(url: str, dest: str) -> None:
 def _fetch_cached(url: str, cache_dir: str | None, num_attempts: int, verbose: bool) -> str:
     """Return the path of the cached copy of ``url``, downloading it first if it is not cached yet."""
     root = cache_dir if cache_dir is not None else make_cache_dir_path()
-    dest = os.path.join(root, 'downloads', _cache_file_name(url))
+    dest = os.path.join(root, 'downloads', cache_file_name(url))
     if os.path.isfile(dest):
         return dest
     last_error: BaseException | None = None

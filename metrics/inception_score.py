@@ -23,6 +23,7 @@ KINDS = (
         _is,
         names={'is50k': MetricSpec('is', 50000, None, None, 'Inception Score of 50k generated, 10 splits')},
         detector=detectors.INCEPTION,
+        classifier=True,
         higher_is_better=True,
     ),
 )

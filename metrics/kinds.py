@@ -45,6 +45,7 @@ class MetricKind:
     counted: str | None = None  # Title of '<name><N>k_{full,train}' names (e.g. 'FID'); None = not counted.
     counted_max_reals: int | None = None  # Real-item cap of the counted names; None = all.
     detector: str | None = None  # 'inception' (--detector) or 'vgg16' (--vgg16); None = loads none.
+    classifier: bool = False  # Needs the Inception's softmax layer (NVIDIA's file; fid-helper's has none).
     higher_is_better: bool = False  # Direction of the best-snapshot pointer (IS, precision/recall: True).
     shares: str | None = None  # Kinds with one tag extract generated features once per count (feature_share).
     ref_stats: bool = False  # Whether a --ref-stats .npz (mu, sigma) may replace the reals.

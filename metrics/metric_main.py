@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from metrics import context, features, registry
+from metrics import context, detectors, features, registry
 from metrics.kinds import MetricSpec
 from metrics.registry import (
     describe_metrics,
@@ -41,6 +41,7 @@ from torch_utils import distributed
 # The entry points, and the registry lookups that train.py, calc_metrics.py and the core reach through here.
 __all__ = [
     'calc_metric',
+    'check_training_metrics',
     'describe_metrics',
     'family_help',
     'feature_share',
@@ -65,6 +66,19 @@ def parse_metric_list(text: str, allow_none: bool = True) -> list[str]:
         none = '\n  none         no metrics' if allow_none else ''
         raise ValueError(f'unknown metric(s) {bad}; valid metrics:\n{describe_metrics()}{none}')
     return names
+
+
+def check_training_metrics(names: list[str]) -> None:
+    """Raise ``ValueError`` naming the metric and what to do when one of ``names`` cannot be computed during
+    training, before the run starts rather than at its first snapshot (see
+    :func:`metrics.detectors.check_default`)."""
+    for name in names:
+        kind = registry.kinds()[metric_spec(name).kind]
+        if kind.detector is not None:
+            try:
+                detectors.check_default(kind.detector, kind.classifier)
+            except detectors.DetectorError as err:
+                raise ValueError(f'{name}: {err}') from err
 
 
 def calc_metric(

@@ -208,7 +208,7 @@ def test_a_pretrained_name_is_fetched_before_anything_is_created(data16, tmp_pat
     # Once in the download cache (here: a tiny run's snapshot), the name works offline in both tools.
     _train([f'--outdir={tmp_path / "src"}', f'--data={data16}', *TINY, '--kimg=0.004'])
     (src,) = (tmp_path / 'src').iterdir()
-    dest = util.make_cache_dir_path('downloads', util._cache_file_name(PRETRAINED['ffhq256']))
+    dest = util.make_cache_dir_path('downloads', util.cache_file_name(PRETRAINED['ffhq256']))
     os.link(src / 'network-snapshot-000000.pkl', dest)  # the failed downloads created the folder
     out, c = _dry([f'--outdir={outdir}', f'--data={data16}', *TINY, '--resume=ffhq256'])
     assert c['resume_pkl'] == dest and 'resumeffhq256' in c['run_dir']

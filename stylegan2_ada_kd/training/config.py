@@ -352,13 +352,16 @@ def process_count(gpus: int | None) -> int:
 
 
 def _parse_metrics(text: str | None) -> list:
-    """``--metrics`` as metric names ('none' = empty) by metric_main.parse_metric_list; errors are usage
-    errors. 'none' returns before the metrics package (and scipy) is imported."""
+    """``--metrics`` as metric names ('none' = empty) by metric_main.parse_metric_list, each computable in
+    training (its detector at hand: metric_main.check_training_metrics); errors are usage errors. 'none'
+    returns before the metrics package (and scipy) is imported."""
     if text is None or text == 'none':
         return []
     from metrics import metric_main
 
     try:
-        return metric_main.parse_metric_list(text)
+        names = metric_main.parse_metric_list(text)
+        metric_main.check_training_metrics(names)
     except ValueError as err:
         raise click.UsageError(f'--metrics: {err}') from err
+    return names

@@ -29,6 +29,7 @@ from stylegan2_ada_kd.training.record import RunRecord
 from stylegan2_ada_kd.training.run import Phase, build_training_run, training_step
 from torch_utils import distributed, run_io, training_stats
 from torch_utils.misc import uint8_to_unit
+from torch_utils.stop import StopRequest
 
 
 def accumulation_rounds(batch_size: int, batch_gpu: int, num_gpus: int) -> int:
@@ -145,88 +146,113 @@ def training_loop(
     tick_stats = training_stats.Collector()
     writer = run_io.StatsWriter(r.run_dir, start_time) if rank == 0 else None
     if run.resumed is not None:  # first what the snapshot's run left unevaluated, then the RNG as it was
-        evaluation.evaluate_owed(r.resume_pkl, G_ema, r.training_set_kwargs, rank=rank, device=device)
+        if progress.tick_start_nimg == progress.cur_nimg:  # a snapshot at a tick's end, not a stop's
+            evaluation.evaluate_owed(r.resume_pkl, G_ema, r.training_set_kwargs, rank=rank, device=device)
         checkpoint.restore_rng(run.resumed, rank, device)
     print(f'Training for {r.total_kimg} kimg...\n' if rank == 0 else '', end='')
 
-    tick_start_time = time.time()
-    maintenance_time = tick_start_time - start_time
-    while True:
-        reals, real_cs = _next_batch(data_iter, device, rounds)
-        training_step(run, reals, real_cs, sample_labels)
-        done = progress.cur_nimg >= r.total_kimg * 1000
-        tick_due = (
-            progress.cur_tick == 0 or progress.cur_nimg >= progress.tick_start_nimg + r.kimg_per_tick * 1000
-        )
-        if not (done or tick_due):  # tick 0 ends after the first step, for early feedback
-            continue
-        tick_end_time = time.time()
-        timing = dict(
-            total=tick_end_time - start_time,
-            tick=tick_end_time - tick_start_time,
-            kimg=(progress.cur_nimg - progress.tick_start_nimg) / 1e3,
-            maintenance=maintenance_time,
-        )
-        stats = report.tick_stats(progress, timing, run.augment_probability(), device)
-        if monitor is not None:
-            stats.update(monitor.stats(G, D))
-        if rank == 0:
-            stats.update(_loss_diagnostics(run.loss, reals[0], real_cs[0], G.z_dim, dataset, device))
-            print(report.tick_line(progress, stats, report.augment_status(run.augment_pipe)))
-        aborted = bool(abort_fn and abort_fn())
-        done = done or aborted
-        collected = tick_stats.collect(device)
-        _add_phase_timing(run.phases, collected)
-        tick = progress.cur_tick
-        progress.cur_tick += 1  # the snapshot stores the state in which the next tick starts
-        progress.tick_start_nimg = progress.cur_nimg
-        if grid is not None and (done or tick % r.image_snapshot_ticks == 0):
-            images = report.generate_grid(G_ema, grid['z'], grid['c'], r.batch_gpu)
-            fine = r.kimg_per_tick * r.image_snapshot_ticks < 1
-            path = run_io.output_path(r.run_dir, 'fakes', '.png', progress.cur_nimg, fine)
-            run_io.save_image_grid(images, path, (-1, 1), grid['size'])
-        if done or (r.network_snapshot_ticks and tick % r.network_snapshot_ticks == 0):
-            if run.ada is not None:  # pending signs go into the snapshot, so resume is exact
-                run.ada.absorb(run.ada_stats.collect(device))
-            fine = r.kimg_per_tick * (r.network_snapshot_ticks or 1e9) < 1
-            path = run_io.output_path(r.run_dir, 'network-snapshot-', '.pkl', progress.cur_nimg, fine)
-            snapshot_pkl = checkpoint.write_snapshot(
-                path if rank == 0 else None,
-                run.nets,
-                run.phases,
-                run.loss,
-                run.ada,
-                progress,
-                r.training_set_kwargs,
-                rank,
-                device,
-            )
-            stats.update(
-                evaluation.evaluate_and_report(
-                    r.metrics,
-                    G_ema,
-                    r.training_set_kwargs,
-                    rank=rank,
-                    device=device,
-                    run_dir=r.run_dir,
-                    snapshot_pkl=snapshot_pkl,
-                    keep_best=True,
-                )
-            )
-        if writer is not None:
-            writer.write(dict(collected, **stats), progress.cur_nimg)
-        if device.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats(device)
+    with StopRequest(device) as stop:
         tick_start_time = time.time()
-        maintenance_time = tick_start_time - tick_end_time
-        if done:
-            break
+        maintenance_time = tick_start_time - start_time
+        while True:
+            reals, real_cs = _next_batch(data_iter, device, rounds)
+            training_step(run, reals, real_cs, sample_labels)
+            done = progress.cur_nimg >= r.total_kimg * 1000
+            tick_due = (
+                progress.cur_tick == 0
+                or progress.cur_nimg >= progress.tick_start_nimg + r.kimg_per_tick * 1000
+            )
+            if not (done or tick_due):  # tick 0 ends after the first step, for early feedback
+                if stop.requested():  # between tick ends only: a tick ends at the same step either way
+                    _stop_snapshot(run, r, stop.signal, rank)
+                    break
+                continue
+            tick_end_time = time.time()
+            timing = dict(
+                total=tick_end_time - start_time,
+                tick=tick_end_time - tick_start_time,
+                kimg=(progress.cur_nimg - progress.tick_start_nimg) / 1e3,
+                maintenance=maintenance_time,
+            )
+            stats = report.tick_stats(progress, timing, run.augment_probability(), device)
+            if monitor is not None:
+                stats.update(monitor.stats(G, D))
+            if rank == 0:
+                stats.update(_loss_diagnostics(run.loss, reals[0], real_cs[0], G.z_dim, dataset, device))
+                print(report.tick_line(progress, stats, report.augment_status(run.augment_pipe)))
+            aborted = bool(abort_fn and abort_fn())
+            done = done or aborted
+            collected = tick_stats.collect(device)
+            _add_phase_timing(run.phases, collected)
+            tick = progress.cur_tick
+            progress.cur_tick += 1  # the snapshot stores the state in which the next tick starts
+            progress.tick_start_nimg = progress.cur_nimg
+            if grid is not None and (done or tick % r.image_snapshot_ticks == 0):
+                images = report.generate_grid(G_ema, grid['z'], grid['c'], r.batch_gpu)
+                fine = r.kimg_per_tick * r.image_snapshot_ticks < 1
+                path = run_io.output_path(r.run_dir, 'fakes', '.png', progress.cur_nimg, fine)
+                run_io.save_image_grid(images, path, (-1, 1), grid['size'])
+            if done or (r.network_snapshot_ticks and tick % r.network_snapshot_ticks == 0):
+                fine = r.kimg_per_tick * (r.network_snapshot_ticks or 1e9) < 1
+                snapshot_pkl = _write_snapshot(run, r, fine, rank)
+                stats.update(
+                    evaluation.evaluate_and_report(
+                        r.metrics,
+                        G_ema,
+                        r.training_set_kwargs,
+                        rank=rank,
+                        device=device,
+                        run_dir=r.run_dir,
+                        snapshot_pkl=snapshot_pkl,
+                        keep_best=True,
+                    )
+                )
+            if writer is not None:
+                writer.write(dict(collected, **stats), progress.cur_nimg)
+            if device.type == 'cuda':
+                torch.cuda.reset_peak_memory_stats(device)
+            tick_start_time = time.time()
+            maintenance_time = tick_start_time - tick_end_time
+            if done:
+                break
     if writer is not None:
         writer.close()
     tick_stats.close()
     run.close()
     if rank == 0:
         print('\nExiting...')
+
+
+def _write_snapshot(run: Any, r: RunRecord, fine: bool, rank: int) -> str | None:
+    """A snapshot of the run as it is now, named by its kimg (``fine``: with three decimals); its path on rank
+    0. The ADA controller's pending signs go into it first, so resume is exact."""
+    if run.ada is not None:
+        run.ada.absorb(run.ada_stats.collect(run.device))
+    path = run_io.output_path(r.run_dir, 'network-snapshot-', '.pkl', run.progress.cur_nimg, fine)
+    return checkpoint.write_snapshot(
+        path if rank == 0 else None,
+        run.nets,
+        run.phases,
+        run.loss,
+        run.ada,
+        run.progress,
+        r.training_set_kwargs,
+        rank,
+        run.device,
+    )
+
+
+def _stop_snapshot(run: Any, r: RunRecord, signal_name: str | None, rank: int) -> None:
+    """On a stop request: a snapshot of the state after this step, mid-tick (the tick's counters as they are,
+    so a resumed run ends this tick and every later one where this run would have), named with three
+    decimals and not evaluated; no tick report (it would draw random numbers the snapshot must not miss)."""
+    if rank == 0:
+        print(
+            f'\n{signal_name} received: stopping at {run.progress.cur_nimg / 1000:.3f} kimg with a snapshot.'
+        )
+    path = _write_snapshot(run, r, True, rank)
+    if rank == 0:
+        print(f'Wrote {path}; the same command with --resume=auto (or --resume={path}) continues exactly.')
 
 
 def _fit_batch_gpu(r: RunRecord, run, image_shape, sample_labels) -> tuple[RunRecord, int]:  # noqa: ANN001

@@ -115,7 +115,7 @@ def cli(**opts: object) -> None:
         ref_images = torch.cat([reals, reals.flip(-1)])
     found = neighbours.nearest(_embed(fakes, space, detector, batch), ref, space, min(opts['k'], len(ref)))
     held_emb = _embed(_reals(held)[0], space, detector, batch) if held is not None else None
-    scale_kind, scale = neighbours.real_scale(train, space, held_emb)
+    scale_kind, scale = neighbours.real_scale(train, ref, space, held_emb)
     stats = neighbours.summary(found.distance[:, 0], scale)
 
     outdir = rendering.make_outdir()

@@ -71,15 +71,19 @@ def nearest(
 
 def real_scale(
     train: torch.Tensor,  # [M, F] embedded training images (each image once, not mirrored).
+    ref: torch.Tensor,  # [M, F] = train, or [2M, F] = train, then its mirrored copies: what samples meet.
     space: str,
     held_out: torch.Tensor | None = None,  # [H, F] embedded held-out reals, if the run kept some out.
 ) -> tuple[str, np.ndarray]:
-    """The distances between different real images that a generated image's distance is set against:
-    ``('held-out', [H])`` nearest-training distances of the held-out reals, else ``('train-loo', [M])``
-    each training image's distance to its nearest other one."""
+    """The distances between different real images that a generated image's distance is set against, to the
+    same references the samples are measured against: ``('held-out', [H])`` the held-out reals' nearest
+    distances, else ``('train-loo', [M])`` each training image's distance to its nearest *other* one (its
+    own mirrored copy excluded too)."""
     if held_out is not None and len(held_out):
-        return 'held-out', nearest(held_out, train, space, 1).distance[:, 0]
-    return 'train-loo', nearest(train, train, space, 1, np.eye(len(train), dtype=bool)).distance[:, 0]
+        return 'held-out', nearest(held_out, ref, space, 1).distance[:, 0]
+    m = len(train)
+    own = np.arange(len(ref))[None, :] % m == np.arange(m)[:, None]  # an image and its mirrored copy
+    return 'train-loo', nearest(train, ref, space, 1, own).distance[:, 0]
 
 
 def summary(first: np.ndarray, scale: np.ndarray) -> dict[str, float]:

@@ -43,10 +43,14 @@ def test_copies_are_found_at_distance_zero_and_mirrored_pairs_can_be_excluded():
 
 def test_the_real_scale_is_the_held_out_distance_or_leave_one_out():
     train = torch.tensor([[0.0], [1.0], [3.0]])
-    kind, scale = neighbours.real_scale(train, 'pixel')
+    kind, scale = neighbours.real_scale(train, train, 'pixel')
     assert kind == 'train-loo' and scale.tolist() == [1.0, 1.0, 2.0]  # never an image against itself
-    kind, scale = neighbours.real_scale(train, 'pixel', torch.tensor([[0.5], [4.0]]))
+    mirrored = torch.cat([train, train + 0.25])  # nor against its own mirrored copy
+    assert neighbours.real_scale(train, mirrored, 'pixel')[1].tolist() == [1.0, 0.75, 1.75]
+    held = torch.tensor([[0.5], [4.0]])
+    kind, scale = neighbours.real_scale(train, train, 'pixel', held)
     assert kind == 'held-out' and scale.tolist() == [0.5, 1.0]
+    assert neighbours.real_scale(train, mirrored, 'pixel', held)[1].tolist() == [0.25, 0.75]
     stats = neighbours.summary(np.array([0.0, 0.0, 2.0, 2.0]), np.array([1.0, 1.0, 2.0, 2.0]))
     assert stats['ratio'] == pytest.approx(1 / 1.5) and stats['below_real_p05'] == 0.5
     assert stats['below_real_min'] == 0.5

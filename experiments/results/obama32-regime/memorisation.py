@@ -7,7 +7,7 @@ Inception pool3 features; the snapshots stay in ``$EXP``), into ``memorisation/<
     python experiments/results/obama32-regime/memorisation.py --exp=/work/exp/obama32-regime
 
 A sample's distance to its nearest training image (or mirrored copy) is set against the 20 held-out
-images' distances to their nearest training image: ``ratio`` = median sample distance / median held-out
+images' distances to their nearest training image (or mirrored copy): ``ratio`` = median sample distance / median held-out
 distance, ``below p05`` = the share of samples nearer to a training image than 95% of the held-out images
 are (near copies).
 """
@@ -53,7 +53,7 @@ def table(rows: list[dict]) -> str:
         '`python experiments/results/obama32-regime/memorisation.py --exp=$EXP`: `nearest.py` on each '
         f"run's best-KID snapshot, seeds {SAMPLES}, Inception pool3 features (L2), against the 80 training "
         "images and their mirrored copies; the scale is the 20 held-out images' distance to their nearest "
-        'training image.',
+        'training image or mirrored copy.',
         '',
         '| run | best KID @kimg | median sample distance | median held-out distance | ratio | below p05 '
         '| below min |',

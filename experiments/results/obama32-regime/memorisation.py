@@ -7,9 +7,8 @@ Inception pool3 features; the snapshots stay in ``$EXP``), into ``memorisation/<
     python experiments/results/obama32-regime/memorisation.py --exp=/work/exp/obama32-regime
 
 A sample's distance to its nearest training image (or mirrored copy) is set against the 20 held-out
-images' distances to their nearest training image (or mirrored copy): ``ratio`` = median sample distance / median held-out
-distance, ``below p05`` = the share of samples nearer to a training image than 95% of the held-out images
-are (near copies).
+images' distances to theirs: ``ratio`` = median sample distance / median held-out distance, ``below p05`` =
+the share of samples nearer to a training image than 95% of the held-out images are (near copies).
 """
 
 from __future__ import annotations

@@ -171,6 +171,21 @@ def _private_cache_dir(tmp_path_factory):
         os.environ['DNNLIB_CACHE_DIR'] = previous
 
 
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network (every download fails at once with 'network unreachable') and an empty download cache."""
+    import requests
+
+    from dnnlib import util
+
+    def unreachable(*args, **kwargs):
+        raise requests.ConnectionError('network unreachable')
+
+    monkeypatch.setattr(requests, 'get', unreachable)
+    monkeypatch.setattr(util.time, 'sleep', lambda s: None)
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

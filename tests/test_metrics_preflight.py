@@ -2,7 +2,6 @@
 (not at its first snapshot), with the metric, the reason and what to do."""
 
 import pytest
-import requests
 from click.testing import CliRunner
 from conftest import make_image_folder
 
@@ -39,13 +38,7 @@ def test_inception_score_is_for_calc_metrics(tmp_path, data):
     assert 'calc_metrics.py --metrics=is50k --detector=' in out
 
 
-def test_vgg16_is_fetched_before_the_run_or_its_cache_path_named(tmp_path, data, monkeypatch):
-    def offline(*args, **kwargs):
-        raise requests.ConnectionError('network unreachable')
-
-    monkeypatch.setattr(requests, 'get', offline)
-    monkeypatch.setattr(util.time, 'sleep', lambda s: None)
-    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
+def test_vgg16_is_fetched_before_the_run_or_its_cache_path_named(tmp_path, data, offline):
     code, out, outdir = _dry(tmp_path, data, 'pr50k3_full')
     cached = util.make_cache_dir_path('downloads', util.cache_file_name(detectors.VGG16_URL))
     assert code == 2 and not outdir.exists(), out

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import requests
 from click.testing import CliRunner
 from conftest import make_image_folder
 
@@ -187,15 +186,8 @@ def test_resume_heads_keep_the_trunk_and_its_optimizer_state(tmp_path):
     training_step(resumed, reals, labels, lambda n: torch.zeros(n, 0))  # and the step runs
 
 
-def test_a_pretrained_name_is_fetched_before_anything_is_created(data16, tmp_path, monkeypatch):
+def test_a_pretrained_name_is_fetched_before_anything_is_created(data16, tmp_path, offline):
     """Offline: one line naming --resume (or --network) and the local-file alternative; nothing created."""
-
-    def offline(*args, **kwargs):
-        raise requests.ConnectionError('network unreachable')
-
-    monkeypatch.setattr(requests, 'get', offline)
-    monkeypatch.setattr(util.time, 'sleep', lambda s: None)
-    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))
     outdir = tmp_path / 'runs'
     code, out = _invoke(train.main, [f'--outdir={outdir}', f'--data={data16}', *TINY, '--resume=ffhq256'])
     assert code == 2 and not outdir.exists(), out

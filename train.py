@@ -225,13 +225,14 @@ def main(**opts: object) -> None:
         if not quiet:
             print('Dry run; exiting.')
         return
+    from stylegan2_ada_kd.checkpoint import SnapshotWriteError
     from stylegan2_ada_kd.training.loop import training_loop
     from stylegan2_ada_kd.training.memory import StepOutOfMemory
     from torch_utils.launcher import launch
 
     try:
         launch(c, training_loop)
-    except StepOutOfMemory as err:  # one process: say what to pass, without a traceback
+    except (StepOutOfMemory, SnapshotWriteError) as err:  # one process: what to do, without a traceback
         raise click.ClickException(str(err)) from err
 
 

@@ -141,3 +141,40 @@ def test_resume_removes_temp_files_a_killed_run_left(setup, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert not stale.exists() and snap.exists()
     assert 'Removed 1 temporary file(s)' in res.stdout and stale.name in res.stdout
+
+
+def test_a_snapshot_that_cannot_be_written_ends_the_run_with_what_to_do(tmp_path, monkeypatch):
+    """Disk full at the second snapshot: one message, nothing half-written, --resume=auto continues."""
+    import errno
+
+    from stylegan2_ada_kd.checkpoint import training_state
+
+    data = make_image_folder(tmp_path / 'data')
+    args = [
+        f'--outdir={tmp_path / "runs"}',
+        f'--data={data}',
+        *TINY,
+        '--tick=0.004',
+        '--snap=1',
+        '--kimg=0.012',
+    ]
+    real_save, calls = training_state.save_network_snapshot, []
+
+    def full_disk(path, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        real_save(path, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training_state, 'save_network_snapshot', full_disk)
+        res = CliRunner().invoke(train.main, [*args, '--resume=auto'])
+    assert res.exit_code == 1, res.output
+    assert (
+        'network-snapshot-000000.008.pkl (No space left on device); nothing of it was written' in res.output
+    )
+    assert '--resume=auto' in res.output and 'Traceback' not in res.output
+    (run_dir,) = (tmp_path / 'runs').iterdir()
+    assert sorted(p.name for p in run_dir.glob('*.pkl')) == ['network-snapshot-000000.004.pkl']
+    res = CliRunner().invoke(train.main, [*args, '--resume=auto'])
+    assert res.exit_code == 0 and 'Resuming exactly' in res.output, res.output

@@ -29,6 +29,7 @@ from stylegan2_ada_kd.checkpoint.snapshot import (
     torch_load_error,
 )
 from stylegan2_ada_kd.checkpoint.training_state import (
+    SnapshotWriteError,
     check_init,
     check_resume,
     load_for_training,
@@ -41,6 +42,7 @@ __all__ = [
     'NETWORK_KEYS',
     'PRETRAINED',
     'SNAPSHOT_FORMAT',
+    'SnapshotWriteError',
     'NetworkPickleError',
     'UnsafePickleError',
     'check_init',

@@ -85,16 +85,27 @@ def write_snapshot(
         'ada': ada.state_dict() if ada is not None else None,
         'rng': rng,
     }
-    save_network_snapshot(
-        path,
-        G=nets['G'],
-        D=nets['D'],
-        G_ema=nets['G_ema'],
-        augment_pipe=nets['augment_pipe'],
-        training_set_kwargs=training_set_kwargs,
-        extra={'resume_state': state},
-    )
+    try:
+        save_network_snapshot(
+            path,
+            G=nets['G'],
+            D=nets['D'],
+            G_ema=nets['G_ema'],
+            augment_pipe=nets['augment_pipe'],
+            training_set_kwargs=training_set_kwargs,
+            extra={'resume_state': state},
+        )
+    except OSError as err:  # disk full, folder gone or read-only: nothing half-written (atomic), say so
+        raise SnapshotWriteError(
+            f'cannot write {path} ({err.strerror or err}); nothing of it was written, and the snapshots '
+            'before it are complete: make room (or fix the folder) and continue with the same command and '
+            '--resume=auto'
+        ) from err
     return path
+
+
+class SnapshotWriteError(OSError):
+    """A snapshot could not be written; the message says what is intact and how to continue."""
 
 
 def _kwargs_diff(ours: dict, theirs: dict, prefix: str = '') -> list[str]:

@@ -13,7 +13,9 @@ import torch
 
 from torch_utils import distributed
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = tuple(
+    getattr(signal, name) for name in ('SIGTERM', 'SIGUSR1') if hasattr(signal, name)
+)  # no USR1 on Windows
 
 
 class StopRequest:

@@ -158,6 +158,18 @@ from torch_utils.distributed import launched_by_torchrun
     '--map-depth', help='Override the number of mapping layers', type=click.IntRange(min=1), metavar='INT'
 )
 @click.option(
+    '--glr', help='Override the G learning rate', type=click.FloatRange(min=0, min_open=True), metavar='FLOAT'
+)
+@click.option(
+    '--dlr', help='Override the D learning rate', type=click.FloatRange(min=0, min_open=True), metavar='FLOAT'
+)
+@click.option(
+    '--mbstd-group',
+    help='Override the minibatch-stddev group size of D',
+    type=click.IntRange(min=1),
+    metavar='INT',
+)
+@click.option(
     '--freezed',
     help='Freeze the first N layers of D',
     type=click.IntRange(min=0),

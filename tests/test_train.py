@@ -122,6 +122,19 @@ def test_run_dir_name_and_overrides(data16, tmp_path):
     assert c['D_kwargs']['block_kwargs']['freeze_layers'] == 2
 
 
+def test_stylegan3_style_overrides_of_learning_rates_and_mbstd_group(data16, tmp_path):
+    """--glr, --dlr and --mbstd-group as stylegan3's train.py has them; named in the run directory."""
+    args = [f'--outdir={tmp_path}', f'--data={data16}', '--batch=8', '--glr=0.001', '--dlr=0.003']
+    c = _dry([*args, '--mbstd-group=2'])
+    assert c['G_opt_kwargs']['lr'] == 0.001 and c['D_opt_kwargs']['lr'] == 0.003
+    assert c['D_kwargs']['epilogue_kwargs']['mbstd_group_size'] == 2
+    assert c['run_dir'].endswith('-batch8-glr0.001-dlr0.003-mbstd2')
+    default = _dry([f'--outdir={tmp_path}', f'--data={data16}', '--batch=8'])
+    assert default['G_opt_kwargs']['lr'] == default['D_opt_kwargs']['lr'] == 0.0025
+    res = CliRunner().invoke(train.main, [*args, '--mbstd-group=3', '--dry-run'])
+    assert res.exit_code == 2 and 'not a multiple of the minibatch-stddev group size 3' in res.output
+
+
 @pytest.mark.parametrize(
     'extra, needle',
     [

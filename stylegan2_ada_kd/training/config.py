@@ -73,12 +73,16 @@ def network_kwargs(
     nhwc: bool = False,  # --nhwc: channels-last fp16 layers.
     freezed: int = 0,  # --freezed: D layers frozen.
     map_depth: int | None = None,  # --map: mapping layers; None (or 0) = the preset's.
+    mbstd_group: int | None = None,  # --mbstd-group: minibatch-stddev group size; None (or 0) = the preset's.
 ) -> tuple[Preset, EasyDict, EasyDict]:
-    """The resolved preset (:func:`resolve_preset`, ``map`` replaced by ``map_depth``) and its G and D kwargs
-    (with class_name), the overrides applied: what train.py builds for these options."""
+    """The resolved preset (:func:`resolve_preset`, ``map`` and ``mbstd`` replaced by ``map_depth`` and
+    ``mbstd_group``) and its G and D kwargs (with class_name), the overrides applied: what train.py builds for
+    these options."""
     spec = resolve_preset(cfg, gpus, resolution)
     if map_depth:
         spec = dataclasses.replace(spec, map=map_depth)
+    if mbstd_group:
+        spec = dataclasses.replace(spec, mbstd=mbstd_group)
     base = dict(
         channel_base=cbase or int(spec.fmaps * 32768),
         channel_max=cmax or 512,
@@ -151,6 +155,8 @@ def run_desc(opts: dict, dataset_name: str, cfg_desc: str, family_parts: list[tu
     if opts['freezed']:
         later.append(f'freezed{opts["freezed"]}')
     later += [f'{key}{opts[key]}' for key in ('cbase', 'cmax') if opts[key]]
+    later += [f'{key}{opts[key]:g}' for key in ('glr', 'dlr') if opts[key]]
+    later += [f'mbstd{opts["mbstd_group"]}'] if opts['mbstd_group'] else []
     if opts['desc']:
         later.append(opts['desc'])
     parts = [(0, text) for text in first] + [(200, text) for text in later] + family_parts
@@ -208,9 +214,10 @@ def _overfit_kwargs(dataset: Any) -> EasyDict | None:
     return EasyDict(class_name=monitor, holdout_files=dataset.holdout_files)
 
 
-def optimizer_kwargs(spec: Preset) -> EasyDict:
-    """The G and D optimizer kwargs of a resolved preset (Adam, betas 0 / 0.99)."""
-    return EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0.0, 0.99], eps=1e-8)
+def optimizer_kwargs(spec: Preset, lr: float | None = None) -> EasyDict:
+    """The G or D optimizer kwargs of a resolved preset (Adam, betas 0 / 0.99); ``lr`` (``--glr``,
+    ``--dlr``) replaces the preset's learning rate."""
+    return EasyDict(class_name='torch.optim.Adam', lr=lr or spec.lrate, betas=[0.0, 0.99], eps=1e-8)
 
 
 def parse_grid(text: str, resolution: int) -> list[int] | None:
@@ -236,7 +243,9 @@ def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> E
         opts['cfg'],
         gpus,
         dataset.resolution,
-        **{key: opts[key] for key in ('cbase', 'cmax', 'fp32', 'nhwc', 'freezed', 'map_depth')},
+        **{
+            key: opts[key] for key in ('cbase', 'cmax', 'fp32', 'nhwc', 'freezed', 'map_depth', 'mbstd_group')
+        },
     )
     batch = opts['batch'] if opts['batch'] is not None else spec.mb
     batch_gpu = opts['batch_gpu'] or (
@@ -257,8 +266,8 @@ def _core_kwargs(opts: dict, gpus: int, set_kwargs: EasyDict, dataset: Any) -> E
         ),
         G_kwargs=G_kwargs,
         D_kwargs=D_kwargs,
-        G_opt_kwargs=optimizer_kwargs(spec),
-        D_opt_kwargs=optimizer_kwargs(spec),
+        G_opt_kwargs=optimizer_kwargs(spec, opts['glr']),
+        D_opt_kwargs=optimizer_kwargs(spec, opts['dlr']),
         loss_kwargs=loss,
         total_kimg=opts['kimg'] if opts['kimg'] is not None else spec.kimg,
         batch_size=batch,

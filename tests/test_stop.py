@@ -20,9 +20,9 @@ TICKS = ['--tick=0.008', '--snap=1', '--kimg=0.032']  # 2 steps of 4 images per 
 def test_a_signal_sets_the_request_instead_of_ending_the_process(sig):
     before = signal.getsignal(sig)
     with StopRequest(torch.device('cpu')) as stop:
-        assert not stop.requested()
+        assert not stop.requested(1)
         os.kill(os.getpid(), sig)
-        assert stop.requested() and stop.signal == signal.Signals(sig).name
+        assert stop.requested(1) and stop.signal == signal.Signals(sig).name
     assert signal.getsignal(sig) is before
 
 
@@ -44,7 +44,7 @@ def test_a_stopped_run_continues_exactly(tmp_path, monkeypatch):
 
     calls = []
 
-    def third_call_stops(self):  # as if SIGTERM came during the 3rd step that ends no tick (the 6th step)
+    def third_call_stops(self, step):  # as if SIGTERM came during the 3rd step that ends no tick (the 6th)
         calls.append(1)
         if len(calls) == 3:
             self.signal = 'SIGTERM'

@@ -1,7 +1,7 @@
 """Stopping on request: SIGTERM or SIGUSR1 (a cluster's preemption or time-limit notice, ``kill``) asks the
 training loop to stop after its current step with a snapshot, instead of dying and losing the steps since the
 last one. Every process must stop at the same step, so with several processes the request is reduced over
-them each step (one tiny all-reduce)."""
+them every few steps (one tiny all-reduce)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from torch_utils import distributed
 
+STRIDE = 4  # With several processes, the steps between two collective asks.
 SIGNALS = tuple(
     getattr(signal, name) for name in ('SIGTERM', 'SIGUSR1') if hasattr(signal, name)
 )  # no USR1 on Windows
@@ -42,10 +43,13 @@ class StopRequest:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal = self.signal or signal.Signals(signum).name
 
-    def requested(self) -> bool:
-        """Whether any process has received a stop signal (collective with several processes: every process
-        calls it at the same step)."""
+    def requested(self, step: int) -> bool:
+        """Whether any process has received a stop signal, asked after training step ``step``. With several
+        processes it is collective (every process calls it at the same steps) and asked every
+        :data:`STRIDE` steps only, so the all-reduce and its device sync stay off most steps."""
         if distributed.world_size() == 1:
             return self.signal is not None
+        if step % STRIDE:
+            return False
         flag = torch.tensor([float(self.signal is not None)], device=self.device)
         return bool(distributed.mean_over_processes(flag).item() > 0)

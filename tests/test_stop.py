@@ -20,9 +20,9 @@ TICKS = ['--tick=0.008', '--snap=1', '--kimg=0.032']  # 2 steps of 4 images per 
 def test_a_signal_sets_the_request_instead_of_ending_the_process(sig):
     before = signal.getsignal(sig)
     with StopRequest(torch.device('cpu')) as stop:
-        assert not stop.requested(1)
+        assert not stop.requested()
         os.kill(os.getpid(), sig)
-        assert stop.requested(1) and stop.signal == signal.Signals(sig).name
+        assert stop.requested() and stop.signal == signal.Signals(sig).name
     assert signal.getsignal(sig) is before
 
 
@@ -44,7 +44,7 @@ def test_a_stopped_run_continues_exactly(tmp_path, monkeypatch):
 
     calls = []
 
-    def third_call_stops(self, step):  # as if SIGTERM came during the 3rd step that ends no tick (the 6th)
+    def third_call_stops(self):  # as if SIGTERM came during the 3rd step that ends no tick (the 6th step)
         calls.append(1)
         if len(calls) == 3:
             self.signal = 'SIGTERM'
@@ -69,8 +69,10 @@ def test_a_stopped_run_continues_exactly(tmp_path, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigterm_to_a_training_process(tmp_path):
-    """The real signal, to a train.py process: it exits normally with a stop snapshot, long before --kimg."""
+@pytest.mark.parametrize('gpus', [1, 2])
+def test_sigterm_to_a_training_process(tmp_path, gpus):
+    """The real signal, to a train.py process (with --gpus=2 the launching one, which passes it on): it exits
+    normally with a stop snapshot, long before --kimg."""
     import subprocess
     import sys
 
@@ -79,7 +81,7 @@ def test_sigterm_to_a_training_process(tmp_path):
     data = make_image_folder(tmp_path / 'data')
     cmd = [sys.executable, str(REPO / 'train.py'), f'--outdir={tmp_path / "runs"}', f'--data={data}', *TINY]
     proc = subprocess.Popen(
-        [*cmd, '--tick=0.008', '--snap=1000', '--kimg=2'],
+        [*cmd, '--tick=0.016', '--snap=1000', '--kimg=2', f'--gpus={gpus}', f'--batch={4 * gpus}'],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -18,7 +18,7 @@ import torch
 
 from dnnlib import EasyDict
 from dnnlib.util import remove_stale_temp_files
-from torch_utils import distributed, run_io
+from torch_utils import distributed, run_io, stop
 
 
 def launch_processes(
@@ -45,7 +45,12 @@ def launch_processes(
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.abspath(os.path.join(tmp, '.torch_distributed_init'))
         spawn_args = (worker, num_processes, f'file://{init_file}', args)
-        torch.multiprocessing.spawn(_process, args=spawn_args, nprocs=num_processes)
+        context = torch.multiprocessing.start_processes(
+            _process, args=spawn_args, nprocs=num_processes, join=False, start_method='spawn'
+        )
+        with stop.forwarded(lambda: [p.pid for p in context.processes if p.is_alive()]):
+            while not context.join():
+                pass
 
 
 def spawns(num_processes: int) -> bool:

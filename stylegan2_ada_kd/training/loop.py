@@ -163,7 +163,7 @@ def training_loop(
                 or progress.cur_nimg >= progress.tick_start_nimg + r.kimg_per_tick * 1000
             )
             if not (done or tick_due):  # tick 0 ends after the first step, for early feedback
-                if stop.requested(progress.batch_idx):  # between tick ends only: ticks end where they would
+                if stop.requested():  # between tick ends only: ticks end where they would have
                     _stop_snapshot(run, r, stop.signal, rank)
                     break
                 continue

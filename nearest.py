@@ -48,15 +48,31 @@ from stylegan2_ada_kd.data.dataset import DatasetError, open_dataset
 _GAP = 4  # Pixels between a sample and its neighbours in the grid.
 
 
-def _reals(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, list[str]]:
-    """uint8 ``[N, 3, H, W]`` of every item of an unmirrored dataset, and their file names."""
-    images = torch.stack([torch.from_numpy(dataset[i][0]) for i in range(len(dataset))])
-    names = [dataset.get_details(i).file for i in range(len(dataset))]
-    return (images.repeat(1, 3, 1, 1) if images.shape[1] == 1 else images), names
+def _real(dataset: torch.utils.data.Dataset, idx: int, flip: bool = False) -> torch.Tensor:
+    """uint8 ``[3, H, W]`` of item ``idx`` of an unmirrored dataset (mirrored with ``flip``)."""
+    img = torch.from_numpy(dataset[idx][0])
+    img = img.repeat(3, 1, 1) if img.shape[0] == 1 else img
+    return img.flip(-1) if flip else img
 
 
-def _embed(images: torch.Tensor, space: str, detector: detectors.Detector | None, batch: int) -> torch.Tensor:
-    return torch.cat([neighbours.embed(x, space, detector) for x in images.split(batch)])
+def _embed_reals(
+    dataset: torch.utils.data.Dataset,
+    space: str,
+    detector: detectors.Detector | None,
+    batch: int,
+    mirror: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features of every item ``[M, F]``, and ``[2M, F]`` with the mirrored copies appended (``mirror``; else
+    the same ``[M, F]``), decoding the images ``batch`` at a time: only features are kept, so a large dataset
+    fits (Inception: 8 KiB per image; pixel space keeps every image as a vector)."""
+    plain, flipped = [], []
+    for start in range(0, len(dataset), batch):
+        images = torch.stack([_real(dataset, i) for i in range(start, min(start + batch, len(dataset)))])
+        plain.append(neighbours.embed(images, space, detector))
+        if mirror:
+            flipped.append(neighbours.embed(images.flip(-1), space, detector))
+    train = torch.cat(plain)
+    return train, torch.cat([train, *flipped]) if mirror else train
 
 
 def _grid(rows: list[list[torch.Tensor]]) -> PIL.Image.Image:
@@ -106,22 +122,19 @@ def cli(**opts: object) -> None:
     with torch.no_grad():
         fakes = [G.synthesis(w, noise_mode=rendering.noise_mode) for w in rendering.latents(opts['seeds'])]
     fakes = to_uint8_rgb(torch.cat(fakes)).cpu()
-    reals, names = _reals(dataset)
     space, batch = opts['space'], opts['batch']
-    train = _embed(reals, space, detector, batch)
-    ref, ref_images = train, reals
-    if mirror:
-        ref = torch.cat([train, _embed(reals.flip(-1), space, detector, batch)])
-        ref_images = torch.cat([reals, reals.flip(-1)])
-    found = neighbours.nearest(_embed(fakes, space, detector, batch), ref, space, min(opts['k'], len(ref)))
-    held_emb = _embed(_reals(held)[0], space, detector, batch) if held is not None else None
+    train, ref = _embed_reals(dataset, space, detector, batch, mirror)
+    fake_emb = torch.cat([neighbours.embed(x, space, detector) for x in fakes.split(batch)])
+    found = neighbours.nearest(fake_emb, ref, space, min(opts['k'], len(ref)))
+    held_emb = _embed_reals(held, space, detector, batch, False)[0] if held is not None else None
     scale_kind, scale = neighbours.real_scale(train, ref, space, held_emb)
     stats = neighbours.summary(found.distance[:, 0], scale)
 
     outdir = rendering.make_outdir()
-    _grid([[fake, *(ref_images[j] for j in idx)] for fake, idx in zip(fakes, found.index)]).save(
-        outdir / 'nearest.png'
-    )
+    m = len(train)
+    rows = [[fake, *(_real(dataset, j % m, j >= m) for j in idx)] for fake, idx in zip(fakes, found.index)]
+    _grid(rows).save(outdir / 'nearest.png')
+    names = [dataset.get_details(i).file for i in range(m)]
     samples = [
         dict(seed=seed, neighbours=[_neighbour(names, j, d) for j, d in zip(idx, dist)])
         for seed, idx, dist in zip(opts['seeds'], found.index, found.distance)

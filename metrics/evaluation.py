@@ -70,7 +70,11 @@ def owed_metrics(snapshot_pkl: str) -> list[str]:
     ``training_options.json`` beside it) and that its ``metric-<name>.jsonl`` has no line for: the run was
     stopped during that evaluation. [] for a file outside a run directory."""
     run_dir = os.path.dirname(os.path.abspath(snapshot_pkl))
-    options = _run_options(run_dir) or {}
+    return _owed(run_dir, _run_options(run_dir) or {}, snapshot_pkl)
+
+
+def _owed(run_dir: str, options: dict, snapshot_pkl: str) -> list[str]:
+    """:func:`owed_metrics` with the run's options already read."""
     return [m for m in options.get('metrics') or [] if not report.evaluated(run_dir, m, snapshot_pkl)]
 
 
@@ -89,8 +93,8 @@ def evaluate_owed(
     run_dir = os.path.dirname(os.path.abspath(snapshot_pkl))
     plan = None
     if rank == 0:
-        owed = owed_metrics(snapshot_pkl)
         options = _run_options(run_dir) or {}
+        owed = _owed(run_dir, options, snapshot_pkl)
         same_reals = options.get('training_set_kwargs') == json.loads(json.dumps(dataset_kwargs))
         if owed and not same_reals:
             print(

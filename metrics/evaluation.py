@@ -65,6 +65,18 @@ def _run_options(run_dir: str) -> dict | None:
     return options if isinstance(options, dict) else None
 
 
+def pointer_metric(run_dir: str) -> str | None:
+    """The metric that ``<run_dir>/network-snapshot-best.pkl`` follows: the run's first training metric, else
+    the metric of its oldest ``best-<metric>.json`` (set by an earlier calc_metrics.py), else None (the next
+    metric evaluated into the run takes it)."""
+    metrics = (_run_options(run_dir) or {}).get('metrics') or []
+    if metrics:
+        return metrics[0]
+    found = [n for n in os.listdir(run_dir) if n.startswith('best-') and n.endswith('.json')]
+    oldest = min(found, key=lambda n: os.path.getmtime(os.path.join(run_dir, n)), default=None)
+    return oldest[len('best-') : -len('.json')] if oldest else None
+
+
 def owed_metrics(snapshot_pkl: str) -> list[str]:
     """The metrics that the run which wrote ``snapshot_pkl`` evaluates at each snapshot (``metrics`` of the
     ``training_options.json`` beside it) and that its ``metric-<name>.jsonl`` has no line for: the run was

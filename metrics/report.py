@@ -37,20 +37,26 @@ def report_metric(result: dict, run_dir: str | None = None, snapshot_pkl: str | 
     print(text, flush=True)
 
 
-def evaluated(run_dir: str, metric: str, snapshot_pkl: str) -> bool:
-    """Whether ``<run_dir>/metric-<metric>.jsonl`` has a line for ``snapshot_pkl`` (bad lines skipped)."""
+def read_results(run_dir: str, metric: str) -> dict[str, dict]:
+    """``{snapshot_pkl: results}`` of ``<run_dir>/metric-<metric>.jsonl`` (names relative to ``run_dir``; the
+    newest line of a snapshot wins; unreadable lines skipped; ``{}`` without the file)."""
     path = os.path.join(run_dir, f'metric-{metric}.jsonl')
+    out: dict[str, dict] = {}
     if not os.path.isfile(path):
-        return False
-    name = _relative(snapshot_pkl, run_dir)
+        return out
     with open(path) as f:
         for text in f:
             try:
-                if json.loads(text).get('snapshot_pkl') == name:
-                    return True
-            except (ValueError, AttributeError):
+                line = json.loads(text)
+                out[line['snapshot_pkl']] = dict(line.get('results') or {})
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
-    return False
+    return out
+
+
+def evaluated(run_dir: str, metric: str, snapshot_pkl: str) -> bool:
+    """Whether ``<run_dir>/metric-<metric>.jsonl`` has a line for ``snapshot_pkl`` (bad lines skipped)."""
+    return _relative(snapshot_pkl, run_dir) in read_results(run_dir, metric)
 
 
 def _point_best(run_dir: str, snapshot: str) -> None:

@@ -18,7 +18,13 @@ from stylegan2_ada_kd.checkpoint.classes import (
     UnsafePickleError,
     register_network_class,
 )
-from stylegan2_ada_kd.checkpoint.locate import PRETRAINED, find_auto_resume, newest_snapshot, resolve_network
+from stylegan2_ada_kd.checkpoint.locate import (
+    PRETRAINED,
+    find_auto_resume,
+    newest_snapshot,
+    resolve_network,
+    select_snapshots,
+)
 from stylegan2_ada_kd.checkpoint.snapshot import (
     SNAPSHOT_FORMAT,
     convert_network_pkl,
@@ -58,6 +64,7 @@ __all__ = [
     'resolve_network',
     'restore_rng',
     'save_network_snapshot',
+    'select_snapshots',
     'torch_load_error',
     'warm_start',
     'write_snapshot',

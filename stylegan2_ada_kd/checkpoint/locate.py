@@ -43,6 +43,36 @@ def newest_snapshot(run_dir: str) -> str | None:
     return found[-1] if found else None
 
 
+def select_snapshots(run_dir: str, spec: str) -> list[str]:
+    """The snapshots of ``run_dir`` that ``spec`` names, oldest first: ``'all'``, ``'newest'``, or kimg values
+    and inclusive ranges such as ``'100,200-300'`` (three-decimal mid-tick snapshots fall in ranges). Raises
+    ``ValueError`` naming the run's kimg values when a value names no snapshot or nothing is selected."""
+    found = snapshots(run_dir)
+    kimgs = [snapshot_kimg(path) for path in found]
+    have = ', '.join(f'{k:g}' for k in kimgs) or 'none'
+    if spec in ('all', 'newest'):
+        chosen = found if spec == 'all' else found[-1:]
+    else:
+        keep = set()
+        for item in spec.split(','):
+            match = re.fullmatch(r'\s*(\d+(?:\.\d+)?)\s*(?:-\s*(\d+(?:\.\d+)?)\s*)?', item)
+            if match is None:
+                raise ValueError(
+                    f"cannot parse {item!r}: expected 'all', 'newest' or kimg values and ranges "
+                    "like '100,200-300'"
+                )
+            lo = float(match.group(1))
+            hi = float(match.group(2)) if match.group(2) else lo
+            hits = {i for i, k in enumerate(kimgs) if lo - 1e-6 <= k <= hi + 1e-6}
+            if not hits and match.group(2) is None:
+                raise ValueError(f'{run_dir} has no snapshot at {lo:g} kimg (it has {have})')
+            keep |= hits
+        chosen = [found[i] for i in sorted(keep)]
+    if not chosen:
+        raise ValueError(f'{spec!r} selects no snapshot of {run_dir} (it has {have})')
+    return chosen
+
+
 def resolve_network(spec: str, option: str) -> str:
     """The local network file that ``spec`` names for the command-line option ``option`` (e.g. '--resume').
 

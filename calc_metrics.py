@@ -117,7 +117,7 @@ def summary(run_dir: str, spec: str, metrics: list[str]) -> str:
 
 def _worker(rank: int, device: torch.device, args: dict) -> None:
     """Body of one process: evaluate each planned snapshot's metrics (the first one's G may come loaded in
-    ``args['G']``)."""
+    ``args['G']``); with ``--snapshots`` rank 0 ends with :func:`summary`."""
     for network, metrics in args['plan']:
         G = args.get('G') if network == args['network'] else None
         G = G or checkpoint.load_network_pkl(network)['G_ema']
@@ -141,6 +141,8 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
             progress=args['verbose'] and rank == 0,
             batch_size=args['batch'],
         )
+    if rank == 0 and args['snapshots'] is not None:
+        print(summary(args['run_dir'], args['snapshots'], args['metrics']), flush=True)
 
 
 @click.command(help=__doc__, context_settings=dict(terminal_width=100, max_content_width=100))
@@ -185,7 +187,7 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
 def main(**args: object) -> None:
     """Entry point (see the module docstring)."""
     args['verbose'] = args['verbose'] and not args.pop('quiet')
-    spec, snapshots = str(args['network']), args.pop('snapshots')
+    spec, snapshots = str(args['network']), args['snapshots']
     if snapshots is not None:
         args['run_dir'], args['plan'] = plan_snapshots(spec, snapshots, args['metrics'])
         if not args['plan']:
@@ -224,8 +226,6 @@ def main(**args: object) -> None:
         launcher.launch_processes(_worker, args['num_gpus'], (args,))
     except (ValueError, detectors.DetectorError) as err:  # DatasetError, bad --ref-stats, ... (this process)
         raise click.ClickException(str(err)) from err
-    if snapshots is not None:
-        print(summary(run_dir, snapshots, args['metrics']))
 
 
 if __name__ == '__main__':

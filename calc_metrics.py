@@ -119,8 +119,13 @@ def _worker(rank: int, device: torch.device, args: dict) -> None:
     """Body of one process: evaluate each planned snapshot's metrics (the first one's G may come loaded in
     ``args['G']``); with ``--snapshots`` rank 0 ends with :func:`summary`."""
     for network, metrics in args['plan']:
-        G = args.get('G') if network == args['network'] else None
-        G = G or checkpoint.load_network_pkl(network)['G_ema']
+        try:
+            G = args.get('G') if network == args['network'] else None
+            G = G or checkpoint.load_network_pkl(network)['G_ema']
+        except (OSError, ValueError) as err:  # every process reads the same file: all skip it together
+            if rank == 0:
+                print(f'Skipping {network}: {err}', flush=True)
+            continue
         if args['verbose'] and rank == 0 and len(args['plan']) > 1:
             print(f'{network}: {", ".join(metrics)}', flush=True)
         evaluation.evaluate_and_report(
@@ -226,6 +231,14 @@ def main(**args: object) -> None:
         launcher.launch_processes(_worker, args['num_gpus'], (args,))
     except (ValueError, detectors.DetectorError) as err:  # DatasetError, bad --ref-stats, ... (this process)
         raise click.ClickException(str(err)) from err
+    skipped = [
+        snap for snap, todo in args['plan'] if not all(report.evaluated(run_dir, m, snap) for m in todo)
+    ]
+    if run_dir is not None and skipped:
+        raise click.ClickException(
+            f'not evaluated, unreadable (see above): {", ".join(skipped)}; replace or delete them, or leave '
+            'them out of --snapshots, and run the same command again'
+        )
 
 
 if __name__ == '__main__':

@@ -135,3 +135,20 @@ def test_bad_snapshot_selections_name_the_fix(run, calls, tmp_path):
     code, out = _calc(f'--network={other / "net.pkl"}', '--snapshots=all', '--metrics=kid1k_train')
     assert code == 2 and 'is not a run directory' in out and 'leave --snapshots out' in out
     assert calls == []
+
+
+def test_an_unreadable_snapshot_is_skipped_named_and_the_rest_evaluated(run, calls):
+    damaged = run / 'network-snapshot-000004.500.pkl'
+    damaged.write_bytes(damaged.read_bytes()[:5000])  # an interrupted copy
+    args = (f'--network={run}', '--snapshots=all', '--metrics=kid1k_train')
+    code, out = _calc(*args)
+    assert code == 1 and [v for _, v in calls] == [0.9, 0.2, 0.4], out
+    assert f'Skipping {damaged}:' in out and 'truncated or damaged' in out
+    assert (
+        f'not evaluated, unreadable (see above): {damaged}' in out and 'leave them out of --snapshots' in out
+    )
+    assert 'best kid1k_train: 0.2 at 4 kimg' in out
+    damaged.unlink()
+    calls.clear()
+    code, out = _calc(*args)
+    assert code == 0 and calls == [], out

@@ -443,3 +443,17 @@ def test_tensor_past_its_storage_is_refused():
     with pytest.raises(checkpoint.NetworkPickleError, match='past its storage'):
         unpickler._rebuild_tensor(storage, 0, (100,), (1,), False, collections.OrderedDict())
     assert unpickler._rebuild_tensor(storage, 1, (3,), (1,), False, collections.OrderedDict()).shape == (3,)
+
+
+@pytest.mark.parametrize('keep', [100, 5000, 0.5, 0.99], ids=['100B', '5kB', 'half', '99%'])
+def test_a_snapshot_cut_short_names_the_file_and_the_fix(tmp_path, keep):
+    G, D, G_ema = tiny_nets()
+    whole = tmp_path / 'network-snapshot-000004.pkl'
+    checkpoint.save_network_snapshot(whole, G=G, D=D, G_ema=G_ema)
+    data = whole.read_bytes()
+    cut = tmp_path / 'cut.pkl'
+    cut.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    with pytest.raises(
+        checkpoint.NetworkPickleError, match=r'cut\.pkl: .*truncated or damaged.*complete copy'
+    ):
+        checkpoint.load_network_pkl(cut)

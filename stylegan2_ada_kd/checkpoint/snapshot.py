@@ -233,7 +233,7 @@ def _read_raw(stream: BinaryIO, source: str, local_path: str | None) -> dict[str
             raw = torch.load(local_path, map_location='cpu', weights_only=True, mmap=True)
         else:
             raw = torch.load(stream, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:  # OSError: cut short
         raise torch_load_error(source, err) from err
     fmt = raw.get('format') if isinstance(raw, dict) else None
     if fmt != SNAPSHOT_FORMAT:

@@ -457,3 +457,7 @@ def test_a_snapshot_cut_short_names_the_file_and_the_fix(tmp_path, keep):
         checkpoint.NetworkPickleError, match=r'cut\.pkl: .*truncated or damaged.*complete copy'
     ):
         checkpoint.load_network_pkl(cut)
+    newest = tmp_path / 'network-snapshot-000008.pkl'
+    cut.rename(newest)  # --resume names the run's other snapshot to use instead
+    with pytest.raises(ValueError, match=f'truncated or damaged.*other snapshot there: --resume={whole}$'):
+        checkpoint.check_resume(str(newest), {}, {}, {})

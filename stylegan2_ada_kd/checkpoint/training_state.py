@@ -9,6 +9,7 @@ StyleGAN2-ADA one, or one of ours without resume state) given to ``--resume``, a
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import construct_class_by_name
-from stylegan2_ada_kd.checkpoint import resume_heads
+from stylegan2_ada_kd.checkpoint import locate, resume_heads
 from stylegan2_ada_kd.checkpoint.classes import NetworkPickleError, load_state_strict
 from stylegan2_ada_kd.checkpoint.snapshot import load_network_pkl, read_snapshot, save_network_snapshot
 from torch_utils import distributed
@@ -133,7 +134,14 @@ def check_resume(path: str, G_kwargs: dict, D_kwargs: dict, common: dict) -> int
         raw = read_snapshot(path)
         data = raw if raw is not None and 'resume_state' in raw else load_network_pkl(path)
     except NetworkPickleError as err:
-        raise ValueError(f'--resume: {err}') from err
+        folder = os.path.dirname(os.path.abspath(path))
+        earlier = (
+            [p for p in locate.snapshots(folder) if not os.path.samefile(p, path)]
+            if os.path.isdir(folder)
+            else []
+        )
+        hint = f' The newest other snapshot there: --resume={earlier[-1]}' if earlier else ''
+        raise ValueError(f'--resume: {err}{hint}') from err
     nets = _networks(G_kwargs, D_kwargs, common)
     if data is not raw:
         _fitting_tensors(f'--resume={path}', nets, data, ('G', 'D'))

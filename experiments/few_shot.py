@@ -125,13 +125,19 @@ def read_metric_all(root, metric):
     return sorted(rows.items())
 
 
-def plot(curves, path, title, ylabel='FID', size=(640, 420)):
-    """A minimal line plot with PIL: {label: [(x, y)]} -> PNG (no matplotlib dependency)."""
+def plot(curves, path, title, ylabel='FID', size=(640, 420), log_y=False, tick=lambda t: f'{t:.3g}'):
+    """A minimal line plot with PIL: {label: [(x, y)]} -> PNG (no matplotlib dependency). ``log_y``: a
+    logarithmic y axis (where every y is positive), for FID and KID, which fall by orders of magnitude;
+    ``tick``: the text of a y tick at axis value t."""
     img = PIL.Image.new('RGB', size, 'white')
     draw = PIL.ImageDraw.Draw(img)
     pts = [p for c in curves.values() for p in c if np.isfinite(p[1])]
     if not pts:
         img.save(path)
+        return
+    if log_y and all(p[1] > 0 for p in pts):
+        logged = {k: [(x, float(np.log10(y))) for x, y in c if np.isfinite(y)] for k, c in curves.items()}
+        plot(logged, path, title, f'{ylabel}, log scale', size, tick=lambda t: f'{10**t:.3g}')
         return
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts) or 1
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
@@ -141,7 +147,7 @@ def plot(curves, path, title, ylabel='FID', size=(640, 420)):
     sy = lambda y: bottom - (y - y0) / (y1 - y0) * (bottom - top)
     draw.rectangle([left, top, right, bottom], outline='black')
     for t in np.linspace(y0, y1, 5):
-        draw.text((5, sy(t) - 6), f'{t:.3g}', fill='black')
+        draw.text((5, sy(t) - 6), tick(t), fill='black')
     xs = sorted({p[0] for p in pts})
     for t in xs if len(xs) <= 10 else np.linspace(x0, x1, 6):
         draw.text((sx(t) - 10, bottom + 8), f'{t:g}', fill='black')
@@ -273,12 +279,15 @@ def write_table(path, runs, teacher, metrics, notes=()):
 
 
 def write_figures(outdir: str, runs: dict, title: str) -> None:
-    """``fid.png`` and ``kid.png`` (per evaluated kimg) and, where some run has the stat, ``gap.png`` and
-    ``auc.png`` (``Overfit/gap`` and ``Overfit/auc`` per tick) of ``runs`` (as :func:`write_table`)."""
+    """``fid.png`` and ``kid.png`` (per evaluated kimg, log scale) and, where some run has the stat,
+    ``gap.png`` and ``auc.png`` (``Overfit/gap`` and ``Overfit/auc`` per tick) of ``runs`` (as
+    :func:`write_table`)."""
     for key, ylabel in (('fid', 'FID'), ('kid', 'KID'), ('gap', 'D-overfitting gap'), ('auc', 'D AUC')):
         if key in ('fid', 'kid') or any(r.get(key) for r in runs.values()):
             curves = {label: r.get(key, []) for label, r in runs.items()}
-            plot(curves, os.path.join(outdir, f'{key}.png'), title, ylabel=ylabel)
+            plot(
+                curves, os.path.join(outdir, f'{key}.png'), title, ylabel=ylabel, log_y=key in ('fid', 'kid')
+            )
 
 
 def samples_figure(grids, path, res, cols=8, rows=2):

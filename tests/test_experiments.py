@@ -5,6 +5,7 @@ import json
 import sys
 
 import PIL.Image
+import PIL.ImageColor
 import pytest
 import torch
 from click.testing import CliRunner
@@ -71,6 +72,17 @@ def test_metrics_table_and_plot(tmp_path):
     few_shot.plot({k: v['fid'] for k, v in runs.items()}, str(png), 'obama')
     image = PIL.Image.open(png)
     assert image.size == (640, 420) and len(image.getcolors(1 << 16)) > 2  # lines were drawn
+
+
+def test_log_plot_puts_each_decade_equally_apart(tmp_path):
+    curve = {
+        'a': [(0, 0.01), (1, 0.1), (2, 1.0)]
+    }  # 0.1 is half way up on a log axis, near the bottom on a linear one
+    middle = (340, 205)  # x = 1 and the middle of the plot area (60-620 x 30-380 pixels)
+    for log_y, expected in ((True, True), (False, False)):
+        few_shot.plot(curve, str(tmp_path / 'kid.png'), 'obama', 'KID', log_y=log_y)
+        pixel = PIL.Image.open(tmp_path / 'kid.png').convert('RGB').getpixel(middle)
+        assert (pixel == PIL.ImageColor.getrgb(few_shot.COLORS[0])) == expected
 
 
 def _fake_run(run_dir, kimgs, gap=None, auc=None):

@@ -163,32 +163,38 @@ def to_mode(img: PIL.Image.Image, target: str) -> PIL.Image.Image:
 
 
 def _crop_size(size: tuple[int, int], transform: str | None) -> tuple[int, int]:
-    """``(w, h)`` of the centre crop: whole image, largest square, or largest 2:1 (w = 2h) region."""
+    """``(w, h)`` of the crop: whole image, largest square, largest 2:1 region, or the square pad fills."""
     w, h = size
     if transform == 'center-crop':
         return min(w, h), min(w, h)
     if transform == 'center-crop-wide':
         return (w, max(w // 2, 1)) if w <= 2 * h else (2 * h, h)
+    if transform == 'pad':
+        return max(w, h), max(w, h)
     return w, h
 
 
 def transform_image(
     img: PIL.Image.Image, transform: str | None, resolution: int, resample: int
 ) -> tuple[PIL.Image.Image, bool]:
-    """Centre-crop per ``transform``, resize, and for ``center-crop-wide`` paste the ``R x R/2`` strip into
-    the middle of a black ``R x R`` canvas. Returns ``(image R x R, whether it was upscaled)``."""
+    """Centre-crop per ``transform`` and resize; ``center-crop-wide``'s ``R x R/2`` strip and ``pad``'s whole
+    image (longer side R) are centred on a black ``R x R`` canvas. Returns ``(image, whether upscaled)``."""
     w, h = img.size
-    cw, ch = _crop_size(img.size, transform)
-    left, top = (w - cw) // 2, (h - ch) // 2
-    if (cw, ch) != (w, h):
-        img = img.crop((left, top, left + cw, top + ch))
-    out = (resolution, resolution // 2) if transform == 'center-crop-wide' else (resolution, resolution)
+    if transform == 'pad':  # the whole image, its longer side R
+        cw, ch, side = w, h, max(w, h)
+        out = (max(round(w * resolution / side), 1), max(round(h * resolution / side), 1))
+    else:
+        cw, ch = _crop_size(img.size, transform)
+        left, top = (w - cw) // 2, (h - ch) // 2
+        if (cw, ch) != (w, h):
+            img = img.crop((left, top, left + cw, top + ch))
+        out = (resolution, resolution // 2) if transform == 'center-crop-wide' else (resolution, resolution)
     upscaled = cw < out[0] or ch < out[1]
     if img.size != out:
         img = img.resize(out, resample=resample)
-    if transform == 'center-crop-wide':
+    if out != (resolution, resolution):
         canvas = PIL.Image.new(img.mode, (resolution, resolution), 0)
-        canvas.paste(img, (0, (resolution - out[1]) // 2))
+        canvas.paste(img, ((resolution - out[0]) // 2, (resolution - out[1]) // 2))
         img = canvas
     return img, upscaled
 
@@ -285,7 +291,8 @@ def _check_plan(sizes: dict, transform: str | None, labels: dict | None, src: So
         if odd:
             raise click.UsageError(
                 f'{len(odd)} image(s) are not square: {_listed(odd)}. Pass --transform=center-crop (square '
-                'centre crop) or --transform=center-crop-wide (2:1 crop on a black square canvas).'
+                'centre crop), --transform=pad (the whole image on a black square) or '
+                '--transform=center-crop-wide (2:1 crop on a black square canvas).'
             )
     if labels is not None:
         unlabelled = [n for n in sizes if n not in labels]
@@ -500,8 +507,9 @@ def _class_summary(out_labels: list, class_names: list[str] | None) -> str:
 @click.option('--height', type=int, metavar='H', help='With --width: the same as --resolution=WxH.')
 @click.option(
     '--transform',
-    type=click.Choice(['center-crop', 'center-crop-wide']),
-    help='Centred square crop, or 2:1 crop on a black square. [default: none; images must be square]',
+    type=click.Choice(['center-crop', 'center-crop-wide', 'pad']),
+    help='Centred square crop, 2:1 crop on a black square, or the whole image centred on a black square '
+    '(pad). [default: none; images must be square]',
 )
 @click.option('--max-images', type=int, metavar='N', help='Convert N images (round-robin over classes).')
 @click.option(
@@ -522,6 +530,7 @@ def main(resolution: str | None, width: int | None, height: int | None, **opts: 
     python dataset_tool.py --source=~/photos --dest=~/photos-256.zip --resolution=256 --transform=center-crop
     python dataset_tool.py --source=~/photos --dest=~/photos-64.zip --resolution=64x64 --transform=center-crop
     python dataset_tool.py --source=cars --dest=cars.zip --transform=center-crop-wide --width=512 --height=256
+    python dataset_tool.py --source=~/scans --dest=~/scans-256.zip --resolution=256 --transform=pad
     python dataset_tool.py --source=cifar-10-python.tar.gz --dest=cifar10-32.zip
     """
     convert_dataset(resolution=output_resolution(resolution, width, height, opts['transform']), **opts)

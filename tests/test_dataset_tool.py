@@ -355,3 +355,19 @@ def test_max_images_without_classes_takes_the_first_readable(tmp_path):
     assert res.exit_code == 0 and 'classes' not in res.output, res.output
     ds = ImageFolderDataset(str(tmp_path / 'c.zip'))
     assert [int(ds[i][0][0, 0, 0]) for i in range(4)] == [0, 1, 2, 10]  # ant/0-2, bee/0.
+
+
+def test_pad_keeps_the_whole_image_on_a_black_square(tmp_path):
+    save(tmp_path / 'p' / 'tall.png', np.full([64, 32, 3], 200, np.uint8))  # 32 wide, 64 high
+    save(tmp_path / 'p' / 'small.png', np.full([2, 4, 3], 100, np.uint8))  # smaller than 8: upscaled
+    res = run('--source', tmp_path / 'p', '--dest', tmp_path / 'p.zip', '--resolution=8', '--transform=pad')
+    assert res.exit_code == 0, res.output
+    assert '1 image(s) were smaller than 8 px' in res.output
+    ds = ImageFolderDataset(str(tmp_path / 'p.zip'))
+    small, tall = (ds[i][0] for i in range(2))
+    assert tall.shape == (3, 8, 8) and (tall[:, :, :2] == 0).all() and (tall[:, :, 6:] == 0).all()
+    assert (tall[:, :, 2:6] == 200).all()  # 32x64 -> 4x8 centred: columns 2-5
+    assert (small[:, :2] == 0).all() and (small[:, 6:] == 0).all() and (small[:, 2:6] == 100).all()
+    (tmp_path / 'p' / 'small.png').unlink()
+    res = run('--source', tmp_path / 'p', '--dest', tmp_path / 'q.zip', '--transform=pad')  # no resize: 64x64
+    assert res.exit_code == 0 and ImageFolderDataset(str(tmp_path / 'q.zip'))[0][0].shape == (3, 64, 64)

@@ -457,8 +457,9 @@ def _tool_advice(ctx: Context, fixes: set[str], flag: str | None) -> list[str]:
     }[flag]
     if 'images' in fixes:
         lines = [
-            'Fix: convert it into a clean dataset with dataset_tool.py, which crops and resizes every image',
-            'to one square power-of-two size, converts them to RGB or grayscale and skips undecodable files'
+            'Fix: convert it into a clean dataset with dataset_tool.py, which crops (with --transform=pad',
+            'instead: pads) and resizes every image to one square power-of-two size, converts them to RGB or',
+            'grayscale and skips undecodable files'
             + ('\n' + note.strip() if note != ':' else note),
         ]
     else:

@@ -161,3 +161,15 @@ def test_suggested_destination_is_new(tmp_path):
         ImageFolderDataset(str(path))
     assert f'--dest={tmp_path}/flat-16x16-2.zip' in str(info.value)
     follow_advice(str(info.value), False, str(path))
+
+
+def test_photos_with_no_square_image_are_sized_by_their_shorter_side(tmp_path):
+    rnd = np.random.RandomState(0)
+    for i, (w, h) in enumerate([(48, 40), (40, 48), (48, 40), (300, 20)]):  # most common shorter side: 40
+        PIL.Image.fromarray(rnd.randint(0, 256, size=[h, w, 3], dtype=np.uint8)).save(tmp_path / f'{i}.png')
+    with pytest.raises(DatasetError) as info:
+        ImageFolderDataset(str(tmp_path))
+    message = str(info.value)
+    assert '4 image(s) are not square' in message and '--transform=pad' in message
+    assert '--resolution=32 --transform=center-crop' in message  # the largest 2^k crop of 40 px, not 256
+    assert len(follow_advice(message, False, str(tmp_path))) == 1

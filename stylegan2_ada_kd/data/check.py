@@ -188,8 +188,9 @@ def check_images(
             problems.add('mode', name, f'mode {mode}')
         elif mode != main_mode:
             problems.add('mixed_modes', name, f'{mode}; most images are {main_mode}')
-    square = [size for _, size, _ in ok if size[0] == size[1]]
-    ref = resolution or (_most_common(square) or (0, 0))[0]
+    square = [size[0] for _, size, _ in ok if size[0] == size[1]]
+    shorter = [min(size) for _, size, _ in ok]  # No square image: the crop's side sizes the advice.
+    ref = resolution or _most_common(square) or _most_common(shorter) or 0
     for name, (w, h), _mode in ok:
         if w != h:
             problems.add('non_square', name, f'{w}x{h}')

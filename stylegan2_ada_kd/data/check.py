@@ -460,8 +460,7 @@ def _tool_advice(ctx: Context, fixes: set[str], flag: str | None) -> list[str]:
         lines = [
             'Fix: convert it into a clean dataset with dataset_tool.py, which crops (with --transform=pad',
             'instead: pads) and resizes every image to one square power-of-two size, converts them to RGB or',
-            'grayscale and skips undecodable files'
-            + ('\n' + note.strip() if note != ':' else note),
+            'grayscale and skips undecodable files' + ('\n' + note.strip() if note != ':' else note),
         ]
     else:
         lines = ['Fix: recreate it with dataset_tool.py' + note]

@@ -99,3 +99,19 @@ def test_sigterm_to_a_training_process(tmp_path, gpus):
     (run_dir,) = (tmp_path / 'runs').iterdir()
     stops = [n for n in os.listdir(run_dir) if n.startswith('network-snapshot-0')]
     assert len(stops) == 2 and all(float(n[17:-4]) < 1 for n in stops), stops  # tick 0's and the stop's
+
+
+def test_a_finished_run_trained_further_is_the_longer_run_with_its_ticks_shifted(tmp_path):
+    data = make_image_folder(tmp_path / 'data')
+    common = [f'--data={data}', *TINY, '--tick=0.008', '--snap=1']
+    _train([f'--outdir={tmp_path / "long"}', *common, '--kimg=0.032'])
+    (long,) = (tmp_path / 'long').iterdir()
+    _train([f'--outdir={tmp_path / "grown"}', *common, '--kimg=0.014'])  # ends at 0.016: the step past 0.014
+    out = _train([f'--outdir={tmp_path / "grown"}', *common, '--kimg=0.032', '--resume=auto'])
+    assert 'Resuming exactly' in out
+    grown = sorted((tmp_path / 'grown').iterdir())[-1]
+    snaps = lambda d: sorted(n[17:-4] for n in os.listdir(d) if n.startswith('network-snapshot-0'))
+    assert snaps(long) == ['000000.004', '000000.012', '000000.020', '000000.028', '000000.032']
+    assert snaps(grown) == ['000000.024', '000000.032']  # its ticks count from 0.016, where it stopped
+    a, b = (_weights(d / 'network-snapshot-000000.032.pkl') for d in (long, grown))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

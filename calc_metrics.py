@@ -83,8 +83,11 @@ def plan_snapshots(network: str, spec: str, metrics: list[str]) -> tuple[str, li
     its ``metric-<name>.jsonl`` has no line for; snapshots with all of them are left out."""
     run_dir = network if os.path.isdir(network) else find_run_dir(network)
     if run_dir is None or not os.path.isfile(os.path.join(run_dir, 'training_options.json')):
+        found = os.scandir(network) if run_dir else []  # a folder that holds run directories: name them
+        runs = sorted(d.name for d in found if os.path.isfile(os.path.join(d.path, 'training_options.json')))
+        hint = f' (its run directories: {", ".join(runs)})' if runs else ''
         raise click.BadParameter(
-            f'{network} is not a run directory (no training_options.json); pass a run directory or a '
+            f'{network} is not a run directory (no training_options.json); pass a run directory{hint} or a '
             'snapshot in one as --network, or leave --snapshots out',
             param_hint='--snapshots',
         )

@@ -134,6 +134,8 @@ def test_bad_snapshot_selections_name_the_fix(run, calls, tmp_path):
     os.link(run / 'network-snapshot-000004.pkl', other / 'net.pkl')
     code, out = _calc(f'--network={other / "net.pkl"}', '--snapshots=all', '--metrics=kid1k_train')
     assert code == 2 and 'is not a run directory' in out and 'leave --snapshots out' in out
+    code, out = _calc(f'--network={run.parent}', '--snapshots=all', '--metrics=kid1k_train')  # the outdir
+    assert code == 2 and 'is not a run directory' in out and '(its run directories: run)' in out
     assert calls == []
 
 

@@ -68,7 +68,12 @@ def test_directory_without_snapshots(setup, tmp_path):
     data, _, _ = setup
     (tmp_path / 'empty').mkdir()
     out = _check(data, tmp_path, tmp_path / 'empty')
-    assert 'empty is a directory without network-snapshot-*.pkl' in out
+    assert 'empty is a directory without network-snapshot-*.pkl' in out and 'newest run' not in out
+    for name in ('00000-a', '00001-a', '00002-a'):  # an --outdir: its newest run with a snapshot is named
+        (tmp_path / 'empty' / name).mkdir()
+    (tmp_path / 'empty' / '00001-a' / 'network-snapshot-000004.pkl').write_bytes(b'')
+    out = _check(data, tmp_path, tmp_path / 'empty')
+    assert f'(the newest run in it: --resume={tmp_path / "empty" / "00001-a"})' in out
 
 
 def test_text_file(setup, tmp_path):

@@ -83,9 +83,11 @@ def resolve_network(spec: str, option: str) -> str:
     if os.path.isdir(spec):
         newest = newest_snapshot(spec)
         if newest is None:
+            runs = sorted(d.path for d in os.scandir(spec) if d.is_dir() and newest_snapshot(d.path))
+            hint = f' (the newest run in it: {option}={runs[-1]})' if runs else ''
             raise ValueError(
                 f'{option}={spec} is a directory without network-snapshot-*.pkl; pass a run directory that '
-                'has a snapshot, or a snapshot file'
+                f'has a snapshot{hint}, or a snapshot file'
             )
         return newest
     url = PRETRAINED.get(spec, spec)

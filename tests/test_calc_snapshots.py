@@ -154,3 +154,9 @@ def test_an_unreadable_snapshot_is_skipped_named_and_the_rest_evaluated(run, cal
     calls.clear()
     code, out = _calc(*args)
     assert code == 0 and calls == [], out
+
+
+def test_another_generation_seed_never_moves_the_pointer(run, calls):
+    code, out = _calc(f'--network={run}', '--snapshots=8', '--metrics=kid1k_train', '--seed=1')
+    assert code == 0 and calls == [('kid1k_train', 0.4)], out
+    assert not (run / 'best-kid1k_train.json').exists()  # a lucky draw must not pick the best snapshot

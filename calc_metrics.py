@@ -96,8 +96,15 @@ def plan_snapshots(network: str, spec: str, metrics: list[str]) -> tuple[str, li
         chosen = checkpoint.select_snapshots(run_dir, spec)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint='--snapshots') from err
-    plan = [(snap, [m for m in metrics if not report.evaluated(run_dir, m, snap)]) for snap in chosen]
-    return run_dir, [(snap, todo) for snap, todo in plan if todo]
+    return run_dir, missing(run_dir, chosen, metrics)
+
+
+def missing(run_dir: str, snapshots: list[str], metrics: list[str]) -> list[tuple[str, list[str]]]:
+    """``[(snapshot, metrics)]``: each of ``snapshots`` (files in ``run_dir``) with the ``metrics`` that its
+    ``metric-<name>.jsonl`` has no line for; snapshots that have them all are left out. One read per file."""
+    done = {m: report.read_results(run_dir, m) for m in metrics}
+    plan = [(snap, [m for m in metrics if os.path.basename(snap) not in done[m]]) for snap in snapshots]
+    return [(snap, todo) for snap, todo in plan if todo]
 
 
 def summary(run_dir: str, spec: str, metrics: list[str]) -> str:
@@ -235,10 +242,9 @@ def main(**args: object) -> None:
         launcher.launch_processes(_worker, args['num_gpus'], (args,))
     except (ValueError, detectors.DetectorError) as err:  # DatasetError, bad --ref-stats, ... (this process)
         raise click.ClickException(str(err)) from err
-    skipped = [
-        snap for snap, todo in args['plan'] if not all(report.evaluated(run_dir, m, snap) for m in todo)
-    ]
-    if run_dir is not None and skipped:
+    planned = [snap for snap, _ in args['plan']]
+    skipped = [snap for snap, _ in missing(run_dir, planned, args['metrics'])] if run_dir is not None else []
+    if skipped:
         raise click.ClickException(
             f'not evaluated, unreadable (see above): {", ".join(skipped)}; replace or delete them, or leave '
             'them out of --snapshots, and run the same command again'
